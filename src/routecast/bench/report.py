@@ -1,0 +1,110 @@
+"""Human-readable views of a benchmark result: a terminal table and a Markdown report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+COLUMNS = ("router", "AIQ [95% CI]", "vs zero", "max q", "savings@95 [95% CI]", "savings@100",
+           "cal. 95%: q / cost vs best", "oracle gap", "ms/prompt")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _ci(ci: list[float] | None, fmt: str = "{:.3f}") -> str:
+    return "" if not ci else " [" + ", ".join(fmt.format(v) for v in ci) + "]"
+
+
+def _calibrated(cal: dict[str, Any] | None) -> str:
+    if cal is None:
+        return "n/a (evaluation only)"
+    if cal.get("quality") is None:
+        return "unreachable"
+    return f"{cal['quality_vs_best']:.1%} / {cal['cost_vs_best']:.1%}"
+
+
+def rows(result: dict[str, Any]) -> list[list[str]]:
+    """One row of strings per router, in :data:`COLUMNS` order."""
+    out = []
+    for r in result["routers"]:
+        ci = r.get("ci") or {}
+        name = r["name"] + (" (eval only)" if r.get("evaluation_only") else "")
+        out.append([
+            name,
+            f"{r['aiq']:.3f}" + _ci(ci.get("aiq")),
+            f"{r['aiq_minus_zero']:+.3f}",
+            f"{r['max_quality']:.3f}",
+            _pct(r["savings_at_95"]) + _ci(ci.get("savings_at_95"), "{:.1%}"),
+            _pct(r["savings_at_100"]),
+            _calibrated(r.get("calibrated_95")),
+            f"{r['oracle_gap']:.3f}",
+            f"{r['route_ms_per_prompt']:.3f}",
+        ])
+    return out
+
+
+def header_lines(result: dict[str, Any]) -> list[str]:
+    best, oracle = result["best_single"], result["oracle"]
+    return [
+        f"{result['dataset']}: {result['n_prompts']} prompts in the {result['split']} split "
+        f"({result['n_train']} train, {result['n_validation']} validation), "
+        f"{len(result['models'])} models",
+        f"best single: {best['name']} quality {best['quality']:.4f} at "
+        f"${best['cost_usd']:.3g}/query; oracle: quality {oracle['quality']:.4f} at "
+        f"${oracle['cost_usd']:.3g}/query; zero-router AIQ {result['zero_router_aiq']:.4f}",
+    ]
+
+
+def print_table(result: dict[str, Any], console: Console | None = None) -> None:
+    """The benchmark table, as the CLI prints it."""
+    # Not a terminal (a file, CI): wide enough that rows do not fold.
+    console = console or Console(width=None if Console().is_terminal else 160)
+    for line in header_lines(result):
+        console.print(line, highlight=False)
+    table = Table(show_lines=False)
+    for col in COLUMNS:
+        table.add_column(col, overflow="fold")
+    for row in rows(result):
+        table.add_row(*row)
+    console.print(table)
+    pairs = [r for r in result["routers"] if "pair" in r]
+    if pairs:
+        p0 = pairs[0]["pair"]
+        pt = Table(title=f"weak {p0['weak']} vs strong {p0['strong']} (RouteLLM metrics)")
+        for col in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
+            pt.add_column(col)
+        for r in pairs:
+            p = r["pair"]
+            pt.add_row(r["name"], f"{p['apgr']:.4f}", _pct(p["cpt_50"]), _pct(p["cpt_80"]))
+        console.print(pt)
+
+
+def markdown(result: dict[str, Any], plot_path: str | Path | None = None) -> str:
+    """A self-contained Markdown report of the result."""
+    lines = [f"# routecast bench: {result['dataset']} ({result['split']} split)", ""]
+    lines += [f"- {line}" for line in header_lines(result)]
+    lines += ["- routers are fitted on train; the calibrated point is solved on validation "
+              "only; every other figure is measured on the evaluated split",
+              f"- confidence intervals: {result['n_boot']} bootstrap resamples of the evaluated "
+              f"prompts, seed {result['seed']}", "", "## Models", "",
+              "| model | quality | cost USD/query |", "|---|---|---|"]
+    lines += [f"| {m['name']} | {m['quality']:.4f} | {m['cost_usd']:.6g} |"
+              for m in result["models"]]
+    lines += ["", "## Routers", "", "| " + " | ".join(COLUMNS) + " |",
+              "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(result)]
+    pairs = [r for r in result["routers"] if "pair" in r]
+    if pairs:
+        p0 = pairs[0]["pair"]
+        lines += ["", f"## Weak/strong pair: {p0['weak']} vs {p0['strong']}", "",
+                  "| router | APGR | CPT(50%) | CPT(80%) |", "|---|---|---|---|"]
+        lines += [f"| {r['name']} | {r['pair']['apgr']:.4f} | {_pct(r['pair']['cpt_50'])} | "
+                  f"{_pct(r['pair']['cpt_80'])} |" for r in pairs]
+    if plot_path is not None:
+        lines += ["", "## Cost-quality plot", "", f"![cost-quality]({Path(plot_path).name})"]
+    return "\n".join(lines) + "\n"

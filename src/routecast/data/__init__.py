@@ -1,0 +1,73 @@
+"""Outcome data: the :class:`Dataset`, routecast's own file format, and importers.
+
+Importers register here by name; each is a module with ``detect(path) -> bool`` and
+``load(path, *, seed, name) -> Dataset``. They are imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Protocol, cast
+
+from routecast.data import canonical
+from routecast.data.dataset import SPLITS, Dataset
+from routecast.data.splits import DEFAULT_SEED
+from routecast.errors import ConfigError, DataError
+
+__all__ = ["IMPORTERS", "SPLITS", "Dataset", "detect_format", "load_dataset", "save_dataset"]
+
+
+class Importer(Protocol):
+    def detect(self, path: Path) -> bool: ...
+
+    def load(self, path: str | Path, *, seed: int = ..., name: str | None = ...) -> Dataset: ...
+
+
+#: format name -> module implementing it (imported lazily).
+IMPORTERS: dict[str, str] = {
+    "routerbench": "routecast.data.routerbench",
+    "routellm": "routecast.data.routellm",
+    "cascades": "routecast.data.cascades",
+    "llmrouter": "routecast.data.llmrouter",
+}
+
+
+def _importer(fmt: str) -> Importer:
+    try:
+        module = IMPORTERS[fmt]
+    except KeyError:
+        known = ", ".join(["routecast", *IMPORTERS])
+        raise ConfigError(f"unknown data format {fmt!r}; known formats: {known}") from None
+    return cast(Importer, importlib.import_module(module))
+
+
+def detect_format(path: str | Path) -> str:
+    """Name of the format of ``path``: ``"routecast"`` or one of :data:`IMPORTERS`."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("does not exist", where=path, fix="check the path")
+    if canonical.is_canonical(path):
+        return "routecast"
+    for fmt in IMPORTERS:
+        if _importer(fmt).detect(path):
+            return fmt
+    raise DataError(
+        "is not in a format routecast recognises", where=path,
+        fix="give a routecast outcomes file (.jsonl[.gz]) or a folder in one of the public "
+            f"formats ({', '.join(IMPORTERS)}); `--format NAME` forces one",
+    )
+
+
+def load_dataset(path: str | Path, *, fmt: str = "auto", seed: int = DEFAULT_SEED,
+                 name: str | None = None) -> Dataset:
+    """Load outcomes from a routecast file or any supported public format."""
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "routecast":
+        return canonical.load(path)
+    return _importer(fmt).load(path, seed=seed, name=name)
+
+
+def save_dataset(dataset: Dataset, path: str | Path) -> Path:
+    """Write ``dataset`` in routecast's own format (``.jsonl`` or ``.jsonl.gz``)."""
+    return canonical.save(dataset, path)

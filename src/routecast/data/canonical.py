@@ -1,0 +1,270 @@
+"""routecast's own outcomes format: JSON Lines, optionally gzip-compressed.
+
+The first line is a header, every following line one prompt::
+
+    {"format": "routecast-outcomes", "version": 1, "name": "routerbench-subset",
+     "models": ["gpt-4-1106-preview", "mistralai/mistral-7b-chat"], "meta": {...}}
+    {"id": "mbpp.dev.325", "prompt": "...", "split": "train", "task": "mbpp",
+     "outcomes": {"gpt-4-1106-preview": {"quality": 1.0, "cost_usd": 0.005984,
+                                         "latency_s": 1.2, "tokens_in": 310, "tokens_out": 88,
+                                         "confidence": 0.93, "response": "..."},
+                  "mistralai/mistral-7b-chat": {"quality": 0.0, "cost_usd": 3.66e-05}}}
+
+``quality`` (in [0, 1]) and ``cost_usd`` (>= 0) are required for every model of every prompt;
+``latency_s``, ``tokens_in``, ``tokens_out``, ``confidence`` and ``response`` are optional, but
+a field must be given for all (prompt, model) pairs or for none. ``task`` is optional likewise.
+The full description lives in the README ("Outcomes format").
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, cast
+
+import numpy as np
+
+from routecast.data.dataset import OPTIONAL_ARRAYS, SPLITS, Dataset
+from routecast.errors import DataError, DataFormatError
+
+FORMAT = "routecast-outcomes"
+VERSION = 1
+
+
+def _open_text(path: Path, mode: str) -> IO[str]:
+    if path.suffix == ".gz":
+        return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8"))
+    return open(path, mode, encoding="utf-8")
+
+
+def is_canonical(path: Path) -> bool:
+    """True when ``path`` is a file whose first line is a routecast-outcomes header."""
+    if not path.is_file():
+        return False
+    try:
+        with _open_text(path, "r") as f:
+            head = json.loads(f.readline())
+    except (OSError, ValueError, UnicodeDecodeError, EOFError):
+        return False
+    return isinstance(head, dict) and head.get("format") == FORMAT
+
+
+def save(dataset: Dataset, path: str | Path) -> Path:
+    """Write ``dataset`` to ``path`` (``.jsonl`` or ``.jsonl.gz``), atomically.
+
+    The file is written beside the target and renamed into place, so an existing file is never
+    left half-written.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".partial-{path.name}")  # keeps the suffix, so .gz stays gzip
+    header = {"format": FORMAT, "version": VERSION, "name": dataset.name,
+              "models": list(dataset.models), "meta": dataset.meta}
+    arrays = {k: getattr(dataset, k) for k in OPTIONAL_ARRAYS if getattr(dataset, k) is not None}
+    with _open_text(tmp, "w") as f:
+        f.write(json.dumps(header, ensure_ascii=False) + "\n")
+        for i in range(dataset.n_prompts):
+            outcomes: dict[str, dict[str, Any]] = {}
+            for j, model in enumerate(dataset.models):
+                o: dict[str, Any] = {"quality": float(dataset.quality[i, j]),
+                                     "cost_usd": float(dataset.cost_usd[i, j])}
+                for k, arr in arrays.items():
+                    v = float(arr[i, j])
+                    o[k] = None if math.isnan(v) else (int(v) if k.startswith("tokens") else v)
+                if dataset.responses is not None:
+                    o["response"] = dataset.responses[i, j]
+                outcomes[model] = o
+            rec: dict[str, Any] = {"id": dataset.ids[i], "prompt": dataset.prompts[i],
+                                   "split": str(dataset.split[i])}
+            if dataset.task is not None:
+                rec["task"] = dataset.task[i]
+            rec["outcomes"] = outcomes
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        with _open_text(path, "r") as f:
+            yield from enumerate(f, start=1)
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"is not UTF-8 text ({e.reason})", where=path,
+                              fix="re-save the file as UTF-8") from None
+    except (OSError, EOFError) as e:  # gzip errors are OSError / EOFError
+        raise DataFormatError(f"cannot be read: {e}", where=path) from None
+
+
+def load(path: str | Path) -> Dataset:
+    """Read a canonical outcomes file; every problem is reported with its file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such file", where=path, fix="check the path")
+    lines = _lines(path)
+    header: dict[str, Any] | None = None
+    models: list[str] = []
+    ids: list[str] = []
+    prompts: list[str] = []
+    splits: list[str] = []
+    tasks: list[str | None] = []
+    quality: list[list[float]] = []
+    cost: list[list[float]] = []
+    extra: dict[str, list[list[float]]] = {k: [] for k in OPTIONAL_ARRAYS}
+    responses: list[list[str | None]] = []
+    seen_ids: dict[str, int] = {}
+    present: dict[str, bool] = {}
+
+    for lineno, raw in lines:
+        where = f"{path}:{lineno}"
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError as e:
+            raise DataFormatError(f"invalid JSON ({e})", where=where,
+                                  fix="each line must be one JSON object") from None
+        if not isinstance(rec, dict):
+            raise DataFormatError("line is not a JSON object", where=where)
+        if header is None:
+            header = _check_header(rec, where)
+            models = header["models"]
+            continue
+        _read_record(rec, where, models, seen_ids, lineno, ids, prompts, splits, tasks,
+                     quality, cost, extra, responses, present)
+
+    if header is None:
+        raise DataFormatError("is empty", where=path, fix="write a header line first")
+    return _build(header, path, ids, prompts, splits, tasks, quality, cost, extra, responses,
+                  present)
+
+
+def _check_header(rec: dict[str, Any], where: str) -> dict[str, Any]:
+    if rec.get("format") != FORMAT:
+        raise DataFormatError(
+            f"first line is not a routecast-outcomes header (format={rec.get('format')!r})",
+            where=where,
+            fix="convert public formats with `routecast import`; see the README's Outcomes format",
+        )
+    if rec.get("version") != VERSION:
+        raise DataFormatError(f"unsupported version {rec.get('version')!r}", where=where,
+                              fix=f"this routecast reads version {VERSION}")
+    models = rec.get("models")
+    if (not isinstance(models, list) or not models
+            or not all(isinstance(m, str) and m for m in models)):
+        raise DataFormatError("header 'models' must be a non-empty list of names", where=where)
+    if len(set(models)) != len(models):
+        raise DataFormatError("header lists a model twice", where=where)
+    if not isinstance(rec.get("name", ""), str) or not isinstance(rec.get("meta", {}), dict):
+        raise DataFormatError("header 'name' must be a string and 'meta' an object", where=where)
+    return rec
+
+
+def _number(value: Any, what: str, where: str, *, allow_none: bool = False) -> float:
+    if value is None and allow_none:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataFormatError(f"{what} must be a number, got {value!r}", where=where)
+    v = float(value)
+    if math.isnan(v) or (math.isinf(v) and what.endswith(("quality", "cost_usd"))):
+        raise DataFormatError(f"{what} is {v}", where=where,
+                              fix="give a finite number, or drop the prompt")
+    return v
+
+
+def _read_record(rec: dict[str, Any], where: str, models: list[str],
+                 seen_ids: dict[str, int], lineno: int, ids: list[str], prompts: list[str],
+                 splits: list[str], tasks: list[str | None], quality: list[list[float]],
+                 cost: list[list[float]], extra: dict[str, list[list[float]]],
+                 responses: list[list[str | None]], present: dict[str, bool]) -> None:
+    for key, typ in (("id", str), ("prompt", str), ("split", str), ("outcomes", dict)):
+        if not isinstance(rec.get(key), typ):
+            raise DataFormatError(f"field {key!r} is missing or not a {typ.__name__}", where=where)
+    pid = rec["id"]
+    if pid in seen_ids:
+        raise DataFormatError(f"duplicate id {pid!r} (first on line {seen_ids[pid]})",
+                              where=where, fix="make every prompt id unique")
+    seen_ids[pid] = lineno
+    if rec["split"] not in SPLITS:
+        raise DataFormatError(f"split {rec['split']!r} is not one of {', '.join(SPLITS)}",
+                              where=where)
+    outcomes = rec["outcomes"]
+    if set(outcomes) != set(models):
+        missing = sorted(set(models) - set(outcomes))
+        unknown = sorted(set(outcomes) - set(models))
+        raise DataFormatError(
+            f"outcomes do not match the header's models (missing {missing}, unknown {unknown})",
+            where=where, fix="give one outcome per header model, or drop the prompt")
+    task = rec.get("task")
+    if task is not None and not isinstance(task, str):
+        raise DataFormatError("field 'task' must be a string", where=where)
+    _track(present, "task", task is not None, where)
+    row_q, row_c, row_r = [], [], []
+    row_x: dict[str, list[float]] = {k: [] for k in OPTIONAL_ARRAYS}
+    for m in models:
+        o = outcomes[m]
+        if not isinstance(o, dict):
+            raise DataFormatError(f"outcome of {m!r} is not an object", where=where)
+        q = _number(o.get("quality"), f"{m!r} quality", where)
+        if not 0 <= q <= 1:
+            raise DataFormatError(f"{m!r} quality {q} is outside [0, 1]", where=where,
+                                  fix="rescale quality to [0, 1]")
+        c = _number(o.get("cost_usd"), f"{m!r} cost_usd", where)
+        if c < 0:
+            raise DataFormatError(f"{m!r} cost_usd {c} is negative", where=where)
+        row_q.append(q)
+        row_c.append(c)
+        for k in OPTIONAL_ARRAYS:
+            _track(present, k, k in o, where)
+            row_x[k].append(_number(o.get(k), f"{m!r} {k}", where, allow_none=True))
+        resp = o.get("response")
+        if resp is not None and not isinstance(resp, str):
+            raise DataFormatError(f"{m!r} response must be a string", where=where)
+        _track(present, "response", "response" in o, where)
+        row_r.append(resp)
+    ids.append(pid)
+    prompts.append(rec["prompt"])
+    splits.append(rec["split"])
+    tasks.append(task)
+    quality.append(row_q)
+    cost.append(row_c)
+    for k in OPTIONAL_ARRAYS:
+        extra[k].append(row_x[k])
+    responses.append(row_r)
+
+
+def _track(present: dict[str, bool], key: str, has: bool, where: str) -> None:
+    """Optional fields are all-or-nothing; the first record decides which."""
+    if key not in present:
+        present[key] = has
+    elif present[key] != has:
+        raise DataFormatError(
+            f"field {key!r} is {'present' if has else 'missing'} here but "
+            f"{'present' if present[key] else 'missing'} in earlier records",
+            where=where, fix=f"give {key!r} for every prompt and model (null if unknown), or none")
+
+
+def _build(header: dict[str, Any], path: Path, ids: list[str], prompts: list[str],
+           splits: list[str], tasks: list[str | None], quality: list[list[float]],
+           cost: list[list[float]], extra: dict[str, list[list[float]]],
+           responses: list[list[str | None]], present: dict[str, bool]) -> Dataset:
+    m = len(header["models"])
+    if not ids:
+        raise DataFormatError("has a header but no prompts", where=path)
+
+    def arr(rows: list[list[float]]) -> np.ndarray[Any, np.dtype[np.float64]]:
+        return np.asarray(rows, dtype=np.float64).reshape(len(ids), m)
+
+    optional = {k: arr(extra[k]) if present.get(k) else None for k in OPTIONAL_ARRAYS}
+    resp = None
+    if present.get("response"):
+        resp = np.empty((len(ids), m), dtype=object)
+        resp[:] = responses
+    return Dataset(
+        name=header.get("name") or path.name.split(".")[0],
+        models=tuple(header["models"]), ids=tuple(ids), prompts=tuple(prompts),
+        quality=arr(quality), cost_usd=arr(cost), split=np.asarray(splits, dtype="<U10"),
+        task=tuple(t or "" for t in tasks) if present.get("task") else None,
+        responses=resp, meta=dict(header.get("meta", {})), **optional,
+    )

@@ -1,0 +1,86 @@
+"""The router interface (scikit-learn style) shared by every router."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from routecast.errors import DataError, NotFittedError
+
+if TYPE_CHECKING:
+    from routecast.data.dataset import Dataset
+    from routecast.policy import Policy
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class Router(ABC):
+    """A fitted predictor of each model's quality (and cost) on each prompt.
+
+    Contract (checked by one shared test over every registered router):
+
+    * ``__init__`` only stores its arguments; learned attributes end in ``_``;
+    * ``fit(dataset)`` learns from that dataset (its train split, as the caller passes it) and
+      returns ``self``; it sets ``models_`` (column order of every prediction) and
+      ``mean_cost_usd_``;
+    * ``predict(prompts)`` gives expected quality, shape ``(n, len(models_))``, values in [0, 1];
+    * ``predict_cost(prompts)`` gives expected USD cost, same shape; the default is each model's
+      mean cost on the training data;
+    * ``route(prompts, policy)`` returns one model name per prompt. Batch in, batch out.
+    """
+
+    #: Registry name; also the name shown in bench tables.
+    name: ClassVar[str] = ""
+    #: True for routers that look at true outcomes (the oracle): evaluation only.
+    evaluation_only: ClassVar[bool] = False
+
+    def fit(self, dataset: Dataset) -> Self:
+        if dataset.n_prompts == 0:
+            raise DataError("cannot fit a router on an empty dataset", where=dataset.name)
+        self.models_: tuple[str, ...] = tuple(dataset.models)
+        self.mean_cost_usd_: FloatArray = dataset.mean_cost_usd()
+        self._fit(dataset)
+        return self
+
+    @abstractmethod
+    def _fit(self, dataset: Dataset) -> None:
+        """Learn from ``dataset``; ``models_`` and ``mean_cost_usd_`` are already set."""
+
+    @abstractmethod
+    def predict(self, prompts: Sequence[str]) -> FloatArray:
+        """Expected quality of every model on every prompt, shape ``(n, m)``."""
+
+    def predict_cost(self, prompts: Sequence[str]) -> FloatArray:
+        """Expected cost in USD of every model on every prompt, shape ``(n, m)``."""
+        self._check_fitted()
+        return np.tile(self.mean_cost_usd_, (len(prompts), 1))
+
+    def route(self, prompts: Sequence[str], policy: Policy) -> list[str]:
+        """The model ``policy`` picks for each prompt."""
+        prompts = _as_prompts(prompts)
+        picks = policy.choose(self.predict(prompts), self.predict_cost(prompts))
+        return [self.models_[i] for i in picks]
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (scikit-learn convention): public attributes not ending in _."""
+        return {k: v for k, v in vars(self).items()
+                if not k.endswith("_") and not k.startswith("_")}
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "models_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(dataset) first")
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+def _as_prompts(prompts: Sequence[str] | str) -> list[str]:
+    # A bare string is a classic mistake: it would be routed character by character.
+    if isinstance(prompts, str):
+        return [prompts]
+    return list(prompts)

@@ -1,0 +1,113 @@
+"""Reference routers that learn nothing per prompt: random, best single, cheapest, oracle.
+
+They bracket every learned router: a learned router is worth its fit only if it beats the
+convex combination of single models (the "zero router"), and its headroom is the oracle.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from routecast.data.dataset import Dataset
+from routecast.errors import ConfigError
+from routecast.routers import register_router
+from routecast.routers.base import FloatArray, Router
+
+
+@register_router
+class RandomRouter(Router):
+    """Predicts uniform random quality, so any policy picks at random (cost weight aside).
+
+    The draw is seeded by ``seed`` and the prompt text, so it is reproducible per prompt.
+    """
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def _fit(self, dataset: Dataset) -> None:
+        pass
+
+    def predict(self, prompts: Sequence[str]) -> FloatArray:
+        self._check_fitted()
+        m = len(self.models_)
+        out = np.empty((len(prompts), m))
+        for i, p in enumerate(prompts):
+            rng = np.random.default_rng([self.seed, zlib.crc32(p.encode("utf-8"))])
+            out[i] = rng.random(m)
+        return out
+
+
+@register_router
+class BestSingleRouter(Router):
+    """Predicts each model's mean training quality for every prompt."""
+
+    name = "best-single"
+
+    def _fit(self, dataset: Dataset) -> None:
+        self.mean_quality_: FloatArray = dataset.mean_quality()
+
+    def predict(self, prompts: Sequence[str]) -> FloatArray:
+        self._check_fitted()
+        return np.tile(self.mean_quality_, (len(prompts), 1))
+
+
+@register_router
+class CheapestRouter(Router):
+    """Always the model with the lowest mean training cost, whatever the policy.
+
+    It predicts the same quality for every model, so the policy's tie-break (cheaper wins)
+    decides, at any cost weight.
+    """
+
+    name = "cheapest"
+
+    def _fit(self, dataset: Dataset) -> None:
+        self.quality_: float = float(dataset.mean_quality()[int(np.argmin(self.mean_cost_usd_))])
+
+    def predict(self, prompts: Sequence[str]) -> FloatArray:
+        self._check_fitted()
+        return np.full((len(prompts), len(self.models_)), self.quality_)
+
+
+@register_router
+class OracleRouter(Router):
+    """Knows the true outcomes of the prompts it was fitted on: evaluation only.
+
+    Fit it on the data you evaluate on. With any small positive cost weight it picks the
+    cheapest model of best quality per prompt (the "cheapest correct" oracle). Prompts that
+    appear more than once get the mean of their outcomes.
+    """
+
+    name = "oracle"
+    evaluation_only = True
+
+    def _fit(self, dataset: Dataset) -> None:
+        rows: dict[str, list[int]] = defaultdict(list)
+        for i, p in enumerate(dataset.prompts):
+            rows[p].append(i)
+        self.index_: dict[str, int] = {p: k for k, p in enumerate(rows)}
+        self.quality_: FloatArray = np.stack([dataset.quality[r].mean(axis=0)
+                                              for r in rows.values()])
+        self.cost_usd_: FloatArray = np.stack([dataset.cost_usd[r].mean(axis=0)
+                                               for r in rows.values()])
+
+    def _rows(self, prompts: Sequence[str]) -> list[int]:
+        self._check_fitted()
+        try:
+            return [self.index_[p] for p in prompts]
+        except KeyError as e:
+            raise ConfigError(
+                f"the oracle only knows prompts it was fitted on; {str(e)[:60]}... is new. "
+                "Fit it on the evaluation data (it is for evaluation only)") from None
+
+    def predict(self, prompts: Sequence[str]) -> FloatArray:
+        return self.quality_[self._rows(prompts)]
+
+    def predict_cost(self, prompts: Sequence[str]) -> FloatArray:
+        return self.cost_usd_[self._rows(prompts)]
