@@ -13,7 +13,8 @@ COLUMNS = ("router", "AIQ [95% CI]", "vs zero", "max q", "savings@95 [95% CI]", 
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
+    # Round-off around zero would print as "-0.0%".
+    return "-" if x is None else f"{(x if abs(x) >= 5e-5 else 0.0):.1%}"
 
 
 def _ci(ci: list[float] | None, fmt: str = "{:.3f}") -> str:

@@ -107,7 +107,9 @@ class OracleRouter(Router):
                 "Fit it on the evaluation data (it is for evaluation only)") from None
 
     def predict(self, prompts: Sequence[str]) -> FloatArray:
-        return self.quality_[self._rows(prompts)]
+        rows = self._rows(prompts)  # checks fitted before touching learned attributes
+        return self.quality_[rows]
 
     def predict_cost(self, prompts: Sequence[str]) -> FloatArray:
-        return self.cost_usd_[self._rows(prompts)]
+        rows = self._rows(prompts)
+        return self.cost_usd_[rows]
