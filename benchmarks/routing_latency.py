@@ -343,31 +343,33 @@ def print_header(console: Console, facts: dict[str, Any], data: str) -> None:
 
 def print_table(console: Console, base: BaselineResult, results: list[RouterResult],
                 repeats: int) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{base['dataset']}: fit on {base['n_train']} train prompts, "
                         f"calibrate on {base['n_validation']}, route {base['n_test']} test "
                         f"prompts", title_justify="left")
     table.add_column("router")
-    table.add_column("policy (cost weight)")
+    table.add_column("policy")
     table.add_column("fit s", justify="right")
-    table.add_column("single p50 ms", justify="right")
+    table.add_column("p50 ms", justify="right")
     table.add_column("p99 ms", justify="right")
     table.add_column("mean ms", justify="right")
     table.add_column("n timed", justify="right")
-    table.add_column(f"batch prompts/s\n(median of {repeats})", justify="right")
+    table.add_column("batch prompts/s", justify="right")
     table.add_column("peak RSS MiB", justify="right")
     table.add_column("vs baseline", justify="right")
-    table.add_column("peak heap MiB\n(fit+route)", justify="right")
-    table.add_row("[dim](baseline)[/dim]", "[dim]import + load only[/dim]", "", "", "", "", "",
-                  "", f"{base['peak_rss_mib']:.1f}", "", "")
+    table.add_column("peak heap MiB", justify="right")
+    table.add_row("(baseline)", "import + load", "", "", "", "", "", "",
+                  f"{base['peak_rss_mib']:.1f}", "", "", style="dim")
     for r in results:
-        mark = "" if r["calibrated"] else " *"
+        policy = (f"for_quality w={r['cost_weight']:.3g}" if r["calibrated"]
+                  else "fallback w=0 *")
         n_timed = f"{r['single_n']}" + (" (sample)" if r["single_sampled"] else "")
         delta = r["peak_rss_mib"] - base["peak_rss_mib"]
         ratio = r["peak_rss_mib"] / base["peak_rss_mib"]
         table.add_row(
-            r["router"], f"{r['policy']} ({r['cost_weight']:.3g}){mark}", f"{r['fit_s']:.2f}",
+            r["router"], policy, f"{r['fit_s']:.2f}",
             f"{r['single_p50_ms']:.3f}", f"{r['single_p99_ms']:.3f}",
             f"{r['single_mean_ms']:.3f}", n_timed, f"{r['batch_prompts_per_s']:,.0f}",
             f"{r['peak_rss_mib']:.1f}", f"{delta:+.1f} (x{ratio:.2f})",
@@ -377,6 +379,11 @@ def print_table(console: Console, base: BaselineResult, results: list[RouterResu
 
     rss_source = "VmHWM" if Path("/proc/self/status").exists() else "ru_maxrss"
     notes = [
+        f"p50/p99/mean: route([prompt], policy) one test prompt at a time after "
+        f"{WARMUP_CALLS} warm-up calls; batch prompts/s: route(all {base['n_test']} test "
+        f"prompts) x{repeats}, median.",
+        f"policy: Policy.for_quality(router, validation, {QUALITY_FRACTION:g}); w is its "
+        "cost weight.",
         "Each router ran in its own fresh spawned process; fit s is a cold fit there "
         "(includes first-use imports such as scikit-learn).",
         f"Peak RSS is the process's own high-water mark ({rss_source}); 'vs baseline' is "
@@ -392,7 +399,7 @@ def print_table(console: Console, base: BaselineResult, results: list[RouterResu
         if not r["calibrated"]:
             notes.append(f"* {r['router']}: {r['calibration_note']}; used Policy(0.0).")
     for n in notes:
-        console.print(f"[dim]- {n}[/dim]", highlight=False)
+        console.print(f"[dim]- {escape(n)}[/dim]", highlight=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -400,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console()
+    if not console.is_terminal:  # piped or redirected: don't squeeze the table into 80 columns
+        console = Console(width=160)
     err = Console(stderr=True)
     facts = machine_facts()
     print_header(console, facts, args.data)
@@ -408,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         base: BaselineResult | ChildError = _in_fresh_process(
             baseline_child, args.data, args.router_list)
     if "error" in base:
-        err.print(f"error: {base['error']}", highlight=False, markup=False)
+        err.print(f"error: {base['error']}", highlight=False, markup=False, soft_wrap=True)
         return 2
 
     results: list[RouterResult] = []
@@ -418,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             res: RouterResult | ChildError = _in_fresh_process(
                 router_child, args.data, name, args.repeats, args.single_sample, args.seed)
         if "error" in res:
-            err.print(f"error: {res['error']}", highlight=False, markup=False)
+            err.print(f"error: {res['error']}", highlight=False, markup=False, soft_wrap=True)
             return 2
         err.print(f"{name}: done in {time.perf_counter() - t0:.1f} s", highlight=False)
         results.append(res)

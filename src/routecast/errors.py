@@ -12,7 +12,10 @@ traceback.
     ├── ConfigError               a bad argument, option or configuration value
     ├── NotFittedError            a router or encoder used before ``fit``
     ├── OptionalDependencyError   an optional extra is not installed
-    └── CalibrationError          no policy on the validation split meets the target
+    ├── CalibrationError          no policy on the validation split meets the target
+    ├── RequestError              a bad request from an API client (the server answers 4xx)
+    └── UpstreamError             a model's server failed or could not be reached (502/504)
+        └── UpstreamTimeoutError  ... within the configured timeout (504)
 """
 
 from __future__ import annotations
@@ -62,3 +65,43 @@ class OptionalDependencyError(RoutecastError):
 
 class CalibrationError(RoutecastError):
     """No operating point on the calibration data meets the requested budget or quality."""
+
+
+class RequestError(RoutecastError):
+    """A request from an API client that cannot be served as sent.
+
+    ``status`` is the HTTP status the server answers with, ``param`` the offending field (as in
+    OpenAI's error objects) and ``code`` a short machine-readable reason.
+    """
+
+    def __init__(self, message: str, *, status: int = 400, param: str | None = None,
+                 code: str | None = None):
+        self.status = status
+        self.param = param
+        self.code = code
+        super().__init__(message)
+
+
+class UpstreamError(RoutecastError):
+    """A model's server answered with an error, or could not be reached.
+
+    ``status`` is what the routecast server answers with (502 for a failed or unreachable
+    upstream, the upstream's own 4xx for a request it rejected); ``upstream_status`` is what
+    the upstream said (``None`` when no answer came). ``retryable`` errors (429, 5xx,
+    connection failures, timeouts) are retried with backoff and may fall back to another
+    model; a request the upstream rejected as invalid is neither.
+    """
+
+    def __init__(self, message: str, *, model: str, status: int = 502,
+                 upstream_status: int | None = None, retryable: bool = False,
+                 code: str = "upstream_error"):
+        self.model = model
+        self.status = status
+        self.upstream_status = upstream_status
+        self.retryable = retryable
+        self.code = code
+        super().__init__(message)
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """A model's server did not connect or answer within the configured timeout."""

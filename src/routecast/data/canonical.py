@@ -40,6 +40,12 @@ def _open_text(path: Path, mode: str) -> IO[str]:
     return open(path, mode, encoding="utf-8")
 
 
+def _open_bytes(path: Path) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return open(path, "rb")
+
+
 def is_canonical(path: Path) -> bool:
     """True when ``path`` is a file whose first line is a routecast-outcomes header."""
     if not path.is_file():
@@ -63,6 +69,17 @@ def save(dataset: Dataset, path: str | Path) -> Path:
     header = {"format": FORMAT, "version": VERSION, "name": dataset.name,
               "models": list(dataset.models), "meta": dataset.meta}
     arrays = {k: getattr(dataset, k) for k in OPTIONAL_ARRAYS if getattr(dataset, k) is not None}
+    try:
+        _write(dataset, tmp, header, arrays)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave a half-written file behind
+        raise
+    tmp.replace(path)
+    return path
+
+
+def _write(dataset: Dataset, tmp: Path, header: dict[str, Any],
+           arrays: dict[str, Any]) -> None:
     with _open_text(tmp, "w") as f:
         f.write(json.dumps(header, ensure_ascii=False) + "\n")
         for i in range(dataset.n_prompts):
@@ -72,7 +89,12 @@ def save(dataset: Dataset, path: str | Path) -> Path:
                                      "cost_usd": float(dataset.cost_usd[i, j])}
                 for k, arr in arrays.items():
                     v = float(arr[i, j])
-                    o[k] = None if math.isnan(v) else (int(v) if k.startswith("tokens") else v)
+                    if math.isinf(v):
+                        raise DataError(f"{k} of {model!r} for prompt {dataset.ids[i]!r} is {v}",
+                                        where=f"dataset {dataset.name!r}",
+                                        fix="store a finite number, or NaN for unknown")
+                    # Whole token counts are written as integers; anything else exactly.
+                    o[k] = None if math.isnan(v) else (int(v) if v.is_integer() else v)
                 if dataset.responses is not None:
                     o["response"] = dataset.responses[i, j]
                 outcomes[model] = o
@@ -82,19 +104,25 @@ def save(dataset: Dataset, path: str | Path) -> Path:
                 rec["task"] = dataset.task[i]
             rec["outcomes"] = outcomes
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Decoded lines with their numbers; decoding is per line so errors can name it."""
+    lineno = 0
     try:
-        with _open_text(path, "r") as f:
-            yield from enumerate(f, start=1)
-    except UnicodeDecodeError as e:
-        raise DataFormatError(f"is not UTF-8 text ({e.reason})", where=path,
-                              fix="re-save the file as UTF-8") from None
+        with _open_bytes(path) as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataFormatError(f"is not UTF-8 text ({e.reason})",
+                                          where=f"{path}:{lineno}",
+                                          fix="re-save the file as UTF-8") from None
+                yield lineno, text
     except (OSError, EOFError) as e:  # gzip errors are OSError / EOFError
-        raise DataFormatError(f"cannot be read: {e}", where=path) from None
+        raise DataFormatError(f"cannot be read at line {lineno + 1}: {e}",
+                              where=f"{path}:{lineno + 1}",
+                              fix="the file is damaged or truncated; re-create it") from None
 
 
 def load(path: str | Path) -> Dataset:

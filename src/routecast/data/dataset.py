@@ -124,6 +124,9 @@ class Dataset:
         """A new dataset with only the given rows (indices or a boolean mask), in that order."""
         idx = np.asarray(rows)
         if idx.dtype == bool:
+            if idx.shape != (self.n_prompts,):
+                raise ConfigError(f"a boolean mask must have one entry per prompt "
+                                  f"({self.n_prompts}), got shape {idx.shape}")
             idx = np.flatnonzero(idx)
         idx = idx.astype(np.int64)
 

@@ -37,6 +37,8 @@ COST_SUFFIX = "|total_cost"
 RESPONSE_SUFFIX = "|model_response"
 _FILE_RE = re.compile(r"^(?P<task>.+)_(?P<split>train|test)\.csv$")
 REQUIRED = ("sample_id", "prompt")
+#: Columns that are neither a model's quality nor one of its ``<model>|...`` columns.
+NON_MODEL = {"", "sample_id", "prompt", "eval_name", "oracle_model_to_route_to"}
 
 
 def detect(path: Path) -> bool:
@@ -145,12 +147,15 @@ def _from_tables(tables: list[tuple[str, str, list[dict[str, Any]]]], *, name: s
     first_seen: dict[str, str] = {}
     dropped = 0
     for file, split, rows in tables:
-        header = list(rows[0].keys()) if rows else []
-        file_models = models_of(header)
-        missing = [c for c in REQUIRED if c not in header] + [
-            m for m in file_models if m not in header]
         if not rows:
             raise DataFormatError("has no rows", where=file)
+        header = list(rows[0].keys())
+        file_models = models_of(header)
+        quality_cols = [h for h in header
+                        if h not in NON_MODEL and "|" not in h and not h.startswith("Unnamed")]
+        missing = ([c for c in REQUIRED if c not in header]
+                   + [m for m in file_models if m not in header]
+                   + [m + COST_SUFFIX for m in quality_cols if m not in file_models])
         if missing or not file_models:
             raise DataFormatError(
                 f"is missing RouterBench columns {missing or ['<model>|total_cost']}", where=file,

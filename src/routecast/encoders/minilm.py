@@ -51,6 +51,15 @@ class MiniLMEncoder:
     def fit(self, texts: Sequence[str]) -> Self:
         return self  # pre-trained: nothing to learn
 
+    def get_params(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size}
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {}, {}  # the weights come from the installed package, not the router folder
+
+    def set_state(self, values: dict[str, Any], arrays: dict[str, Any]) -> None:
+        pass
+
     def transform(self, texts: Sequence[str]) -> Features:
         emb = _model().encode(list(texts), batch_size=self.batch_size,
                               normalize_embeddings=True, show_progress_bar=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -9,13 +10,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 
-from routecast.errors import DataError, NotFittedError
+from routecast.errors import ConfigError, DataError, NotFittedError
 
 if TYPE_CHECKING:
     from routecast.data.dataset import Dataset
     from routecast.policy import Policy
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 
 class Router(ABC):
@@ -65,6 +67,73 @@ class Router(ABC):
         picks = policy.choose(self.predict(prompts), self.predict_cost(prompts))
         return [self.models_[i] for i in picks]
 
+    # -- persistence (see routers/persist.py) ------------------------------------------------
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        """Learned attributes (names ending in ``_``) as JSON-able values and numpy arrays.
+
+        The default handles numpy arrays, scipy sparse matrices, encoders with
+        ``get_state``, and JSON-able values; override it (and :meth:`set_state`) for anything
+        else.
+        """
+        self._check_fitted()
+        values: dict[str, Any] = {}
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        sparse: list[str] = []
+        encoders: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if not key.endswith("_") or key.startswith("_"):
+                continue
+            if isinstance(value, np.ndarray):
+                arrays[key] = value
+            elif hasattr(value, "tocsr") and hasattr(value, "nnz"):
+                csr = value.tocsr()
+                arrays.update({f"{key}::data": csr.data, f"{key}::indices": csr.indices,
+                               f"{key}::indptr": csr.indptr,
+                               f"{key}::shape": np.asarray(csr.shape, dtype=np.int64)})
+                sparse.append(key)
+            elif hasattr(value, "get_state") and isinstance(getattr(value, "name", None), str):
+                enc_values, enc_arrays = value.get_state()
+                encoders[key] = {"name": value.name, "params": value.get_params(),
+                                 "state": enc_values}
+                arrays.update({f"{key}::{k}": v for k, v in enc_arrays.items()})
+            elif _jsonable(value):
+                values[key] = list(value) if isinstance(value, tuple) else value
+            else:
+                raise ConfigError(
+                    f"cannot save attribute {key} ({type(value).__name__}) of router "
+                    f"{self.name!r}; override get_state/set_state for it")
+        values["__sparse__"] = sparse
+        values["__encoders__"] = encoders
+        return values, arrays
+
+    def set_state(self, values: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> None:
+        """Restore what :meth:`get_state` returned, on an instance with the same parameters."""
+        from scipy import sparse as sp
+
+        from routecast.encoders import make_encoder
+
+        values = dict(values)
+        sparse_keys = values.pop("__sparse__", [])
+        encoders = values.pop("__encoders__", {})
+        for key, value in values.items():
+            setattr(self, key, value)
+        for key in sparse_keys:
+            shape = tuple(int(x) for x in arrays[f"{key}::shape"])
+            setattr(self, key, sp.csr_matrix(
+                (arrays[f"{key}::data"], arrays[f"{key}::indices"], arrays[f"{key}::indptr"]),
+                shape=shape))
+        for key, spec in encoders.items():
+            encoder: Any = make_encoder(spec["name"], **spec["params"])
+            prefix = f"{key}::"
+            encoder.set_state(spec["state"], {k[len(prefix):]: v for k, v in arrays.items()
+                                              if k.startswith(prefix)})
+            setattr(self, key, encoder)
+        for key, arr in arrays.items():
+            if "::" not in key:
+                setattr(self, key, arr)
+        self.models_ = tuple(self.models_)
+
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (scikit-learn convention): public attributes not ending in _."""
         return {k: v for k, v in vars(self).items()
@@ -77,6 +146,14 @@ class Router(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _as_prompts(prompts: Sequence[str] | str) -> list[str]:

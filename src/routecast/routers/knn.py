@@ -14,7 +14,7 @@ import numpy as np
 from routecast.data.dataset import Dataset
 from routecast.encoders import Encoder, make_encoder
 from routecast.routers import register_router
-from routecast.routers.base import FloatArray, Router
+from routecast.routers.base import FloatArray, IntArray, Router
 
 
 @register_router
@@ -35,23 +35,34 @@ class KNNRouter(Router):
         self.prior = prior
 
     def _fit(self, dataset: Dataset) -> None:
-        from sklearn.neighbors import NearestNeighbors
-
         self.encoder_: Encoder = make_encoder(self.encoder).fit(dataset.prompts)
-        features = self.encoder_.transform(dataset.prompts)
+        # Encoders give L2-normalised rows, so a dot product is the cosine similarity and a
+        # brute-force search is one (sparse) matrix product: no index object to persist.
+        self.features_: Any = self.encoder_.transform(dataset.prompts)
         self.k_: int = max(1, min(self.k, dataset.n_prompts))
-        self.index_: Any = NearestNeighbors(n_neighbors=self.k_, metric="cosine",
-                                            algorithm="brute").fit(features)
         self.quality_: FloatArray = dataset.quality
         self.mean_quality_: FloatArray = dataset.mean_quality()
+
+    def neighbours(self, prompts: Sequence[str]) -> tuple[FloatArray, IntArray]:
+        """Cosine similarity and row index of the ``k_`` nearest training prompts, best first."""
+        self._check_fitted()
+        sim = self.encoder_.transform(prompts) @ self.features_.T
+        sim = np.asarray(sim.toarray() if hasattr(sim, "toarray") else sim, dtype=np.float64)
+        k = self.k_
+        idx = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else \
+            np.tile(np.arange(sim.shape[1]), (sim.shape[0], 1))
+        top = np.take_along_axis(sim, idx, axis=1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        return (np.take_along_axis(top, order, axis=1),
+                np.take_along_axis(idx, order, axis=1).astype(np.int64))
 
     def predict(self, prompts: Sequence[str]) -> FloatArray:
         self._check_fitted()
         if len(prompts) == 0:
             return np.empty((0, len(self.models_)))
-        dist, idx = self.index_.kneighbors(self.encoder_.transform(prompts))
-        # Cosine distance in [0, 2]; similarity weights stay positive.
-        w = np.clip(1.0 - dist, 1e-6, None) if self.weighted else np.ones_like(dist)
+        sim, idx = self.neighbours(prompts)
+        # Similarity weights stay positive even for orthogonal neighbours.
+        w = np.clip(sim, 1e-6, None) if self.weighted else np.ones_like(sim)
         neigh = self.quality_[idx]  # (n, k, m)
         num = np.einsum("nk,nkm->nm", w, neigh) + self.prior * self.mean_quality_
         den = w.sum(axis=1, keepdims=True) + self.prior

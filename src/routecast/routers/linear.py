@@ -8,7 +8,6 @@ which is exactly the cross-entropy with target ``q``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -23,7 +22,8 @@ class LinearRouter(Router):
     """``P(quality | prompt)`` per model by L2-regularised logistic regression.
 
     ``C`` is the inverse regularisation strength. A model whose training quality is constant
-    (always right or always wrong) gets that constant, since a classifier cannot be fitted.
+    (always right or always wrong) gets that constant (within 1e-9), since a classifier cannot
+    be fitted.
     """
 
     name = "linear"
@@ -44,21 +44,29 @@ class LinearRouter(Router):
         stack = sparse.vstack if sparse.issparse(x) else np.vstack
         x2 = stack([x, x])
         y2 = np.r_[np.ones(n), np.zeros(n)]
-        self.estimators_: list[Any] = []
-        for j in range(dataset.n_models):
+        m, d = dataset.n_models, x.shape[1]
+        # Only the fitted weights are kept (arrays persist without pickle).
+        self.coef_: FloatArray = np.zeros((m, d))
+        self.intercept_: FloatArray = np.zeros(m)
+        for j in range(m):
             q = dataset.quality[:, j]
             if np.all(q == q[0]):
-                self.estimators_.append(float(q[0]))
+                # A constant has no classifier: predict it through the intercept alone.
+                self.intercept_[j] = _logit(float(q[0]))
                 continue
             clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
             clf.fit(x2, y2, sample_weight=np.r_[q, 1.0 - q])
-            self.estimators_.append(clf)
+            self.coef_[j] = clf.coef_[0]
+            self.intercept_[j] = clf.intercept_[0]
 
     def predict(self, prompts: Sequence[str]) -> FloatArray:
         self._check_fitted()
         if len(prompts) == 0:
             return np.empty((0, len(self.models_)))
-        x = self.encoder_.transform(prompts)
-        cols = [np.full(len(prompts), est) if isinstance(est, float)
-                else est.predict_proba(x)[:, 1] for est in self.estimators_]
-        return np.column_stack(cols).astype(np.float64)
+        z = self.encoder_.transform(prompts) @ self.coef_.T + self.intercept_
+        return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(z))), dtype=np.float64)
+
+
+def _logit(p: float, eps: float = 1e-9) -> float:
+    p = min(max(p, eps), 1 - eps)
+    return float(np.log(p / (1 - p)))

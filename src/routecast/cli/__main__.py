@@ -1,0 +1,5 @@
+"""``python -m routecast.cli``."""
+
+from routecast.cli import main
+
+main()
