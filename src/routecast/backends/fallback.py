@@ -1,0 +1,109 @@
+"""Fallbacks: when a model fails, ask the next one.
+
+Only failures before the first byte of an answer count: once a stream has started, the client
+has seen part of one model's answer, and splicing in another model's would be worse than an
+error. Requests the upstream rejected as invalid (HTTP 400/413/422) are not passed on: the next
+model would reject them too, and the client needs to see why.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from routecast.backends.base import (
+    Backend,
+    Chunk,
+    Completion,
+    Request,
+    RoutePrefix,
+    close_stream,
+)
+from routecast.errors import ConfigError, UpstreamError, UpstreamTimeoutError
+
+
+def worth_another_model(error: UpstreamError) -> bool:
+    """Whether another model could succeed where this one failed."""
+    return error.code != "upstream_rejected_request"
+
+
+class FallbackBackend(Backend):
+    """``backends`` in order of preference; the completion's ``route`` lists every model tried.
+    """
+
+    def __init__(self, backends: Sequence[Backend], name: str = "") -> None:
+        if not backends:
+            raise ConfigError("a fallback chain needs at least one backend")
+        self.backends = list(backends)
+        self.name = name or self.backends[0].name
+        self.models = tuple(dict.fromkeys(m for b in self.backends for m in b.models))
+
+    async def start(self) -> None:
+        for backend in self.backends:
+            await backend.start()
+
+    async def aclose(self) -> None:
+        for backend in self.backends:
+            await backend.aclose()
+
+    async def complete(self, request: Request) -> Completion:
+        t0 = time.perf_counter()
+        failed: list[UpstreamError] = []
+        for backend in self.backends:
+            try:
+                completion = await backend.complete(request)
+            except UpstreamError as e:
+                if not worth_another_model(e):
+                    raise
+                failed.append(e)
+                continue
+            if failed:
+                completion.route[:0] = [e.model for e in failed]
+                completion.latency_s = time.perf_counter() - t0  # the failures took time too
+            return completion
+        raise _all_failed(failed)
+
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+        t0 = time.perf_counter()
+        failed: list[UpstreamError] = []
+        for backend in self.backends:
+            chunks = backend.stream(request)
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
+                failed.append(UpstreamError(f"{backend.name!r} ended its stream without an "
+                                            "answer", model=backend.name))
+                continue
+            except UpstreamError as e:
+                await close_stream(chunks)
+                if not worth_another_model(e):
+                    raise
+                failed.append(e)
+                continue
+            prefix = RoutePrefix([e.model for e in failed])
+            try:
+                chunk = first
+                while True:
+                    if failed and chunk.final is not None:  # the failures took time too
+                        chunk.final.latency_s = time.perf_counter() - t0
+                    yield prefix(chunk)
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+            finally:
+                await close_stream(chunks)
+            return
+        raise _all_failed(failed)
+
+
+def _all_failed(failed: list[UpstreamError]) -> UpstreamError:
+    """One error for a chain that failed throughout: the last one's status, every reason."""
+    last = failed[-1]
+    if len(failed) == 1:
+        return last
+    reasons = "; ".join(str(e) for e in failed)
+    cls = UpstreamTimeoutError if isinstance(last, UpstreamTimeoutError) else UpstreamError
+    return cls(f"all {len(failed)} models failed: {reasons}", model=last.model,
+               status=last.status, upstream_status=last.upstream_status,
+               retryable=last.retryable, code=last.code)

@@ -1,0 +1,291 @@
+"""One backend for every OpenAI-compatible server: OpenAI, vLLM, SGLang, llama.cpp, Ollama,
+LM Studio, TGI.
+
+The client's body is forwarded as sent (unknown fields included) with only ``model`` swapped for
+the upstream's name; for streams, ``stream_options.include_usage`` is switched on so the final
+usage chunk can be billed. Failures (429, 5xx, refused or broken connections, timeouts) are
+retried with backoff (:mod:`routecast.backends.retry`) until the first byte of an answer
+arrives; after that a stream cannot be retried without the client seeing it twice.
+
+The API key is a constructor argument (the config layer reads it from the environment variable
+the config names). It is sent only in the ``Authorization`` header: never logged, never in
+``repr``, and scrubbed from upstream error text before that text reaches an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+from routecast.backends.base import Backend, Chunk, Completion, Price, Request, Usage
+from routecast.backends.prompt_format import (
+    PromptFormat,
+    chat_to_completion_body,
+    completion_chunk_to_chat,
+    completion_to_chat,
+    message_text,
+)
+from routecast.backends.retry import RETRY_STATUSES, RetryPolicy, retry_after_s
+from routecast.backends.transport import AiohttpTransport, Transport, TransportResponse
+from routecast.errors import UpstreamError, UpstreamTimeoutError
+
+#: Upstream statuses meaning "this request is invalid": passed on to the client as they are,
+#: and neither retried nor sent to a fallback model (it would reject the request too).
+REJECTED_STATUSES = frozenset({400, 413, 422})
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class OpenAIHTTPBackend(Backend):
+    """One model behind an OpenAI-compatible HTTP API.
+
+    ``model`` is routecast's name for it (what clients and logs see); ``upstream_model`` the name
+    the server knows (default: the same). ``kind="base"`` serves chat requests from a base
+    model through ``/v1/completions`` with ``prompt_format``. ``stream_usage=False`` stops asking
+    for the usage chunk, for old servers that reject ``stream_options``; their streams are then
+    billed on estimated tokens.
+    """
+
+    def __init__(self, model: str, base_url: str, *, upstream_model: str | None = None,
+                 api_key: str | None = None, price: Price | None = None,
+                 kind: Literal["chat", "base"] = "chat",
+                 prompt_format: PromptFormat | None = None,
+                 retry: RetryPolicy | None = None, transport: Transport | None = None,
+                 connect_timeout_s: float = 5.0, read_timeout_s: float = 120.0,
+                 max_connections: int = 100, stream_usage: bool = True,
+                 headers: Mapping[str, str] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.name = model
+        self.model = model
+        self.models = (model,)
+        self.base_url = base_url.rstrip("/")
+        self.upstream_model = upstream_model or model
+        self.price = price or Price()
+        self.kind = kind
+        if kind == "base" and prompt_format is None:
+            from routecast.backends.prompt_format import FORMATS
+
+            prompt_format = FORMATS["chatml"]
+        self.prompt_format = prompt_format
+        self.retry = retry or RetryPolicy()
+        self.stream_usage = stream_usage
+        self.transport: Transport = transport or AiohttpTransport(
+            connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+            max_connections=max_connections)
+        self._api_key = api_key or None
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json",
+                         **(headers or {})}
+        if self._api_key:
+            self._headers["Authorization"] = f"Bearer {self._api_key}"
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"OpenAIHTTPBackend({self.model!r}, {self.base_url!r})"
+
+    async def start(self) -> None:
+        # Open the pool now (aiohttp's import and session set-up take ~0.1-0.5 s), so the
+        # first client does not pay for it; connections themselves open on first use.
+        opener = getattr(self.transport, "open", None)
+        if opener is not None:
+            opener()
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _upstream(self, request: Request, stream: bool) -> tuple[str, dict[str, Any], bool]:
+        """(url, body, adapted): the body to send, and whether chat was mapped to completions."""
+        body = request.body
+        adapted = request.api == "chat" and self.kind == "base"
+        if adapted:
+            assert self.prompt_format is not None
+            out = chat_to_completion_body(body, self.prompt_format, self.upstream_model)
+            path = "/completions"
+        else:
+            out = {**body, "model": self.upstream_model}
+            path = "/chat/completions" if request.api == "chat" else "/completions"
+        if stream and self.stream_usage:
+            options = out.get("stream_options")
+            out["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                                     "include_usage": True}
+        return self.base_url + path, out, adapted
+
+    async def complete(self, request: Request) -> Completion:
+        t0 = time.perf_counter()
+        url, body, adapted = self._upstream(request, stream=False)
+        raw = await self._call(url, _dumps(body).encode(), read_body=True)
+        assert isinstance(raw, bytes)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise UpstreamError(f"{self._where()} answered with something that is not a JSON "
+                                f"object: {self._scrub(raw[:200].decode('utf-8', 'replace'))!r}",
+                                model=self.model, code="upstream_bad_response")
+        if adapted:
+            data = completion_to_chat(data)
+        data["model"] = self.model
+        usage = Usage.from_openai(data.get("usage")) or _estimate(
+            request, sum(len(_choice_text(c)) for c in data.get("choices") or ()) // 4)
+        return Completion(data, self.model, usage, self.price.cost_usd(usage),
+                          time.perf_counter() - t0, [self.model])
+
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+        t0 = time.perf_counter()
+        url, body, adapted = self._upstream(request, stream=True)
+        resp = await self._call(url, _dumps(body).encode(), read_body=False)
+        assert not isinstance(resp, bytes)
+        route = [self.model]
+        usage: Usage | None = None
+        usage_chunk: dict[str, Any] | None = None
+        n_chunks = 0
+        try:
+            async for line in resp.lines():
+                # Server-sent events: only `data:` lines matter (comments are keep-alives).
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    # Read on to the end of the body (it follows at once), so the connection
+                    # goes back to the pool instead of being closed half-read.
+                    continue
+                try:
+                    chunk = json.loads(payload)
+                except ValueError:
+                    raise UpstreamError(f"{self._where()} sent a stream chunk that is not JSON",
+                                        model=self.model, code="upstream_bad_response") from None
+                if not isinstance(chunk, dict):
+                    continue
+                if "error" in chunk:
+                    raise UpstreamError(f"{self._where()} failed mid-stream: "
+                                        f"{self._scrub(_error_text(chunk))}", model=self.model)
+                found = Usage.from_openai(chunk.get("usage"))
+                if found is not None:
+                    usage = found
+                    if not chunk.get("choices"):
+                        usage_chunk = chunk  # held back: the server sends it last
+                        continue
+                if adapted:
+                    chunk = completion_chunk_to_chat(chunk, first=n_chunks == 0)
+                chunk["model"] = self.model
+                n_chunks += 1
+                yield Chunk(chunk, self.model, route)
+        except TimeoutError as e:
+            raise UpstreamTimeoutError(f"{self._where()}: {e}", model=self.model, status=504,
+                                       code="upstream_timeout") from None
+        except ConnectionError as e:
+            raise UpstreamError(f"{self._where()}: the stream broke: {e}", model=self.model,
+                                code="upstream_unreachable") from None
+        finally:
+            resp.release()
+        if usage is None:
+            usage = _estimate(request, n_chunks)  # about one token per chunk
+        if usage_chunk is not None:
+            usage_chunk["model"] = self.model
+            if adapted:
+                usage_chunk["object"] = "chat.completion.chunk"
+        final = Completion({}, self.model, usage, self.price.cost_usd(usage),
+                           time.perf_counter() - t0, route)
+        yield Chunk(usage_chunk, self.model, route, final)
+
+    # -- the call, with retries ------------------------------------------------------------
+
+    async def _call(self, url: str, body: bytes, *, read_body: bool
+                    ) -> bytes | TransportResponse:
+        """POST with retries; the body (``read_body``) or the open 200 response."""
+        retry = 0
+        while True:
+            wait: float | None = None
+            try:
+                resp = await self.transport.post(url, body, self._headers)
+                if resp.status == 200:
+                    return await resp.read() if read_body else resp
+                raw = await resp.read()
+                error = self._status_error(resp.status, raw)
+                if error.retryable:
+                    wait = retry_after_s(resp.headers)
+            except TimeoutError as e:
+                error = UpstreamTimeoutError(f"{self._where()}: {e}", model=self.model,
+                                             status=504, retryable=True, code="upstream_timeout")
+            except ConnectionError as e:
+                error = UpstreamError(f"{self._where()} could not be reached: {e}",
+                                      model=self.model, retryable=True,
+                                      code="upstream_unreachable")
+            delay = self.retry.delay_s(retry, wait) if error.retryable else None
+            if delay is None:
+                if retry:
+                    error.args = (f"{error.args[0]} (after {retry + 1} attempts)",)
+                raise error
+            await self._sleep(delay)
+            retry += 1
+
+    def _status_error(self, status: int, raw: bytes) -> UpstreamError:
+        text = self._scrub(_error_text(raw))
+        where = f"{self._where()} answered HTTP {status}: {text}"
+        if status in REJECTED_STATUSES:
+            return UpstreamError(where, model=self.model, status=status, upstream_status=status,
+                                 code="upstream_rejected_request")
+        if status == 429:
+            return UpstreamError(where, model=self.model, status=429, upstream_status=status,
+                                 retryable=True, code="upstream_rate_limited")
+        if status in (401, 403):
+            return UpstreamError(f"{where}. Fix: check the API key (the model's api_key_env) "
+                                 "and the account's access to this model", model=self.model,
+                                 upstream_status=status, code="upstream_auth")
+        if status == 404:
+            return UpstreamError(f"{where}. Fix: check the model's base_url (usually ends in "
+                                 f"/v1) and its upstream name {self.upstream_model!r}",
+                                 model=self.model, upstream_status=status)
+        return UpstreamError(where, model=self.model, upstream_status=status,
+                             retryable=status in RETRY_STATUSES or status >= 500)
+
+    def _where(self) -> str:
+        return f"model {self.model!r} at {self.base_url}"
+
+    def _scrub(self, text: str) -> str:
+        # Some servers echo the credentials they were given; never pass the key on.
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _error_text(raw: bytes | Mapping[str, Any]) -> str:
+    """The message of an OpenAI-shaped error body, else the body's start."""
+    data: Any = raw
+    if isinstance(raw, bytes):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return raw[:300].decode("utf-8", "replace").strip() or "(empty body)"
+    if isinstance(data, Mapping):
+        error = data.get("error", data)
+        if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+            return str(error["message"])[:500]
+        if isinstance(error, str):
+            return error[:500]
+    return json.dumps(data)[:300]
+
+
+def _choice_text(choice: Any) -> str:
+    if not isinstance(choice, Mapping):
+        return ""
+    message = choice.get("message")
+    if isinstance(message, Mapping):
+        return message_text(message)
+    text = choice.get("text")
+    return text if isinstance(text, str) else ""
+
+
+def _estimate(request: Request, completion_tokens: int) -> Usage:
+    """Usage guessed at ~4 characters per token, for upstreams that report none."""
+    body = request.body
+    if request.api == "chat":
+        messages = body.get("messages") or []
+        chars = sum(len(message_text(m)) for m in messages if isinstance(m, Mapping))
+    else:
+        prompt = body.get("prompt")
+        chars = len(prompt) if isinstance(prompt, str) else len(json.dumps(prompt))
+    return Usage(prompt_tokens=chars // 4, completion_tokens=completion_tokens, estimated=True)

@@ -1,0 +1,220 @@
+"""A routed endpoint: a fitted router and a policy pick the model for each request.
+
+The router reads the conversation's text (the last user turn, or the whole conversation) and the
+policy turns its predicted quality and cost into one model. A conversation stays on the model
+its first turn was routed to when the client names it, by the ``x-routecast-session`` header or
+the OpenAI ``user`` field: switching models mid-conversation changes tone and loses the upstream's
+prompt cache. Pins live in a bounded LRU, so memory stays flat however many sessions come.
+
+Routing is batched. Routers are "batch in, batch out", and a scikit-learn call has a large fixed
+cost (TF-IDF + logistic regression: ~2.2 ms for one prompt, ~0.45 ms per prompt in batches of
+128, see benchmarks/routing_latency.py), so every prompt that reaches routing in the same turn of
+the event loop is routed in one call. A lone request pays one extra loop turn (microseconds);
+under load the batches grow by themselves and the fixed cost is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from routecast.backends.base import Backend, Chunk, Completion, Request, close_stream
+from routecast.backends.prompt_format import message_text
+from routecast.errors import ConfigError
+
+if TYPE_CHECKING:
+    from routecast.policy import Policy
+    from routecast.routers.base import Router
+
+RouteOn = Literal["last_user", "conversation"]
+
+#: The header that pins a conversation to one model.
+SESSION_HEADER = "x-routecast-session"
+
+
+def routing_text(request: Request, route_on: RouteOn = "last_user") -> str:
+    """The text a router reads: the last user turn or every turn (chat), or the prompt."""
+    body = request.body
+    if request.api == "completions":
+        prompt = body.get("prompt")
+        if isinstance(prompt, list):
+            return "\n".join(p for p in prompt if isinstance(p, str))
+        return prompt if isinstance(prompt, str) else ""
+    messages = [m for m in body.get("messages") or () if isinstance(m, Mapping)]
+    if route_on == "last_user":
+        for message in reversed(messages):
+            if message.get("role") == "user":
+                return message_text(message)
+    return "\n".join(message_text(m) for m in messages)
+
+
+class SessionPins:
+    """A bounded least-recently-used map from a session key to its model."""
+
+    def __init__(self, max_sessions: int = 10_000) -> None:
+        self.max_sessions = max_sessions
+        self._pins: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, key: str) -> str | None:
+        model = self._pins.get(key)
+        if model is not None:
+            self._pins.move_to_end(key)
+        return model
+
+    def set(self, key: str, model: str) -> None:
+        self._pins[key] = model
+        self._pins.move_to_end(key)
+        while len(self._pins) > self.max_sessions:
+            self._pins.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._pins)
+
+
+class RouteBatcher:
+    """Routes the prompts that arrive in one event-loop turn with one ``router.route`` call.
+
+    The call runs on the loop thread: a worker thread would not make it faster (scikit-learn
+    holds the GIL for most of it, and the proxy is meant to run on one core) but would add a
+    hand-off per batch. ``max_batch`` bounds how long one call can hold the loop.
+    """
+
+    def __init__(self, router: Router, policy: Policy, max_batch: int = 64) -> None:
+        self.router = router
+        self.policy = policy
+        self.max_batch = max_batch
+        self._pending: list[tuple[str, asyncio.Future[str]]] = []
+        self._scheduled = False
+        #: Totals for /metrics: seconds inside router.route (wall clock, and CPU of the loop
+        #: thread, which is what routing costs the server however busy the machine is),
+        #: prompts routed, calls made.
+        self.seconds_total = 0.0
+        self.cpu_seconds_total = 0.0
+        self.prompts_total = 0
+        self.batches_total = 0
+
+    async def route(self, text: str) -> str:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        self._pending.append((text, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch = self._pending[:self.max_batch]
+        del self._pending[:self.max_batch]
+        if self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._scheduled = False
+        batch = [(text, f) for text, f in batch if not f.done()]  # drop cancelled requests
+        if not batch:
+            return
+        t0, cpu0 = time.perf_counter(), time.thread_time()
+        try:
+            models = self.router.route([text for text, _ in batch], self.policy)
+        except Exception as e:  # handed to every waiting request, none left hanging
+            for _, future in batch:
+                future.set_exception(e)
+            return
+        finally:
+            self.seconds_total += time.perf_counter() - t0
+            self.cpu_seconds_total += time.thread_time() - cpu0
+            self.prompts_total += len(batch)
+            self.batches_total += 1
+        for (_, future), model in zip(batch, models, strict=True):
+            future.set_result(model)
+
+
+class RoutedBackend(Backend):
+    """Answers each request with the backend of the model the router and policy choose.
+
+    ``backends`` maps every model the router knows (``router.models_``) to the backend that
+    serves it (often a :class:`~routecast.backends.fallback.FallbackBackend`).
+    """
+
+    def __init__(self, router: Router, policy: Policy, backends: Mapping[str, Backend], *,
+                 name: str = "routed", route_on: RouteOn = "last_user",
+                 max_sessions: int = 10_000, max_batch: int = 64) -> None:
+        models = tuple(getattr(router, "models_", ()))
+        if not models:
+            raise ConfigError(f"endpoint {name!r}: the router is not fitted; fit it (or load a "
+                              "saved one) before serving it")
+        missing = [m for m in models if m not in backends]
+        if missing:
+            raise ConfigError(
+                f"endpoint {name!r}: the router chooses among {list(models)} but no backend "
+                f"serves {missing}; configure those models or map them with model_map")
+        if route_on not in ("last_user", "conversation"):
+            raise ConfigError(f"endpoint {name!r}: route_on must be 'last_user' or "
+                              f"'conversation', got {route_on!r}")
+        self.name = name
+        self.router = router
+        self.policy = policy
+        self.backends = {m: backends[m] for m in models}
+        self.models = tuple(dict.fromkeys(x for b in self.backends.values() for x in b.models))
+        self.route_on: RouteOn = route_on
+        self.pins = SessionPins(max_sessions)
+        self.batcher = RouteBatcher(router, policy, max_batch)
+
+    async def start(self) -> None:
+        # The first route() call pays lazy imports and caches; pay it before the first client.
+        self.router.route(["warm up"], self.policy)
+        for backend in _unique(self.backends.values()):
+            await backend.start()
+
+    async def aclose(self) -> None:
+        for backend in _unique(self.backends.values()):
+            await backend.aclose()
+
+    async def choose(self, request: Request) -> str:
+        """The model for ``request``: its session's pinned model, else the router's pick."""
+        key = request.session or _user(request.body)
+        if key is not None:
+            pinned = self.pins.get(key)
+            if pinned is not None:
+                return pinned
+        model = await self.batcher.route(routing_text(request, self.route_on))
+        if key is not None:
+            self.pins.set(key, model)
+        return model
+
+    async def complete(self, request: Request) -> Completion:
+        t0 = time.perf_counter()
+        model = await self.choose(request)
+        routing_s = time.perf_counter() - t0
+        completion = await self.backends[model].complete(request)
+        completion.routing_s += routing_s
+        completion.latency_s += routing_s
+        return completion
+
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+        t0 = time.perf_counter()
+        model = await self.choose(request)
+        routing_s = time.perf_counter() - t0
+        chunks = self.backends[model].stream(request)
+        try:
+            async for chunk in chunks:
+                if chunk.final is not None:
+                    chunk.final.routing_s += routing_s
+                    chunk.final.latency_s += routing_s
+                yield chunk
+        finally:
+            await close_stream(chunks)
+
+
+def _user(body: Mapping[str, Any]) -> str | None:
+    user = body.get("user")
+    return user if isinstance(user, str) and user else None
+
+
+def _unique(backends: Any) -> list[Backend]:
+    seen: dict[int, Backend] = {}
+    for backend in backends:
+        seen.setdefault(id(backend), backend)
+    return list(seen.values())

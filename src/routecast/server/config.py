@@ -1,0 +1,276 @@
+"""The server's YAML config, validated with pydantic; errors name the key path and the fix.
+
+::
+
+    models:                          # every model is also an endpoint under its own name
+      small:
+        base_url: http://127.0.0.1:8080/v1
+        upstream_model: qwen2.5-0.5b  # the name the server knows (default: the key)
+        api_key_env: SMALL_API_KEY    # the env var holding the key (none for local servers)
+        kind: chat                    # or base: served through /v1/completions
+        input_usd_per_mtok: 0.1       # USD per million tokens
+        output_usd_per_mtok: 0.4
+        cached_usd_per_mtok: 0.05     # cached prompt tokens (default: the input price)
+        profile: {first_token_s: 0.2, per_token_s: 0.01, energy_j_per_token: 0.3, where: edge}
+    endpoints:
+      auto:
+        type: routed                  # plain | routed | cascade
+        router: routers/linear        # a saved router folder (relative to this file)
+        cost_weight: 500              # or budget_usd + calibration_data, or the saved policy
+        fallbacks: [small]
+      smart:
+        type: cascade                 # small first; keep its answer if confident enough
+        models: [small, large]        # or file: cascade.json (Cascade.to_dict())
+        thresholds: [0.8]             # one per step but the last
+        logprobs: mean                # how token log-probs become a confidence
+    storage: {db: routecast.db, log_prompts: false}
+    limits: {max_body_bytes: 4194304, max_messages: 2048}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from routecast.errors import ConfigError
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class Profile(BaseModel):
+    """What a model costs beyond dollars: latency, energy, and where it runs."""
+
+    model_config = _STRICT
+    first_token_s: float | None = Field(default=None, ge=0)
+    per_token_s: float | None = Field(default=None, ge=0)
+    energy_j_per_token: float | None = Field(default=None, ge=0)
+    where: Literal["device", "edge", "cloud"] | None = None
+
+
+class PromptFormatConfig(BaseModel):
+    """A custom prompt format for a base model (see ``routecast.backends.prompt_format``)."""
+
+    model_config = _STRICT
+    system_prefix: str = ""
+    system_suffix: str = ""
+    user_prefix: str = ""
+    user_suffix: str = ""
+    assistant_prefix: str = ""
+    assistant_suffix: str = ""
+    stop: list[str] = Field(default_factory=list)
+
+
+class ModelConfig(BaseModel):
+    model_config = _STRICT
+    base_url: str
+    upstream_model: str | None = None
+    api_key_env: str | None = None
+    kind: Literal["chat", "base"] = "chat"
+    prompt_format: Literal["chatml", "llama3", "plain"] | PromptFormatConfig = "chatml"
+    input_usd_per_mtok: float = Field(default=0.0, ge=0)
+    output_usd_per_mtok: float = Field(default=0.0, ge=0)
+    cached_usd_per_mtok: float | None = Field(default=None, ge=0)
+    profile: Profile = Field(default_factory=Profile)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    backoff_s: float = Field(default=0.5, ge=0)
+    max_backoff_s: float = Field(default=8.0, ge=0)
+    max_connections: int = Field(default=100, ge=1)
+    stream_usage: bool = True
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (e.g. http://127.0.0.1:8080/v1)")
+        return value.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # A common slip is pasting the key itself here; refuse it without echoing it.
+        if value is not None and (value.startswith("sk-") or not value.replace("_", "").isalnum()):
+            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
+                             "not the key itself")
+        return value
+
+
+class PlainEndpoint(BaseModel):
+    model_config = _STRICT
+    type: Literal["plain"]
+    model: str
+    fallbacks: list[str] = Field(default_factory=list)
+
+
+class RoutedEndpoint(BaseModel):
+    model_config = _STRICT
+    type: Literal["routed"]
+    router: Path
+    cost_weight: float | None = Field(default=None, ge=0)
+    budget_usd: float | None = Field(default=None, ge=0)
+    calibration_data: Path | None = None
+    route_on: Literal["last_user", "conversation"] = "last_user"
+    fallbacks: list[str] = Field(default_factory=list)
+    model_map: dict[str, str] = Field(default_factory=dict)
+    max_sessions: int = Field(default=10_000, ge=0)
+    max_batch: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> RoutedEndpoint:
+        if self.cost_weight is not None and self.budget_usd is not None:
+            raise ValueError("give cost_weight or budget_usd, not both")
+        if self.budget_usd is not None and self.calibration_data is None:
+            raise ValueError("budget_usd needs calibration_data: outcome data (its validation "
+                             "split) on which to solve for the budget")
+        return self
+
+
+class CascadeEndpoint(BaseModel):
+    """Cheapest model first, escalating while its answer's confidence is below the step's
+    threshold: inline ``models`` + ``thresholds``, or a ``file`` written from
+    ``Cascade.to_dict()`` (e.g. by tuning on recorded outcomes)."""
+
+    model_config = _STRICT
+    type: Literal["cascade"]
+    models: list[str] | None = Field(default=None, min_length=1)
+    thresholds: list[float] = Field(default_factory=list)
+    file: Path | None = None
+    signal: str = "confidence"
+    logprobs: Literal["mean", "min", "first", "margin"] = "mean"
+
+    @model_validator(mode="after")
+    def _models_or_file(self) -> CascadeEndpoint:
+        if (self.models is None) == (self.file is None):
+            raise ValueError("give either `models` (with `thresholds`) or `file`")
+        return self
+
+
+Endpoint = Annotated[PlainEndpoint | RoutedEndpoint | CascadeEndpoint,
+                     Field(discriminator="type")]
+
+
+class Storage(BaseModel):
+    model_config = _STRICT
+    db: Path | None = Path("routecast.db")
+    log_prompts: bool = False
+    batch_rows: int = Field(default=256, ge=1)
+    batch_ms: float = Field(default=200.0, gt=0)
+
+
+class Limits(BaseModel):
+    model_config = _STRICT
+    max_body_bytes: int = Field(default=4 << 20, ge=1024)
+    max_messages: int = Field(default=2048, ge=1)
+
+
+class Config(BaseModel):
+    """The whole file. Relative paths are relative to the file's folder (see ``load_config``).
+    """
+
+    model_config = _STRICT
+    models: dict[str, ModelConfig] = Field(min_length=1)
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+    storage: Storage = Field(default_factory=Storage)
+    limits: Limits = Field(default_factory=Limits)
+
+    @model_validator(mode="after")
+    def _known_models(self) -> Config:
+        known = set(self.models)
+        problems: list[str] = []
+        for name, endpoint in self.endpoints.items():
+            if isinstance(endpoint, PlainEndpoint) and endpoint.model not in known:
+                problems.append(f"endpoints.{name}.model: unknown model {endpoint.model!r}")
+            if isinstance(endpoint, (PlainEndpoint, RoutedEndpoint)):
+                problems += [f"endpoints.{name}.fallbacks[{i}]: unknown model {m!r}"
+                             for i, m in enumerate(endpoint.fallbacks) if m not in known]
+            if isinstance(endpoint, RoutedEndpoint):
+                problems += [f"endpoints.{name}.model_map.{k}: unknown model {m!r}"
+                             for k, m in endpoint.model_map.items() if m not in known]
+            if isinstance(endpoint, CascadeEndpoint):
+                problems += [f"endpoints.{name}.models[{i}]: unknown model {m!r}"
+                             for i, m in enumerate(endpoint.models or []) if m not in known]
+        if problems:
+            raise ValueError("; ".join(problems) + f". Fix: use one of the models defined "
+                             f"under `models` ({', '.join(sorted(known))}) or define it there")
+        return self
+
+    def endpoint_names(self) -> list[str]:
+        """Every name a client may put in ``model``: the endpoints, then the bare models."""
+        return [*self.endpoints, *(m for m in self.models if m not in self.endpoints)]
+
+    def resolve_paths(self, base: Path) -> Config:
+        """A copy with relative paths made absolute against ``base``."""
+        def fix(p: Path | None) -> Path | None:
+            return p if p is None or p.is_absolute() else base / p
+
+        endpoints: dict[str, Any] = {}
+        for name, e in self.endpoints.items():
+            if isinstance(e, RoutedEndpoint):
+                e = e.model_copy(update={"router": fix(e.router),
+                                         "calibration_data": fix(e.calibration_data)})
+            elif isinstance(e, CascadeEndpoint):
+                e = e.model_copy(update={"file": fix(e.file)})
+            endpoints[name] = e
+        storage = self.storage.model_copy(update={"db": fix(self.storage.db)})
+        return self.model_copy(update={"endpoints": endpoints, "storage": storage})
+
+
+def parse_config(data: Any, where: str = "config") -> Config:
+    """Validate an already-parsed document; :class:`ConfigError` lists every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with at least `models:`, got "
+                          f"{type(data).__name__}. Fix: see `routecast config check --help`")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {e.error_count()} problem(s):\n"
+                          + "\n".join(_describe(err) for err in e.errors())) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file, resolving its relative paths."""
+    import yaml  # imported here: only the server and `config check` need it
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file {path}: {e.strerror or e}. Fix: pass "
+                          "the path of a YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    return parse_config(data, where=str(path)).resolve_paths(path.resolve().parent)
+
+
+_FIXES = {
+    "missing": "add it",
+    "extra_forbidden": "remove it, or check its spelling",
+    "union_tag_invalid": "set `type` to plain, routed or cascade",
+    "union_tag_not_found": "add `type: plain`, `type: routed` or `type: cascade`",
+    "too_short": "add at least one entry",
+}
+
+
+def _describe(err: Any) -> str:
+    """``  - models.small.input_usd_per_mtok: <what is wrong>. Fix: <what to do>``."""
+    # Union branches and discriminator tags show up in pydantic's path; readers think in keys.
+    loc = [str(x) for x in err["loc"]
+           if not (isinstance(x, str) and x in ("plain", "routed", "cascade", "function-after"))
+           and not str(x).startswith(("literal[", "PromptFormatConfig", "function-"))]
+    path = ".".join(loc) or "(top level)"
+    message = err["msg"].removeprefix("Value error, ")
+    fix = _FIXES.get(err["type"])
+    given = err.get("input")
+    shown = ""
+    if err["type"] not in ("missing", "model_attributes_type") and not isinstance(given, dict) \
+            and "api_key_env" not in path:  # never echo what may be a pasted key
+        shown = f" (got {given!r})"
+    return f"  - {path}: {message}{shown}" + (f". Fix: {fix}" if fix else "")

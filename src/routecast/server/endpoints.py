@@ -1,0 +1,177 @@
+"""From a config to the endpoint table: one :class:`Backend` per name a client may ask for.
+
+Each configured model gets exactly one HTTP backend (one connection pool), shared by every
+endpoint that uses it. Routers are loaded here, at startup, never per request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from routecast.backends.base import Backend, Price
+from routecast.backends.cascade import CascadeBackend
+from routecast.backends.fallback import FallbackBackend
+from routecast.backends.openai_http import OpenAIHTTPBackend
+from routecast.backends.prompt_format import FORMATS, PromptFormat
+from routecast.backends.retry import RetryPolicy
+from routecast.backends.routed import RoutedBackend
+from routecast.errors import ConfigError
+from routecast.server.config import (
+    CascadeEndpoint,
+    Config,
+    ModelConfig,
+    PlainEndpoint,
+    RoutedEndpoint,
+)
+
+if TYPE_CHECKING:
+    from routecast.cascade import Cascade
+    from routecast.policy import Policy
+    from routecast.routers.base import Router
+
+
+@dataclass
+class EndpointTable:
+    """``backends``: endpoint name -> backend; ``prices``: model -> price; ``strongest``:
+    endpoint -> its most expensive model, the baseline that stats measure savings against."""
+
+    backends: dict[str, Backend]
+    prices: dict[str, Price]
+    strongest: dict[str, str]
+    #: Every distinct backend object once, for start-up and shutdown.
+    members: list[Backend] = field(default_factory=list)
+
+    async def start(self) -> None:
+        for backend in self.members:
+            await backend.start()
+
+    async def aclose(self) -> None:
+        for backend in self.members:
+            await backend.aclose()
+
+
+def price_of(model: ModelConfig) -> Price:
+    return Price(model.input_usd_per_mtok, model.output_usd_per_mtok, model.cached_usd_per_mtok)
+
+
+def http_backend(name: str, model: ModelConfig, env: Mapping[str, str] | None = None
+                 ) -> OpenAIHTTPBackend:
+    """The HTTP backend of one configured model; reads its API key from the environment."""
+    env = os.environ if env is None else env
+    api_key = None
+    if model.api_key_env:
+        api_key = env.get(model.api_key_env)
+        if not api_key:
+            raise ConfigError(
+                f"models.{name}.api_key_env: the environment variable {model.api_key_env} is "
+                f"not set. Fix: export {model.api_key_env}=<key> before starting the server, or "
+                "remove api_key_env for a server that needs no key")
+    fmt = model.prompt_format
+    prompt_format = FORMATS[fmt] if isinstance(fmt, str) else PromptFormat(
+        **{**fmt.model_dump(), "stop": tuple(fmt.stop)})
+    return OpenAIHTTPBackend(
+        name, model.base_url, upstream_model=model.upstream_model, api_key=api_key,
+        price=price_of(model), kind=model.kind, prompt_format=prompt_format,
+        retry=RetryPolicy(max_retries=model.max_retries, backoff_s=model.backoff_s,
+                          max_backoff_s=model.max_backoff_s),
+        connect_timeout_s=model.connect_timeout_s, read_timeout_s=model.read_timeout_s,
+        max_connections=model.max_connections, stream_usage=model.stream_usage,
+        headers=model.headers)
+
+
+def build_endpoints(config: Config, *, env: Mapping[str, str] | None = None,
+                    routers: Mapping[str, tuple[Router, Policy]] | None = None
+                    ) -> EndpointTable:
+    """Every endpoint of ``config``. ``routers`` supplies fitted (router, policy) pairs by
+    endpoint name instead of loading the saved ones (for tests and for library use)."""
+    leaves: dict[str, Backend] = {name: http_backend(name, m, env)
+                                  for name, m in config.models.items()}
+    prices = {name: price_of(m) for name, m in config.models.items()}
+
+    def with_fallbacks(model: str, fallbacks: list[str], endpoint: str) -> Backend:
+        chain = [model, *(f for f in fallbacks if f != model)]
+        if len(chain) == 1:
+            return leaves[model]
+        return FallbackBackend([leaves[m] for m in chain], name=endpoint)
+
+    backends: dict[str, Backend] = {}
+    for name, spec in config.endpoints.items():
+        if isinstance(spec, PlainEndpoint):
+            backends[name] = with_fallbacks(spec.model, spec.fallbacks, name)
+        elif isinstance(spec, RoutedEndpoint):
+            router, policy = (routers or {}).get(name) or _load_router(name, spec)
+            models = list(getattr(router, "models_", ()))
+            unmapped = [m for m in models if spec.model_map.get(m, m) not in leaves]
+            if unmapped:
+                raise ConfigError(
+                    f"endpoints.{name}: the router chooses among models {unmapped} that are not "
+                    f"configured. Fix: define them under `models`, or map them to configured "
+                    f"models with endpoints.{name}.model_map")
+            per_model = {m: with_fallbacks(spec.model_map.get(m, m), spec.fallbacks, name)
+                         for m in models}
+            backends[name] = RoutedBackend(router, policy, per_model, name=name,
+                                           route_on=spec.route_on,
+                                           max_sessions=spec.max_sessions,
+                                           max_batch=spec.max_batch)
+        elif isinstance(spec, CascadeEndpoint):
+            cascade = _cascade(name, spec)
+            unknown = [m for m in cascade.models if m not in leaves]
+            if unknown:
+                raise ConfigError(f"endpoints.{name}.file: the cascade asks models {unknown} "
+                                  "that are not configured. Fix: define them under `models`")
+            backends[name] = CascadeBackend(cascade, leaves, name=name, summary=spec.logprobs)
+    for model, leaf in leaves.items():
+        backends.setdefault(model, leaf)
+
+    strongest = {name: max(b.models, key=lambda m: prices[m].rank)
+                 for name, b in backends.items()}
+    members = list({id(b): b for b in [*leaves.values(), *backends.values()]}.values())
+    return EndpointTable(backends, prices, strongest, members)
+
+
+def _load_router(name: str, spec: RoutedEndpoint) -> tuple[Router, Policy]:
+    """The saved router of a routed endpoint and the policy its config asks for."""
+    from routecast.policy import Policy
+    from routecast.routers.persist import load_router
+
+    if not spec.router.is_dir():
+        raise ConfigError(f"endpoints.{name}.router: no saved router folder at {spec.router}. "
+                          "Fix: give the folder a router was saved to")
+    router, saved_policy = load_router(spec.router)
+    if spec.cost_weight is not None:
+        return router, Policy(spec.cost_weight)
+    if spec.budget_usd is not None:
+        from routecast.data import load_dataset
+
+        assert spec.calibration_data is not None  # checked by the config model
+        data = load_dataset(spec.calibration_data).subset("validation")
+        return router, Policy.for_budget(router, data, spec.budget_usd)
+    if saved_policy is None:
+        raise ConfigError(f"endpoints.{name}: the router saved at {spec.router} has no policy. "
+                          "Fix: set cost_weight, or budget_usd with calibration_data")
+    return router, saved_policy
+
+
+def _cascade(name: str, spec: CascadeEndpoint) -> Cascade:
+    """The endpoint's :class:`~routecast.cascade.Cascade`, from the config or its file."""
+    import json
+
+    from routecast.cascade import Cascade
+
+    where = f"endpoints.{name}"
+    try:
+        if spec.file is not None:
+            where = f"endpoints.{name}.file"
+            try:
+                data = json.loads(spec.file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"cannot read a cascade from {spec.file} ({e}). Fix: give a "
+                                  "JSON file written from Cascade.to_dict()") from None
+            return Cascade.from_dict(data)
+        assert spec.models is not None  # checked by the config model
+        return Cascade(tuple(spec.models), tuple(spec.thresholds), spec.signal)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None

@@ -1,0 +1,120 @@
+"""The OpenAI wire format at the server's edge: request checks, error bodies, SSE framing.
+
+Requests are checked by hand rather than parsed into pydantic models: only the fields routecast
+acts on (``model``, ``messages``, ``prompt``, ``stream``, ``stream_options``) are checked, and the
+client's dict is forwarded as it is, so fields routecast does not know pass through unchanged
+and nothing is re-serialised on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from routecast.errors import RequestError
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+DONE = b"data: [DONE]\n\n"
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON bytes (UTF-8 kept as is, as OpenAI sends it)."""
+    return _encode(data).encode()
+
+
+def sse(data: Mapping[str, Any]) -> bytes:
+    """One server-sent event carrying a JSON object."""
+    return b"data: " + dumps(data) + b"\n\n"
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says where it broke."""
+    if not raw:
+        raise RequestError("the request body is empty; send a JSON object", code="invalid_json")
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        raise RequestError("the request body is not UTF-8 text", code="invalid_json") from None
+    except json.JSONDecodeError as e:
+        raise RequestError(f"the request body is not valid JSON: {e.msg} at line {e.lineno}, "
+                           f"column {e.colno}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise RequestError(f"the request body must be a JSON object, got "
+                           f"{type(body).__name__}", code="invalid_json")
+    return body
+
+
+def check_common(body: Mapping[str, Any]) -> str:
+    """Checks shared by both routes; returns the endpoint name (``model``)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError("`model` is required: the name of an endpoint (GET /v1/models "
+                           "lists them)", param="model", code="missing_model")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise RequestError("`stream` must be true or false", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise RequestError("`stream_options` must be an object", param="stream_options")
+    return model
+
+
+def check_chat(body: Mapping[str, Any], max_messages: int) -> str:
+    """Check a chat request; returns the endpoint name."""
+    model = check_common(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("`messages` is required: a non-empty list of "
+                           '{"role": ..., "content": ...} objects', param="messages",
+                           code="missing_messages")
+    if len(messages) > max_messages:
+        raise RequestError(f"{len(messages)} messages is more than this server takes "
+                           f"({max_messages}, limits.max_messages)", param="messages",
+                           code="too_many_messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RequestError(f"messages[{i}] must be an object with `role` and `content`",
+                               param=f"messages[{i}]")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise RequestError(f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))};"
+                               f" got {role!r}", param=f"messages[{i}].role")
+        content = message.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise RequestError(f"messages[{i}].content must be a string or a list of parts",
+                               param=f"messages[{i}].content")
+    return model
+
+
+def check_completions(body: Mapping[str, Any]) -> str:
+    """Check a text-completion request; returns the endpoint name."""
+    model = check_common(body)
+    prompt = body.get("prompt")
+    if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
+        raise RequestError("`prompt` is required: a string (or a list of strings)",
+                           param="prompt", code="missing_prompt")
+    return model
+
+
+def error_type(status: int) -> str:
+    """OpenAI's ``error.type`` for a status."""
+    if status == 429:
+        return "rate_limit_error"
+    if status in (401, 403):
+        return "authentication_error"
+    if status < 500:
+        return "invalid_request_error"
+    if status in (502, 504):
+        return "upstream_error"
+    return "server_error"
+
+
+def error_body(message: str, status: int, *, param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    """``{"error": {"message", "type", "param", "code"}}`` as OpenAI sends it."""
+    return {"error": {"message": message, "type": error_type(status), "param": param,
+                      "code": code}}
