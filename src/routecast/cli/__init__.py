@@ -18,8 +18,16 @@ from routecast.errors import RoutecastError
 #: command name -> "module:attribute". New commands register here.
 COMMANDS: dict[str, str] = {
     "bench": "routecast.cli.bench:bench_cmd",
+    "collect": "routecast.cli.collect:collect_cmd",
     "import": "routecast.cli.data:import_cmd",
     "info": "routecast.cli.data:info_cmd",
+    "serve": "routecast.cli.serve:serve_cmd",
+    "stats": "routecast.cli.serve:stats_cmd",
+    "config": "routecast.cli.serve:config_group",
+    "hi": "routecast.cli.hi:hi_cmd",
+    "fit": "routecast.cli.router:fit_cmd",
+    "calibrate": "routecast.cli.router:calibrate_cmd",
+    "route": "routecast.cli.router:route_cmd",
 }
 
 
