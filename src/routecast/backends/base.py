@@ -29,11 +29,18 @@ class Request:
     ``body`` is the client's JSON object as sent; its ``model`` names the endpoint, and each
     backend that forwards it swaps in its upstream's model name on a shallow copy (the client's
     dict is never changed). ``session`` is the ``x-routecast-session`` header, if any.
+    ``allowed`` restricts which models may see the request (``None``: any); the privacy rule
+    sets it to the local models for prompts that must not leave the premises, and every
+    composite honours it when it picks a model.
     """
 
     body: dict[str, Any]
     api: Api = "chat"
     session: str | None = None
+    allowed: frozenset[str] | None = None
+
+    def allows(self, model: str) -> bool:
+        return self.allowed is None or model in self.allowed
 
     @property
     def stream(self) -> bool:
@@ -163,6 +170,12 @@ class Backend(ABC):
     def stream(self, request: Request) -> AsyncIterator[Chunk]:
         """The answer as it is generated; errors before the first chunk raise, so a composite
         can still try another model and the server can still answer with an error status."""
+
+    def usable(self, request: Request) -> bool:
+        """Whether asking this backend now could work: some model of it is healthy (its
+        circuit breaker is not open) and allowed for ``request``. Composites skip backends
+        that are not usable rather than pay their timeouts."""
+        return any(request.allows(m) for m in self.models) if self.models else True
 
     # Optional hooks, deliberately not abstract: most backends need neither.
     async def start(self) -> None:  # noqa: B027

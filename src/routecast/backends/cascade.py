@@ -11,6 +11,9 @@ What one request costs is what every visited step cost, in sequence: ``cost_usd`
 ``latency_s`` the whole walk, ``route`` every model asked; ``usage`` is the answering step's (the
 tokens of the answer the client gets). A step that fails before answering escalates too.
 
+Steps that are not usable for a request (an open circuit breaker, a model the privacy rule
+forbids) are skipped without a call; the last usable step then answers unconditionally.
+
 Streaming: early steps must finish before they can be judged, so they are asked without
 streaming; a kept early answer is sent as one chunk, and the last step streams live.
 """
@@ -67,13 +70,24 @@ class CascadeBackend(Backend):
         for backend in self.steps:
             await backend.aclose()
 
+    def usable(self, request: Request) -> bool:
+        return any(b.usable(request) for b in self.steps)
+
     # -- the walk ---------------------------------------------------------------------------
 
-    async def _early(self, request: Request, route: list[str], spent: list[float]
-                     ) -> Completion | None:
+    def _walk(self, request: Request) -> tuple[list[tuple[int, Backend]], Backend]:
+        """(early steps with their index, the step that answers unconditionally)."""
+        steps = [(k, b) for k, b in enumerate(self.steps) if b.usable(request)]
+        if not steps:  # the last step is asked anyway and says why it cannot answer
+            return [], self.steps[-1]
+        return steps[:-1], steps[-1][1]
+
+    async def _early(self, request: Request, early: list[tuple[int, Backend]],
+                     route: list[str], spent: list[float]) -> Completion | None:
         """Steps before the last: the first accepted answer, or ``None`` to go on."""
-        probe = Request(self._with_logprobs(request), request.api, request.session)
-        for k, backend in enumerate(self.steps[:-1]):
+        probe = Request(self._with_logprobs(request), request.api, request.session,
+                        request.allowed)
+        for k, backend in early:
             try:
                 done = await backend.complete(probe)
             except UpstreamError as e:
@@ -93,9 +107,10 @@ class CascadeBackend(Backend):
         t0 = time.perf_counter()
         route: list[str] = []
         spent = [0.0]
-        done = await self._early(request, route, spent)
+        early, last = self._walk(request)
+        done = await self._early(request, early, route, spent)
         if done is None:
-            done = await self.steps[-1].complete(request)
+            done = await last.complete(request)
             route.extend(done.route)
             spent[0] += done.cost_usd
         return Completion(done.body, done.model, done.usage, spent[0],
@@ -105,7 +120,8 @@ class CascadeBackend(Backend):
         t0 = time.perf_counter()
         route: list[str] = []
         spent = [0.0]
-        done = await self._early(request, route, spent)
+        early, last = self._walk(request)
+        done = await self._early(request, early, route, spent)
         if done is not None:
             final = Completion({}, done.model, done.usage, spent[0], time.perf_counter() - t0,
                                route)
@@ -113,7 +129,7 @@ class CascadeBackend(Backend):
             yield Chunk(None, done.model, route, final)
             return
         prefix, paid = RoutePrefix(list(route)), spent[0]
-        chunks = self.steps[-1].stream(request)
+        chunks = last.stream(request)
         try:
             async for chunk in chunks:
                 if chunk.final is not None:
@@ -157,8 +173,9 @@ class CascadeBackend(Backend):
         body.pop("stream_options", None)
         if request.api == "chat":
             body["logprobs"] = True
-            if top:
-                body["top_logprobs"] = max(top, int(body.get("top_logprobs") or 0))
+            # Always set: llama.cpp's server sends chat log-probs only when top_logprobs is
+            # given (0 asks for none of the alternatives, and OpenAI accepts it).
+            body["top_logprobs"] = max(top, int(body.get("top_logprobs") or 0))
         else:
             body["logprobs"] = max(top or 1, int(body.get("logprobs") or 0))
         return body

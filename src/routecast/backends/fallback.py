@@ -4,6 +4,10 @@ Only failures before the first byte of an answer count: once a stream has starte
 has seen part of one model's answer, and splicing in another model's would be worse than an
 error. Requests the upstream rejected as invalid (HTTP 400/413/422) are not passed on: the next
 model would reject them too, and the client needs to see why.
+
+Backends that are not usable (an open circuit breaker, or a model the privacy rule forbids for
+this request) are skipped without a call; when none is usable the first is asked anyway, and
+answers with the reason (503 circuit open, 403 privacy rule) at once.
 """
 
 from __future__ import annotations
@@ -46,10 +50,16 @@ class FallbackBackend(Backend):
         for backend in self.backends:
             await backend.aclose()
 
+    def usable(self, request: Request) -> bool:
+        return any(b.usable(request) for b in self.backends)
+
+    def _candidates(self, request: Request) -> list[Backend]:
+        return [b for b in self.backends if b.usable(request)] or self.backends[:1]
+
     async def complete(self, request: Request) -> Completion:
         t0 = time.perf_counter()
         failed: list[UpstreamError] = []
-        for backend in self.backends:
+        for backend in self._candidates(request):
             try:
                 completion = await backend.complete(request)
             except UpstreamError as e:
@@ -66,7 +76,7 @@ class FallbackBackend(Backend):
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         t0 = time.perf_counter()
         failed: list[UpstreamError] = []
-        for backend in self.backends:
+        for backend in self._candidates(request):
             chunks = backend.stream(request)
             try:
                 first = await anext(chunks)

@@ -20,7 +20,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal
 
-from routecast.backends.base import Backend, Chunk, Completion, Price, Request, Usage
+from routecast.backends.base import (
+    Backend,
+    Chunk,
+    Completion,
+    Price,
+    Request,
+    Usage,
+    close_stream,
+)
+from routecast.backends.health import CircuitBreaker
 from routecast.backends.prompt_format import (
     PromptFormat,
     chat_to_completion_body,
@@ -30,7 +39,7 @@ from routecast.backends.prompt_format import (
 )
 from routecast.backends.retry import RETRY_STATUSES, RetryPolicy, retry_after_s
 from routecast.backends.transport import AiohttpTransport, Transport, TransportResponse
-from routecast.errors import UpstreamError, UpstreamTimeoutError
+from routecast.errors import RequestError, UpstreamError, UpstreamTimeoutError
 
 #: Upstream statuses meaning "this request is invalid": passed on to the client as they are,
 #: and neither retried nor sent to a fallback model (it would reject the request too).
@@ -57,6 +66,7 @@ class OpenAIHTTPBackend(Backend):
                  connect_timeout_s: float = 5.0, read_timeout_s: float = 120.0,
                  max_connections: int = 100, stream_usage: bool = True,
                  headers: Mapping[str, str] | None = None,
+                 breaker: CircuitBreaker | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.name = model
         self.model = model
@@ -81,6 +91,10 @@ class OpenAIHTTPBackend(Backend):
         if self._api_key:
             self._headers["Authorization"] = f"Bearer {self._api_key}"
         self._sleep = sleep
+        self.breaker = breaker or CircuitBreaker()
+
+    def usable(self, request: Request) -> bool:
+        return request.allows(self.model) and self.breaker.available
 
     def __repr__(self) -> str:
         return f"OpenAIHTTPBackend({self.model!r}, {self.base_url!r})"
@@ -114,8 +128,59 @@ class OpenAIHTTPBackend(Backend):
                                      "include_usage": True}
         return self.base_url + path, out, adapted
 
+    def _admit(self, request: Request) -> None:
+        """Refuse at once a model the request may not see, or one whose breaker is open."""
+        if not request.allows(self.model):
+            raise RequestError(f"model {self.model!r} may not receive this request: the "
+                               "privacy rule keeps it on local models", status=403,
+                               code="privacy_rule")
+        if not self.breaker.acquire():
+            raise UpstreamError(
+                f"{self._where()} is failing; its circuit breaker is open for another "
+                f"{self.breaker.retry_in_s():.1f} s (the request was not sent)",
+                model=self.model, status=503, code="upstream_circuit_open")
+
+    def _verdict(self, error: BaseException | None, t0: float) -> None:
+        """Tell the breaker how a call went: only upstream failures count against health."""
+        if error is None:
+            self.breaker.success(time.perf_counter() - t0)
+        elif isinstance(error, UpstreamError) and error.code not in (
+                "upstream_rejected_request", "upstream_circuit_open"):
+            self.breaker.failure()
+        else:  # cancelled (client gone, deadline) or rejected as invalid: no verdict
+            self.breaker.release()
+
     async def complete(self, request: Request) -> Completion:
         t0 = time.perf_counter()
+        self._admit(request)
+        try:
+            completion = await self._complete(request, t0)
+        except BaseException as e:
+            self._verdict(e, t0)
+            raise
+        self._verdict(None, t0)
+        return completion
+
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+        t0 = time.perf_counter()
+        self._admit(request)
+        chunks = self._stream(request, t0)
+        error: BaseException | None = None
+        finished = False
+        try:
+            async for chunk in chunks:
+                finished = chunk.final is not None
+                yield chunk
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            await close_stream(chunks)
+            # A finished stream is a success even if the consumer then closes it; one the
+            # consumer left early (client gone) says nothing about the upstream.
+            self._verdict(None if finished else error, t0)
+
+    async def _complete(self, request: Request, t0: float) -> Completion:
         url, body, adapted = self._upstream(request, stream=False)
         raw = await self._call(url, _dumps(body).encode(), read_body=True)
         assert isinstance(raw, bytes)
@@ -135,8 +200,7 @@ class OpenAIHTTPBackend(Backend):
         return Completion(data, self.model, usage, self.price.cost_usd(usage),
                           time.perf_counter() - t0, [self.model])
 
-    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
-        t0 = time.perf_counter()
+    async def _stream(self, request: Request, t0: float) -> AsyncIterator[Chunk]:
         url, body, adapted = self._upstream(request, stream=True)
         resp = await self._call(url, _dumps(body).encode(), read_body=False)
         assert not isinstance(resp, bytes)
@@ -144,6 +208,9 @@ class OpenAIHTTPBackend(Backend):
         usage: Usage | None = None
         usage_chunk: dict[str, Any] | None = None
         n_chunks = 0
+        # Whether the stream said it was complete ([DONE], or a finish_reason): a connection
+        # that closes (or is reset) without either is a broken stream, not a short answer.
+        ended = False
         try:
             async for line in resp.lines():
                 # Server-sent events: only `data:` lines matter (comments are keep-alives).
@@ -151,6 +218,7 @@ class OpenAIHTTPBackend(Backend):
                     continue
                 payload = line[5:].strip()
                 if payload == b"[DONE]":
+                    ended = True
                     # Read on to the end of the body (it follows at once), so the connection
                     # goes back to the pool instead of being closed half-read.
                     continue
@@ -170,6 +238,9 @@ class OpenAIHTTPBackend(Backend):
                     if not chunk.get("choices"):
                         usage_chunk = chunk  # held back: the server sends it last
                         continue
+                if not ended:
+                    ended = any(isinstance(c, dict) and c.get("finish_reason")
+                                for c in chunk.get("choices") or ())
                 if adapted:
                     chunk = completion_chunk_to_chat(chunk, first=n_chunks == 0)
                 chunk["model"] = self.model
@@ -183,6 +254,10 @@ class OpenAIHTTPBackend(Backend):
                                 code="upstream_unreachable") from None
         finally:
             resp.release()
+        if not ended:
+            raise UpstreamError(f"{self._where()}: the stream broke off (the connection closed "
+                                "before [DONE] or a finish_reason)", model=self.model,
+                                code="upstream_unreachable")
         if usage is None:
             usage = _estimate(request, n_chunks)  # about one token per chunk
         if usage_chunk is not None:

@@ -11,6 +11,11 @@ cost (TF-IDF + logistic regression: ~2.2 ms for one prompt, ~0.45 ms per prompt 
 128, see benchmarks/routing_latency.py), so every prompt that reaches routing in the same turn of
 the event loop is routed in one call. A lone request pays one extra loop turn (microseconds);
 under load the batches grow by themselves and the fixed cost is shared.
+
+Routing sees live health: when the chosen model's backend is not usable (its circuit breaker
+is open, or the privacy rule forbids it for this request), the endpoint picks the best usable
+model by the same policy, from the router's predictions with the unusable models masked out.
+That path calls the router for one prompt (a few ms), but only while a backend is down.
 """
 
 from __future__ import annotations
@@ -157,6 +162,7 @@ class RoutedBackend(Backend):
         self.router = router
         self.policy = policy
         self.backends = {m: backends[m] for m in models}
+        self.router_models: tuple[str, ...] = tuple(str(m) for m in models)
         self.models = tuple(dict.fromkeys(x for b in self.backends.values() for x in b.models))
         self.route_on: RouteOn = route_on
         self.pins = SessionPins(max_sessions)
@@ -179,14 +185,41 @@ class RoutedBackend(Backend):
             pinned = self.pins.get(key)
             if pinned is not None:
                 return pinned
-        model = await self.batcher.route(routing_text(request, self.route_on))
+        text = routing_text(request, self.route_on)
+        model = await self.batcher.route(text)
         if key is not None:
             self.pins.set(key, model)
         return model
 
+    def usable(self, request: Request) -> bool:
+        return any(b.usable(request) for b in _unique(self.backends.values()))
+
+    def best_usable(self, request: Request, chosen: str) -> str:
+        """``chosen`` if its backend is usable, else the policy's pick among usable models
+        (``chosen`` again when none is: its backend then says why it cannot answer)."""
+        if self.backends[chosen].usable(request):
+            return chosen
+        usable = [m for m in self.router_models if self.backends[m].usable(request)]
+        if not usable:
+            return chosen
+        if len(usable) == 1:
+            return usable[0]
+        import numpy as np
+
+        text = [routing_text(request, self.route_on)]
+        quality = np.array(self.router.predict(text), dtype=np.float64)
+        cost = np.array(self.router.predict_cost(text), dtype=np.float64)
+        mask = np.array([m not in usable for m in self.router_models])
+        # A huge finite cost, not inf: 0 * inf is NaN, which would poison the argmax.
+        quality[:, mask] = -np.inf
+        cost[:, mask] = 1e300
+        pick = int(self.policy.choose(quality, cost)[0])
+        model = self.router_models[pick]
+        return model if model in usable else usable[0]
+
     async def complete(self, request: Request) -> Completion:
         t0 = time.perf_counter()
-        model = await self.choose(request)
+        model = self.best_usable(request, await self.choose(request))
         routing_s = time.perf_counter() - t0
         completion = await self.backends[model].complete(request)
         completion.routing_s += routing_s
@@ -195,7 +228,7 @@ class RoutedBackend(Backend):
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         t0 = time.perf_counter()
-        model = await self.choose(request)
+        model = self.best_usable(request, await self.choose(request))
         routing_s = time.perf_counter() - t0
         chunks = self.backends[model].stream(request)
         try:

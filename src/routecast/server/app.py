@@ -13,12 +13,24 @@ A stream carries the same facts, with cost and latency, in its last event as an 
 ``"routecast"`` object. Errors are OpenAI-shaped (``{"error": {"message", "type", "param",
 "code"}}``) with a meaningful status: 400 bad JSON or fields, 404 unknown endpoint, 413 body
 too large, 429 rate limited upstream, 502 upstream failed, 504 upstream timed out.
+
+Reliability and security (see docs in each module): every request has a deadline
+(``limits.deadline_s``, 504 past it, streams included); each model has a circuit breaker that
+composites read (:mod:`routecast.backends.health`); a stream whose upstream dies midway ends with
+an OpenAI-shaped error event, never a hung connection; with ``auth.required`` clients need a key
+(:mod:`routecast.server.keys`: 401 without, 429 past its budget or rate); the privacy rule keeps
+sensitive prompts on local models and out of the log (:mod:`routecast.server.privacy`);
+``storage.durable`` commits each row before its response is sent; SIGHUP re-reads the config
+file (new requests see the new endpoints, requests in flight finish on the old ones).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -26,50 +38,66 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HTTPRequest
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from routecast.backends.base import Api, Backend, Chunk, Completion, Request, close_stream
-from routecast.backends.routed import SESSION_HEADER, RoutedBackend
-from routecast.errors import RequestError, RoutecastError, UpstreamError
+from routecast.backends.base import Api, Completion, Request
+from routecast.backends.routed import SESSION_HEADER
+from routecast.errors import (
+    ConfigError,
+    RequestError,
+    RoutecastError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from routecast.server.endpoints import EndpointTable, build_endpoints
-from routecast.server.metrics import Gauge, ServerMetrics
+from routecast.server.gauges import breaker_gauges, routing_gauges
+from routecast.server.keys import ClientKey, KeyStore, RateLimitedError
+from routecast.server.metrics import ServerMetrics
+from routecast.server.openapi import openapi_schema
+from routecast.server.privacy import PrivacyRule
 from routecast.server.requestlog import LogRow, RequestLog, prompt_text
+from routecast.server.streaming import StreamMixin, status_of
 from routecast.server.wire import (
-    DONE,
     check_chat,
     check_completions,
     dumps,
     error_body,
     parse_json,
-    sse,
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from routecast.policy import Policy
     from routecast.routers.base import Router
     from routecast.server.config import Config
 
 log = logging.getLogger("routecast.server")
 
-#: Status logged for a stream the client hung up on (nginx's convention).
-CLIENT_CLOSED = 499
-
-
-class RoutecastServer:
+class RoutecastServer(StreamMixin):
     """The server's state and request handlers; :attr:`app` is the ASGI app to run."""
 
     def __init__(self, config: Config, table: EndpointTable,
-                 request_log: RequestLog | None = None) -> None:
-        self.config = config
-        self.table = table
-        self.backends = table.backends
-        self.max_body = config.limits.max_body_bytes
-        self.max_messages = config.limits.max_messages
+                 request_log: RequestLog | None = None, *, config_path: Path | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.request_log = request_log
         self.log_prompts = request_log is not None and request_log.log_prompts
+        self.config_path = config_path
+        self.env = env
+        self.keys: KeyStore | None = None
+        if config.auth.required:
+            if config.storage.db is None:
+                raise ConfigError("auth.required needs storage.db: client keys are stored "
+                                  "there. Fix: set storage.db (and add keys with `routecast "
+                                  "keys add NAME --db FILE`)")
+            self.keys = KeyStore(config.storage.db)
         self.metrics = ServerMetrics()
-        self._add_routing_metrics()
+        self._apply(config, table)
+        self.metrics.extra += [*routing_gauges(lambda: self.table),
+                               *breaker_gauges(lambda: self.table)]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.reloads_total = 0
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
@@ -77,22 +105,99 @@ class RoutecastServer:
                 Route("/v1/models", self.list_models, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
                 Route("/metrics", self.render_metrics, methods=["GET"]),
+                Route("/openapi.json", self.openapi, methods=["GET"]),
             ],
             exception_handlers={HTTPException: _http_error, Exception: _unexpected},
             lifespan=self._lifespan,
         )
 
+    def _apply(self, config: Config, table: EndpointTable) -> None:
+        """Take a config and its endpoint table into use (at start-up and on reload)."""
+        self.config = config
+        self.table = table
+        self.backends = table.backends
+        self.max_body = config.limits.max_body_bytes
+        self.max_messages = config.limits.max_messages
+        self.deadline_s = config.limits.deadline_s
+        local = [name for name, m in config.models.items() if m.local]
+        self.privacy = (PrivacyRule(config.privacy.patterns, local)
+                        if config.privacy.patterns else None)
+
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         if self.request_log is not None:
             self.request_log.start()
+        if self.keys is not None:
+            self.keys.open()
+            self._spawn(self._flush_keys())
         await self.table.start()
+        hup = self._install_sighup()
         try:
             yield
         finally:
+            if hup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            for task in list(self._tasks):
+                task.cancel()
             await self.table.aclose()
+            if self.keys is not None:
+                self.keys.close()
             if self.request_log is not None:
                 self.request_log.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_keys(self) -> None:
+        assert self.keys is not None
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.keys.flush()
+                self.keys.reload()  # revoked keys stop working within a second
+            except Exception as e:  # a locked or full disk: keep serving, say so
+                log.error("cannot record key spend: %s", e)
+
+    def _install_sighup(self) -> bool:
+        """Reload on SIGHUP when serving a config file from the main thread (uvicorn's CLI);
+        a server run in another thread (tests, embedding) leaves signals to its host."""
+        if (self.config_path is None or not hasattr(signal, "SIGHUP")
+                or threading.current_thread() is not threading.main_thread()):
+            return False
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: self._spawn(self.reload()))
+        return True
+
+    async def reload(self) -> None:
+        """Re-read the config file and swap in its endpoints without dropping a request:
+        requests in flight hold their backends and finish on the old table, which is closed
+        once they can no longer be running (after ``limits.deadline_s``). Storage and auth
+        settings keep their start-up values; circuit breakers start closed."""
+        from routecast.server.config import load_config
+
+        assert self.config_path is not None
+        try:
+            config = await asyncio.to_thread(load_config, self.config_path)
+            table = await asyncio.to_thread(build_endpoints, config, env=self.env)
+            await table.start()
+        except RoutecastError as e:
+            log.error("reload of %s failed, still serving the old config: %s",
+                      self.config_path, e)
+            return
+        old, old_deadline = self.table, self.deadline_s
+        self._apply(config, table)
+        if self.keys is not None:
+            self.keys.reload()
+        self.reloads_total += 1
+        log.warning("reloaded %s: %d endpoints", self.config_path, len(self.backends))
+
+        async def close_later() -> None:
+            await asyncio.sleep(old_deadline + 1.0)
+            await old.aclose()
+
+        self._spawn(close_later())
 
     # -- routes ----------------------------------------------------------------------------
 
@@ -113,6 +218,9 @@ class RoutecastServer:
     async def render_metrics(self, http: HTTPRequest) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    async def openapi(self, http: HTTPRequest) -> Response:
+        return _json(openapi_schema(list(self.backends)))
+
     # -- one request -----------------------------------------------------------------------
 
     async def _answer(self, http: HTTPRequest, api: Api) -> Response:
@@ -120,30 +228,65 @@ class RoutecastServer:
         ts = time.time()
         endpoint = ""
         body: dict[str, Any] = {}
+        key: ClientKey | None = None
+        cost_usd = 0.0
         self.metrics.in_flight += 1
         try:
+            if self.keys is not None:
+                key = self.keys.authenticate(http.headers.get("authorization"))
             body = parse_json(await self._read_body(http))
             endpoint = (check_chat(body, self.max_messages) if api == "chat"
                         else check_completions(body))
             backend = self.backends.get(endpoint)
             if backend is None:
                 raise self._unknown_endpoint(endpoint)
-            request = Request(body, api, http.headers.get(SESSION_HEADER))
+            allowed = self.privacy.allowed(body) if self.privacy is not None else None
+            if allowed is not None and not any(m in allowed for m in backend.models):
+                raise RequestError(
+                    f"this prompt matches a privacy pattern and endpoint {endpoint!r} has no "
+                    "model marked `local: true`; ask an endpoint with a local model",
+                    status=403, param="messages", code="privacy_rule")
+            request = Request(body, api, http.headers.get(SESSION_HEADER), allowed)
+            if self.keys is not None and key is not None:
+                self.keys.admit(key)  # from here on the key must be settled
+            else:
+                key = None
             if request.stream:
-                return await self._start_stream(backend, request, endpoint, t0, ts)
-            completion = await backend.complete(request)
+                response = await self._start_stream(backend, request, endpoint, t0, ts, key)
+                key = None  # the stream settles it when it ends
+                return response
+            try:
+                async with asyncio.timeout(self.deadline_s):
+                    completion = await backend.complete(request)
+            except TimeoutError:
+                raise self._deadline(endpoint) from None
+            cost_usd = completion.cost_usd
         except RoutecastError as e:
-            return self._error(e, endpoint, body, t0, ts)
+            response = self._error(e, endpoint, body, t0, ts)
+            if isinstance(e, RateLimitedError):
+                response.headers["retry-after"] = str(max(1, round(e.retry_after_s + 0.5)))
+            return response
         finally:
             self.metrics.in_flight -= 1
+            if key is not None and self.keys is not None:
+                self.keys.settle(key, cost_usd)
         latency_s = time.perf_counter() - t0
-        self._record(endpoint, body, ts, latency_s, stream=False, completion=completion)
+        committed = self._record(endpoint, body, ts, latency_s, stream=False,
+                                 completion=completion)
+        if committed is not None:
+            await committed
         return Response(dumps(completion.body), media_type="application/json", headers={
             "x-routecast-model": completion.model,
             "x-routecast-route": ",".join(completion.route),
             "x-routecast-cost-usd": f"{completion.cost_usd:.10g}",
             "x-routecast-latency-ms": f"{latency_s * 1000:.3f}",
         })
+
+    def _deadline(self, endpoint: str) -> UpstreamTimeoutError:
+        return UpstreamTimeoutError(
+            f"endpoint {endpoint!r} did not answer within this server's deadline "
+            f"({self.deadline_s:g} s, limits.deadline_s)", model=endpoint, status=504,
+            code="deadline_exceeded")
 
     async def _read_body(self, http: HTTPRequest) -> bytes:
         length = http.headers.get("content-length")
@@ -170,95 +313,11 @@ class RoutecastServer:
                             "(GET /v1/models lists them)", status=404, param="model",
                             code="model_not_found")
 
-    # -- streams ---------------------------------------------------------------------------
-
-    async def _start_stream(self, backend: Backend, request: Request, endpoint: str,
-                            t0: float, ts: float) -> Response:
-        """Wait for the first chunk before answering, so that a failure before it still gets
-        an error status (and a fallback model its turn) instead of a broken 200 stream."""
-        chunks = backend.stream(request)
-        try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            raise UpstreamError(f"endpoint {endpoint!r} ended its stream without an answer",
-                                model=endpoint) from None
-        except BaseException:
-            await close_stream(chunks)
-            raise
-        headers = {"x-routecast-model": first.model, "x-routecast-route": ",".join(first.route),
-                   "cache-control": "no-cache", "x-accel-buffering": "no"}
-        events = self._events(first, chunks, request, endpoint, t0, ts)
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-
-    async def _events(self, chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
-                      endpoint: str, t0: float, ts: float) -> AsyncIterator[bytes]:
-        options = request.body.get("stream_options") or {}
-        wants_usage = bool(options.get("include_usage"))
-        final: Completion | None = None
-        error: RoutecastError | None = None
-        last: dict[str, Any] = {}
-        self.metrics.in_flight += 1
-        try:
-            while True:
-                if chunk.final is not None:
-                    final = chunk.final
-                    yield sse(self._final_event(chunk, final, last, request.api, wants_usage,
-                                                t0))
-                    break
-                if chunk.data is not None:
-                    last = chunk.data
-                    yield sse(chunk.data)
-                chunk = await anext(chunks)
-            yield DONE
-        except StopAsyncIteration:
-            error = UpstreamError(f"endpoint {endpoint!r} ended its stream without a summary",
-                                  model=endpoint)
-            yield sse(error_body(str(error), 502, code="upstream_error"))
-        except RoutecastError as e:  # mid-stream: the status is sent; say it in the stream
-            error = e
-            status, code = _status(e)
-            yield sse(error_body(str(e), status, code=code))
-        finally:
-            self.metrics.in_flight -= 1
-            await close_stream(chunks)
-            latency_s = time.perf_counter() - t0
-            if final is not None:
-                self._record(endpoint, request.body, ts, latency_s, stream=True,
-                             completion=final)
-            else:
-                status = _status(error)[0] if error is not None else CLIENT_CLOSED
-                self._record(endpoint, request.body, ts, latency_s, stream=True,
-                             status=status, error=str(error) if error else "client disconnected",
-                             route=chunk.route)
-
-    def _final_event(self, chunk: Chunk, final: Completion, last: Mapping[str, Any], api: Api,
-                     wants_usage: bool, t0: float) -> dict[str, Any]:
-        """The last event: the upstream's usage chunk (usage kept only if the client asked)
-        or an empty-choices chunk like it, plus the ``routecast`` summary."""
-        data = chunk.data
-        if data is None:
-            data = {"id": last.get("id", ""), "created": last.get("created", int(time.time())),
-                    "object": last.get("object") or ("chat.completion.chunk" if api == "chat"
-                                                      else "text_completion"),
-                    "model": final.model, "choices": []}
-        if wants_usage:
-            data.setdefault("usage", {"prompt_tokens": final.usage.prompt_tokens,
-                                      "completion_tokens": final.usage.completion_tokens,
-                                      "total_tokens": final.usage.prompt_tokens
-                                      + final.usage.completion_tokens})
-        else:
-            data.pop("usage", None)
-        data["routecast"] = {
-            "model": final.model, "route": final.route, "cost_usd": final.cost_usd,
-            "latency_ms": (time.perf_counter() - t0) * 1000,
-            "routing_ms": final.routing_s * 1000, "usage": final.usage.as_dict()}
-        return data
-
     # -- errors, log, metrics --------------------------------------------------------------
 
     def _error(self, e: RoutecastError, endpoint: str, body: Mapping[str, Any], t0: float,
                ts: float) -> Response:
-        status, code = _status(e)
+        status, code = status_of(e)
         param = e.param if isinstance(e, RequestError) else None
         if status >= 500:
             log.warning("%s: %s", endpoint or "-", e)
@@ -269,7 +328,11 @@ class RoutecastServer:
 
     def _record(self, endpoint: str, body: Mapping[str, Any], ts: float, latency_s: float, *,
                 stream: bool, completion: Completion | None = None, status: int = 200,
-                error: str | None = None, route: list[str] | None = None) -> None:
+                error: str | None = None, route: list[str] | None = None
+                ) -> asyncio.Future[None] | None:
+        """Count the request in /metrics and queue its log row. With ``storage.durable`` an
+        answered request's row is committed before its response goes out: the caller awaits
+        the future returned. Error rows are always batched (nothing was delivered)."""
         c = completion
         route = c.route if c is not None else route or []
         self.metrics.observe(endpoint, c.model if c else None, status, latency_s,
@@ -277,7 +340,7 @@ class RoutecastServer:
                              c.usage.prompt_tokens if c else 0,
                              c.usage.completion_tokens if c else 0, escalated=len(route) > 1)
         if self.request_log is None:
-            return
+            return None
         baseline = self.table.strongest.get(endpoint)
         user = body.get("user")
         row = LogRow(ts=ts, endpoint=endpoint, model=c.model if c else None,
@@ -293,49 +356,27 @@ class RoutecastServer:
                 row.baseline_cost_usd = self.table.prices[baseline].cost_usd(u)
         if self.log_prompts and body:
             row.prompt = prompt_text(dict(body))
+            if self.privacy is not None and self.config.privacy.redact_log:
+                row.prompt = self.privacy.redact(row.prompt)
+        if c is not None and self.request_log.durable:
+            return self.request_log.write_durable(row)
         self.request_log.write(row)
-
-    def _add_routing_metrics(self) -> None:
-        routed = {n: b for n, b in self.backends.items() if isinstance(b, RoutedBackend)}
-        if not routed:
-            return
-        self.metrics.extra += [
-            Gauge("routecast_routing_seconds_total", "Seconds spent inside router.route().",
-                  ("endpoint",), lambda: [((n,), b.batcher.seconds_total)
-                                          for n, b in routed.items()], kind="counter"),
-            Gauge("routecast_routing_cpu_seconds_total",
-                  "CPU seconds of the event-loop thread inside router.route().", ("endpoint",),
-                  lambda: [((n,), b.batcher.cpu_seconds_total) for n, b in routed.items()],
-                  kind="counter"),
-            Gauge("routecast_routed_prompts_total", "Prompts routed.", ("endpoint",),
-                  lambda: [((n,), b.batcher.prompts_total) for n, b in routed.items()],
-                  kind="counter"),
-            Gauge("routecast_routing_batches_total", "router.route() calls (batches).",
-                  ("endpoint",), lambda: [((n,), b.batcher.batches_total)
-                                          for n, b in routed.items()], kind="counter"),
-            Gauge("routecast_pinned_sessions", "Sessions pinned to a model.", ("endpoint",),
-                  lambda: [((n,), len(b.pins)) for n, b in routed.items()]),
-        ]
-
+        return None
 
 def create_app(config: Config, *, env: Mapping[str, str] | None = None,
                routers: Mapping[str, tuple[Router, Policy]] | None = None,
-               table: EndpointTable | None = None) -> Starlette:
+               table: EndpointTable | None = None, config_path: Path | None = None
+               ) -> Starlette:
     """The ASGI app for ``config`` (run it with uvicorn). Routers load here, so config and
     router problems surface before the server binds its port. ``routers`` and ``table``
-    replace what the config would load (for tests and library use)."""
+    replace what the config would load (for tests and library use); ``config_path`` is the
+    file SIGHUP re-reads."""
     table = table or build_endpoints(config, env=env, routers=routers)
     storage = config.storage
     request_log = None if storage.db is None else RequestLog(
         storage.db, log_prompts=storage.log_prompts, batch_rows=storage.batch_rows,
-        batch_ms=storage.batch_ms)
-    return RoutecastServer(config, table, request_log).app
-
-
-def _status(e: RoutecastError) -> tuple[int, str]:
-    if isinstance(e, (RequestError, UpstreamError)):
-        return e.status, e.code or "invalid_request"
-    return 500, "internal_error"
+        batch_ms=storage.batch_ms, durable=storage.durable)
+    return RoutecastServer(config, table, request_log, config_path=config_path, env=env).app
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -344,9 +385,13 @@ def _json(data: Any, status: int = 200) -> Response:
 
 async def _http_error(http: HTTPRequest, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    message = (f"no route {http.method} {http.url.path}; this server serves POST "
-               "/v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health and "
-               "GET /metrics") if status in (404, 405) else str(exc)
+    # The path is the client's text: shown as repr, cut short, so it cannot forge log lines
+    # or pad the answer.
+    path = http.url.path
+    shown = repr(path if len(path) <= 200 else path[:200] + "...")
+    message = (f"no route {http.method} {shown}; this server serves POST "
+               "/v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, "
+               "GET /metrics and GET /openapi.json") if status in (404, 405) else str(exc)
     return _json(error_body(message, status, code="not_found" if status == 404 else None),
                  status)
 

@@ -7,6 +7,9 @@
         base_url: http://127.0.0.1:8080/v1
         upstream_model: qwen2.5-0.5b  # the name the server knows (default: the key)
         api_key_env: SMALL_API_KEY    # the env var holding the key (none for local servers)
+        # api_key_file: /run/secrets/small_key   # or a file holding it (Docker/K8s secrets)
+        local: true                   # runs on our premises: may see sensitive prompts
+        breaker: {failure_threshold: 5, open_s: 10}  # skip it after 5 failures in a row
         kind: chat                    # or base: served through /v1/completions
         input_usd_per_mtok: 0.1       # USD per million tokens
         output_usd_per_mtok: 0.4
@@ -22,9 +25,14 @@
         type: cascade                 # small first; keep its answer if confident enough
         models: [small, large]        # or file: cascade.json (Cascade.to_dict())
         thresholds: [0.8]             # one per step but the last
-        logprobs: mean                # how token log-probs become a confidence
-    storage: {db: routecast.db, log_prompts: false}
-    limits: {max_body_bytes: 4194304, max_messages: 2048}
+        logprobs: mean                # how token log-probs become a confidence (or mean_prob:
+                                      # what `routecast collect` records as confidence)
+    storage: {db: routecast.db, log_prompts: false, durable: false}
+    limits: {max_body_bytes: 4194304, max_messages: 2048, deadline_s: 300}
+    auth: {required: false}           # true: clients need a key from `routecast keys add`
+    privacy:                          # prompts matching these stay on `local: true` models
+      patterns: [email, card]         # built-ins (email, card, phone, ssn) or regexes
+      redact_log: true                # mask matches in logged prompts (storage.log_prompts)
 """
 
 from __future__ import annotations
@@ -62,11 +70,23 @@ class PromptFormatConfig(BaseModel):
     stop: list[str] = Field(default_factory=list)
 
 
+class BreakerConfig(BaseModel):
+    """The model's circuit breaker (see ``routecast.backends.health``)."""
+
+    model_config = _STRICT
+    failure_threshold: int = Field(default=5, ge=1)
+    open_s: float = Field(default=10.0, gt=0)
+    half_open_probes: int = Field(default=1, ge=1)
+
+
 class ModelConfig(BaseModel):
     model_config = _STRICT
     base_url: str
     upstream_model: str | None = None
     api_key_env: str | None = None
+    api_key_file: Path | None = None
+    local: bool = False
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     kind: Literal["chat", "base"] = "chat"
     prompt_format: Literal["chatml", "llama3", "plain"] | PromptFormatConfig = "chatml"
     input_usd_per_mtok: float = Field(default=0.0, ge=0)
@@ -97,6 +117,12 @@ class ModelConfig(BaseModel):
             raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
                              "not the key itself")
         return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ModelConfig:
+        if self.api_key_env is not None and self.api_key_file is not None:
+            raise ValueError("give api_key_env or api_key_file, not both")
+        return self
 
 
 class PlainEndpoint(BaseModel):
@@ -140,7 +166,7 @@ class CascadeEndpoint(BaseModel):
     thresholds: list[float] = Field(default_factory=list)
     file: Path | None = None
     signal: str = "confidence"
-    logprobs: Literal["mean", "min", "first", "margin"] = "mean"
+    logprobs: Literal["mean", "min", "first", "margin", "mean_prob"] = "mean"
 
     @model_validator(mode="after")
     def _models_or_file(self) -> CascadeEndpoint:
@@ -159,12 +185,41 @@ class Storage(BaseModel):
     log_prompts: bool = False
     batch_rows: int = Field(default=256, ge=1)
     batch_ms: float = Field(default=200.0, gt=0)
+    #: Commit each request's row before its response is sent: the log then survives a
+    #: ``kill -9`` with one row per completed response (costs one SQLite commit per batch of
+    #: concurrent requests; see benchmarks/durability.py).
+    durable: bool = False
 
 
 class Limits(BaseModel):
     model_config = _STRICT
     max_body_bytes: int = Field(default=4 << 20, ge=1024)
     max_messages: int = Field(default=2048, ge=1)
+    #: The most one request may take, arrival to last byte, retries and fallbacks included.
+    deadline_s: float = Field(default=300.0, gt=0)
+
+
+class Auth(BaseModel):
+    """Client keys (``routecast keys add``), stored hashed in ``storage.db``."""
+
+    model_config = _STRICT
+    required: bool = False
+
+
+class Privacy(BaseModel):
+    """Prompts matching ``patterns`` go only to models marked ``local``."""
+
+    model_config = _STRICT
+    patterns: list[str] = Field(default_factory=list)
+    redact_log: bool = True
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        from routecast.server.privacy import compile_patterns
+
+        compile_patterns(value)  # raises ValueError naming the bad pattern
+        return value
 
 
 class Config(BaseModel):
@@ -176,6 +231,8 @@ class Config(BaseModel):
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
     storage: Storage = Field(default_factory=Storage)
     limits: Limits = Field(default_factory=Limits)
+    auth: Auth = Field(default_factory=Auth)
+    privacy: Privacy = Field(default_factory=Privacy)
 
     @model_validator(mode="after")
     def _known_models(self) -> Config:
@@ -216,7 +273,10 @@ class Config(BaseModel):
                 e = e.model_copy(update={"file": fix(e.file)})
             endpoints[name] = e
         storage = self.storage.model_copy(update={"db": fix(self.storage.db)})
-        return self.model_copy(update={"endpoints": endpoints, "storage": storage})
+        models = {name: m.model_copy(update={"api_key_file": fix(m.api_key_file)})
+                  for name, m in self.models.items()}
+        return self.model_copy(update={"endpoints": endpoints, "storage": storage,
+                                       "models": models})
 
 
 def parse_config(data: Any, where: str = "config") -> Config:
@@ -271,6 +331,6 @@ def _describe(err: Any) -> str:
     given = err.get("input")
     shown = ""
     if err["type"] not in ("missing", "model_attributes_type") and not isinstance(given, dict) \
-            and "api_key_env" not in path:  # never echo what may be a pasted key
+            and "api_key" not in path:  # never echo what may be a pasted key
         shown = f" (got {given!r})"
     return f"  - {path}: {message}{shown}" + (f". Fix: {fix}" if fix else "")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from routecast.backends.base import Backend, Price
 from routecast.backends.cascade import CascadeBackend
 from routecast.backends.fallback import FallbackBackend
+from routecast.backends.health import CircuitBreaker
 from routecast.backends.openai_http import OpenAIHTTPBackend
 from routecast.backends.prompt_format import FORMATS, PromptFormat
 from routecast.backends.retry import RetryPolicy
@@ -59,9 +60,21 @@ def price_of(model: ModelConfig) -> Price:
 
 def http_backend(name: str, model: ModelConfig, env: Mapping[str, str] | None = None
                  ) -> OpenAIHTTPBackend:
-    """The HTTP backend of one configured model; reads its API key from the environment."""
+    """The HTTP backend of one configured model; reads its API key from the environment or
+    from its secret file (never from the config itself)."""
     env = os.environ if env is None else env
     api_key = None
+    if model.api_key_file is not None:
+        try:
+            api_key = model.api_key_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+            raise ConfigError(f"models.{name}.api_key_file: cannot read {model.api_key_file} "
+                              f"({reason}). Fix: point it at a readable file holding only the "
+                              "key") from None
+        if not api_key:
+            raise ConfigError(f"models.{name}.api_key_file: {model.api_key_file} is empty. "
+                              "Fix: write the key into it")
     if model.api_key_env:
         api_key = env.get(model.api_key_env)
         if not api_key:
@@ -79,7 +92,9 @@ def http_backend(name: str, model: ModelConfig, env: Mapping[str, str] | None = 
                           max_backoff_s=model.max_backoff_s),
         connect_timeout_s=model.connect_timeout_s, read_timeout_s=model.read_timeout_s,
         max_connections=model.max_connections, stream_usage=model.stream_usage,
-        headers=model.headers)
+        headers=model.headers,
+        breaker=CircuitBreaker(model.breaker.failure_threshold, model.breaker.open_s,
+                               model.breaker.half_open_probes))
 
 
 def build_endpoints(config: Config, *, env: Mapping[str, str] | None = None,

@@ -8,11 +8,20 @@ the server writes. With ``synchronous=NORMAL`` a committed batch survives a cras
 process (an OS crash may lose the last batch; full fsync per batch would cost more than the
 proxying it logs).
 
+With ``durable`` on, :meth:`RequestLog.write_durable` returns a future that completes once the
+row is committed, and the server sends the response only then: a ``kill -9`` of the server
+then loses no row of a response a client received (a commit in WAL mode is a ``write()`` to the
+WAL file, which the OS keeps when the process dies). Rows waiting together commit together
+(group commit), so under load the cost is shared; the rows of requests still in flight at the
+kill are lost with them, and no client saw those answers.
+
 Prompt text is stored only when ``log_prompts`` is on: prompts may hold personal data.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import operator
@@ -104,8 +113,10 @@ class RequestLog:
     """A background writer of :class:`LogRow` to one SQLite file; see the module docstring."""
 
     def __init__(self, path: str | Path, *, log_prompts: bool = False, batch_rows: int = 256,
-                 batch_ms: float = 200.0) -> None:
+                 batch_ms: float = 200.0, durable: bool = False) -> None:
         self.path = Path(path)
+        self.durable = durable
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.log_prompts = log_prompts
         self.batch_rows = batch_rows
         self.batch_s = batch_ms / 1000.0
@@ -142,6 +153,19 @@ class RequestLog:
         if full:
             self._wake.set()
 
+    def write_durable(self, row: LogRow) -> asyncio.Future[None]:
+        """Queue one row and wake the writer; the future completes once the row is committed
+        (or the commit failed: serving goes on, and the failure is logged once)."""
+        if not self.log_prompts:
+            row.prompt = None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._pending.append(row)
+            self._waiters.append((loop, future))
+        self._wake.set()
+        return future
+
     def close(self, timeout_s: float = 10.0) -> None:
         """Write what is queued, commit and stop the thread."""
         if self._thread is None:
@@ -159,8 +183,12 @@ class RequestLog:
             stopping = self._stopping
             with self._lock:
                 rows, self._pending = self._pending, []
+                waiters, self._waiters = self._waiters, []
             if rows:
                 self._commit(db, [self._as_tuple(r) for r in rows])
+            for loop, future in waiters:
+                with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
+                    loop.call_soon_threadsafe(_resolve, future)
             if stopping:
                 break
         db.close()
@@ -176,3 +204,8 @@ class RequestLog:
                     "request log %s: cannot write (%s); requests are served but not logged",
                     self.path, e)
             self.error = e
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # the request may have been cancelled meanwhile
+        future.set_result(None)

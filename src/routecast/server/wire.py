@@ -36,16 +36,28 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise RequestError("the request body is empty; send a JSON object", code="invalid_json")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise RequestError("the request body is not UTF-8 text", code="invalid_json") from None
     except json.JSONDecodeError as e:
         raise RequestError(f"the request body is not valid JSON: {e.msg} at line {e.lineno}, "
                            f"column {e.colno}", code="invalid_json") from None
+    except RecursionError:
+        raise RequestError("the request body nests JSON too deeply", code="invalid_json"
+                           ) from None
+    except ValueError as e:  # an integer of more than 4300 digits, NaN / Infinity
+        raise RequestError(f"the request body is not acceptable JSON: {e}",
+                           code="invalid_json") from None
     if not isinstance(body, dict):
         raise RequestError(f"the request body must be a JSON object, got "
                            f"{type(body).__name__}", code="invalid_json")
     return body
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity, which are not JSON: an upstream would choke on
+    # them when the body is forwarded.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def check_common(body: Mapping[str, Any]) -> str:
@@ -80,7 +92,7 @@ def check_chat(body: Mapping[str, Any], max_messages: int) -> str:
             raise RequestError(f"messages[{i}] must be an object with `role` and `content`",
                                param=f"messages[{i}]")
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:  # a list is unhashable
             raise RequestError(f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))};"
                                f" got {role!r}", param=f"messages[{i}].role")
         content = message.get("content")

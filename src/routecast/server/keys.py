@@ -1,0 +1,228 @@
+"""Client API keys for the server: bearer tokens stored hashed, with spend budgets and rate limits.
+
+A token looks like ``rc-<id>-<secret>``: ``id`` (8 hex digits) finds the row, ``secret`` (32
+random bytes, URL-safe base64) proves possession. The database keeps only
+``sha256(salt || secret)`` with a per-key random salt. A slow password hash (scrypt, argon2)
+protects *low-entropy* secrets from guessing; a 256-bit random secret cannot be guessed
+however fast the hash, so a fast salted hash is as safe here and keeps authentication at a few
+microseconds per request. Comparison is constant-time (:func:`hmac.compare_digest`).
+
+Budgets and rate limits are enforced in the server's one event loop: the check and the
+reservation happen with no ``await`` between them, so concurrent requests cannot both pass a
+check meant for one (that is the atomicity; no lock is needed on one loop). A request is
+admitted while the key's spend is below its budget, and its cost is added when it finishes, so
+the budget can be overspent by at most the cost of the requests in flight when it ran out.
+Spend is written back to SQLite by :meth:`KeyStore.flush` (every second while serving, and at
+shutdown); a crash loses at most the last second's spend accounting, never the request log.
+
+Rate limits are token buckets of ``rpm`` requests per minute (bursts up to ``rpm``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from routecast.errors import ConfigError, RequestError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,            -- the public part of the token
+    name TEXT NOT NULL UNIQUE,
+    salt BLOB NOT NULL,
+    hash BLOB NOT NULL,             -- sha256(salt || secret)
+    budget_usd REAL,                -- NULL: no budget
+    spent_usd REAL NOT NULL DEFAULT 0,
+    rpm INTEGER,                    -- NULL: no rate limit
+    created REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+_TOKEN = re.compile(r"rc-([0-9a-f]{8})-([A-Za-z0-9_-]{20,100})")
+
+
+def _hash(salt: bytes, secret: str) -> bytes:
+    return hashlib.sha256(salt + secret.encode()).digest()
+
+
+def connect_keys(path: str | Path) -> sqlite3.Connection:
+    """Open (creating if needed) the key table in the server's database."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(_SCHEMA)
+    db.commit()
+    return db
+
+
+def add_key(path: str | Path, name: str, *, budget_usd: float | None = None,
+            rpm: int | None = None) -> str:
+    """Create a key and return its token (shown once: only its hash is stored)."""
+    if budget_usd is not None and not budget_usd >= 0:
+        raise ConfigError(f"--budget-usd must be >= 0, got {budget_usd}")
+    if rpm is not None and rpm < 1:
+        raise ConfigError(f"--rpm must be >= 1, got {rpm}")
+    key_id = secrets.token_hex(4)
+    secret = secrets.token_urlsafe(32)
+    salt = secrets.token_bytes(16)
+    db = connect_keys(path)
+    try:
+        with db:
+            db.execute("INSERT INTO api_keys (id, name, salt, hash, budget_usd, rpm, created) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (key_id, name, salt, _hash(salt, secret), budget_usd, rpm, time.time()))
+    except sqlite3.IntegrityError:
+        raise ConfigError(f"a key named {name!r} exists already; pick another name or revoke "
+                          f"it with `routecast keys revoke {name}`") from None
+    finally:
+        db.close()
+    return f"rc-{key_id}-{secret}"
+
+
+def revoke_key(path: str | Path, name: str) -> bool:
+    db = connect_keys(path)
+    try:
+        with db:
+            return db.execute("UPDATE api_keys SET revoked = 1 WHERE name = ?",
+                              (name,)).rowcount > 0
+    finally:
+        db.close()
+
+
+def list_keys(path: str | Path) -> list[dict[str, object]]:
+    db = connect_keys(path)
+    try:
+        rows = db.execute("SELECT name, id, budget_usd, spent_usd, rpm, created, revoked "
+                          "FROM api_keys ORDER BY created").fetchall()
+    finally:
+        db.close()
+    cols = ("name", "id", "budget_usd", "spent_usd", "rpm", "created", "revoked")
+    return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+@dataclass
+class ClientKey:
+    """One key as the server holds it; ``spent_usd`` includes what is not yet flushed."""
+
+    id: str
+    name: str
+    salt: bytes
+    hash: bytes
+    budget_usd: float | None
+    spent_usd: float
+    rpm: int | None
+    revoked: bool = False
+    in_flight: int = 0
+    unflushed_usd: float = 0.0
+    _tokens: float = field(default=0.0, repr=False)
+    _refilled: float = field(default=0.0, repr=False)
+
+
+class KeyStore:
+    """The keys of one database, cached in memory; see the module docstring."""
+
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self.keys: dict[str, ClientKey] = {}
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        self._db = connect_keys(self.path)
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-read the table (new and revoked keys), keeping unflushed spend."""
+        assert self._db is not None, "KeyStore.open() first"
+        rows = self._db.execute("SELECT id, name, salt, hash, budget_usd, spent_usd, rpm, "
+                                "revoked FROM api_keys").fetchall()
+        fresh: dict[str, ClientKey] = {}
+        for key_id, name, salt, digest, budget, spent, rpm, revoked in rows:
+            old = self.keys.get(key_id)
+            key = ClientKey(key_id, name, salt, digest, budget, spent, rpm, bool(revoked))
+            if old is not None:
+                key.spent_usd += old.unflushed_usd
+                key.unflushed_usd, key.in_flight = old.unflushed_usd, old.in_flight
+                key._tokens, key._refilled = old._tokens, old._refilled
+            elif rpm:
+                key._tokens, key._refilled = float(rpm), self.clock()
+            fresh[key_id] = key
+        self.keys = fresh
+
+    def authenticate(self, authorization: str | None) -> ClientKey:
+        """The key of an ``Authorization: Bearer <token>`` header, or a 401."""
+        if not authorization:
+            raise RequestError("this server needs an API key: send `Authorization: Bearer "
+                               "<key>` (create one with `routecast keys add NAME`)",
+                               status=401, code="missing_api_key")
+        scheme, _, token = authorization.partition(" ")
+        match = _TOKEN.fullmatch(token.strip()) if scheme.lower() == "bearer" else None
+        key = self.keys.get(match.group(1)) if match else None
+        if key is None and match is not None and self._db is not None:
+            self.reload()  # a key added since start-up
+            key = self.keys.get(match.group(1))
+        if (match is None or key is None or key.revoked
+                or not hmac.compare_digest(_hash(key.salt, match.group(2)), key.hash)):
+            # One message for every failure: which part was wrong is a hint to an attacker.
+            raise RequestError("invalid API key; check the key, or create one with "
+                               "`routecast keys add NAME`", status=401, code="invalid_api_key")
+        return key
+
+    def admit(self, key: ClientKey) -> None:
+        """Check the budget and take one rate-limit token; raises 429. Call :meth:`settle`
+        once the request is done. Synchronous on purpose: see the module docstring."""
+        if key.budget_usd is not None and key.spent_usd >= key.budget_usd:
+            raise RequestError(f"the key {key.name!r} has spent its budget (${key.spent_usd:.4f}"
+                               f" of ${key.budget_usd:.4f}); ask for a higher --budget-usd",
+                               status=429, code="budget_exceeded")
+        if key.rpm:
+            now = self.clock()
+            key._tokens = min(float(key.rpm),
+                              key._tokens + (now - key._refilled) * key.rpm / 60.0)
+            key._refilled = now
+            if key._tokens < 1.0:
+                wait = (1.0 - key._tokens) * 60.0 / key.rpm
+                raise RateLimitedError(f"the key {key.name!r} is limited to {key.rpm} requests per "
+                                  f"minute; retry in {wait:.1f} s", wait)
+            key._tokens -= 1.0
+        key.in_flight += 1
+
+    def settle(self, key: ClientKey, cost_usd: float) -> None:
+        key.in_flight -= 1
+        key.spent_usd += cost_usd
+        key.unflushed_usd += cost_usd
+
+    def flush(self) -> None:
+        """Add unflushed spend to the database (a delta, so two servers sharing it add up)."""
+        if self._db is None:
+            return
+        deltas = [(k.unflushed_usd, k.id) for k in self.keys.values() if k.unflushed_usd]
+        if not deltas:
+            return
+        with self._db:
+            self._db.executemany("UPDATE api_keys SET spent_usd = spent_usd + ? WHERE id = ?",
+                                 deltas)
+        for key in self.keys.values():
+            key.unflushed_usd = 0.0
+
+    def close(self) -> None:
+        if self._db is not None:
+            self.flush()
+            self._db.close()
+            self._db = None
+
+
+class RateLimitedError(RequestError):
+    """A 429 with the seconds after which a retry would be admitted (for ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message, status=429, code="rate_limited")
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,161 @@
+"""Streamed answers: the SSE response of the server, as a mixin of its request handler.
+
+The first chunk is awaited before the response starts, so a failure before it still gets an
+error status (and a fallback model its turn). After that, however the stream ends, the client
+gets a well-formed ending: ``[DONE]`` after the summary event, or one OpenAI-shaped error event
+(the upstream died, the deadline passed, a bug) and then the connection closes. Every wait for
+the upstream is bounded by the request's deadline, so nothing can leave a client hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import Response, StreamingResponse
+
+from routecast.backends.base import Api, Backend, Chunk, Completion, Request, close_stream
+from routecast.errors import RequestError, RoutecastError, UpstreamError, UpstreamTimeoutError
+from routecast.server.wire import DONE, error_body, sse
+
+if TYPE_CHECKING:
+    from routecast.server.keys import ClientKey, KeyStore
+    from routecast.server.metrics import ServerMetrics
+
+log = logging.getLogger("routecast.server")
+
+#: Status logged for a stream the client hung up on (nginx's convention).
+CLIENT_CLOSED = 499
+
+
+def status_of(e: RoutecastError) -> tuple[int, str]:
+    """The HTTP status and error code a routecast error is answered with."""
+    if isinstance(e, (RequestError, UpstreamError)):
+        return e.status, e.code or "invalid_request"
+    return 500, "internal_error"
+
+
+class StreamMixin:
+    """The streaming half of :class:`routecast.server.app.RoutecastServer`."""
+
+    deadline_s: float
+    metrics: ServerMetrics
+    keys: KeyStore | None
+
+    def _deadline(self, endpoint: str) -> UpstreamTimeoutError:
+        raise NotImplementedError
+
+    def _record(self, endpoint: str, body: Mapping[str, Any], ts: float, latency_s: float, *,
+                stream: bool, completion: Completion | None = None, status: int = 200,
+                error: str | None = None, route: list[str] | None = None
+                ) -> asyncio.Future[None] | None:
+        raise NotImplementedError
+
+    async def _start_stream(self, backend: Backend, request: Request, endpoint: str,
+                            t0: float, ts: float, key: ClientKey | None) -> Response:
+        deadline = asyncio.get_running_loop().time() + self.deadline_s
+        chunks = backend.stream(request)
+        try:
+            async with asyncio.timeout_at(deadline):
+                first = await anext(chunks)
+        except StopAsyncIteration:
+            raise UpstreamError(f"endpoint {endpoint!r} ended its stream without an answer",
+                                model=endpoint) from None
+        except TimeoutError:
+            await close_stream(chunks)
+            raise self._deadline(endpoint) from None
+        except BaseException:
+            await close_stream(chunks)
+            raise
+        headers = {"x-routecast-model": first.model, "x-routecast-route": ",".join(first.route),
+                   "cache-control": "no-cache", "x-accel-buffering": "no"}
+        events = self._events(first, chunks, request, endpoint, t0, ts, deadline, key)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+    async def _events(self, chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
+                      endpoint: str, t0: float, ts: float, deadline: float,
+                      key: ClientKey | None) -> AsyncIterator[bytes]:
+        options = request.body.get("stream_options") or {}
+        wants_usage = bool(options.get("include_usage"))
+        final: Completion | None = None
+        error: RoutecastError | None = None
+        recorded = False
+        last: dict[str, Any] = {}
+        self.metrics.in_flight += 1
+        try:
+            while True:
+                if chunk.final is not None:
+                    final = chunk.final
+                    yield sse(self._final_event(chunk, final, last, request.api, wants_usage,
+                                                t0))
+                    break
+                if chunk.data is not None:
+                    last = chunk.data
+                    yield sse(chunk.data)
+                async with asyncio.timeout_at(deadline):
+                    chunk = await anext(chunks)
+            # Log (durably, if asked) before [DONE]: a client that saw the end is logged.
+            recorded = True
+            committed = self._record(endpoint, request.body, ts, time.perf_counter() - t0,
+                                     stream=True, completion=final)
+            if committed is not None:
+                await committed
+            yield DONE
+        except StopAsyncIteration:
+            error = UpstreamError(f"endpoint {endpoint!r} ended its stream without a summary",
+                                  model=endpoint)
+            yield sse(error_body(str(error), 502, code="upstream_error"))
+        except TimeoutError:
+            error = self._deadline(endpoint)
+            yield sse(error_body(str(error), 504, code="deadline_exceeded"))
+        except RoutecastError as e:  # mid-stream: the status is sent; say it in the stream
+            error = e
+            status, code = status_of(e)
+            yield sse(error_body(str(e), status, code=code))
+        except Exception as e:  # a bug: still end the stream in a way clients understand
+            log.exception("stream of %s failed", endpoint, exc_info=e)
+            error = RoutecastError(f"internal error ({type(e).__name__}); see the server log")
+            yield sse(error_body(str(error), 500, code="internal_error"))
+        finally:
+            self.metrics.in_flight -= 1
+            if key is not None and self.keys is not None:
+                self.keys.settle(key, final.cost_usd if final is not None else 0.0)
+            await close_stream(chunks)
+            latency_s = time.perf_counter() - t0
+            if recorded:
+                pass
+            elif final is not None:
+                self._record(endpoint, request.body, ts, latency_s, stream=True,
+                             completion=final)
+            else:
+                status = status_of(error)[0] if error is not None else CLIENT_CLOSED
+                self._record(endpoint, request.body, ts, latency_s, stream=True,
+                             status=status, error=str(error) if error else "client disconnected",
+                             route=chunk.route)
+
+    def _final_event(self, chunk: Chunk, final: Completion, last: Mapping[str, Any], api: Api,
+                     wants_usage: bool, t0: float) -> dict[str, Any]:
+        """The last event: the upstream's usage chunk (usage kept only if the client asked)
+        or an empty-choices chunk like it, plus the ``routecast`` summary."""
+        data = chunk.data
+        if data is None:
+            data = {"id": last.get("id", ""), "created": last.get("created", int(time.time())),
+                    "object": last.get("object") or ("chat.completion.chunk" if api == "chat"
+                                                      else "text_completion"),
+                    "model": final.model, "choices": []}
+        if wants_usage:
+            data.setdefault("usage", {"prompt_tokens": final.usage.prompt_tokens,
+                                      "completion_tokens": final.usage.completion_tokens,
+                                      "total_tokens": final.usage.prompt_tokens
+                                      + final.usage.completion_tokens})
+        else:
+            data.pop("usage", None)
+        data["routecast"] = {
+            "model": final.model, "route": final.route, "cost_usd": final.cost_usd,
+            "latency_ms": (time.perf_counter() - t0) * 1000,
+            "routing_ms": final.routing_s * 1000, "usage": final.usage.as_dict()}
+        return data
+

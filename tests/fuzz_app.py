@@ -1,0 +1,49 @@
+"""A routecast app over in-process echo backends, for fuzzing the server's own code: no
+network and no upstream quirks, so any 5xx is routecast's fault."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+
+from routecast.backends.base import Backend, Chunk, Completion, Price, Request, Usage
+from routecast.server.app import create_app
+from routecast.server.config import parse_config
+from routecast.server.endpoints import EndpointTable
+
+
+class Echo(Backend):
+    """Answers every request with the length of its body's JSON, at once."""
+
+    def __init__(self, model: str) -> None:
+        self.name = model
+        self.models = (model,)
+
+    async def complete(self, request: Request) -> Completion:
+        body = {"id": "x", "object": "chat.completion", "created": 0, "model": self.name,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "ok"}}]}
+        return Completion(body, self.name, Usage(1, 1), 0.0, 0.0, [self.name])
+
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+        route = [self.name]
+        yield Chunk({"id": "x", "object": "chat.completion.chunk", "created": 0,
+                     "model": self.name, "choices": [{"index": 0, "delta": {"content": "ok"},
+                                                      "finish_reason": "stop"}]},
+                    self.name, route)
+        yield Chunk(None, self.name, route, Completion({}, self.name, Usage(1, 1), 0.0, 0.0,
+                                                       route))
+
+
+def fuzz_app(**config: Any) -> Starlette:
+    """``small`` and ``large`` as echo backends; ``config`` adds top-level config keys."""
+    doc = {"models": {m: {"base_url": "http://127.0.0.1:9/v1"} for m in ("small", "large")},
+           "storage": {"db": None}, "limits": {"max_body_bytes": 65536, "max_messages": 64},
+           **config}
+    cfg = parse_config(doc)
+    backends: dict[str, Backend] = {m: Echo(m) for m in cfg.models}
+    table = EndpointTable(backends, {m: Price() for m in backends},
+                          {m: m for m in backends}, list(backends.values()))
+    return create_app(cfg, table=table)
