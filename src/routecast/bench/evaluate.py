@@ -116,8 +116,12 @@ def _pair_metrics(test: Dataset, pred_q: FloatArray, pred_c: FloatArray,
 def evaluate(dataset: Dataset, *, split: str = "test",
              routers: Sequence[str] = DEFAULT_ROUTERS, pair: tuple[str, str] | None = None,
              n_boot: int = 200, seed: int = 0,
-             progress: Progress | None = None) -> dict[str, Any]:
-    """Run the replay benchmark; returns the JSON-contract dict (see module docstring)."""
+             progress: Progress | None = None, cascades: bool = True) -> dict[str, Any]:
+    """Run the replay benchmark; returns the JSON-contract dict (see module docstring).
+
+    With ``cascades`` (the default), cascades and cascade routing join the routers wherever
+    the data records what a deferral signal reads (see :mod:`routecast.bench.cascades`).
+    """
     if split not in ("test", "validation"):
         raise ConfigError(f"evaluate on 'test' or 'validation', not {split!r}: routers are "
                           "fitted on train, so train figures would be flattering")
@@ -137,12 +141,14 @@ def evaluate(dataset: Dataset, *, split: str = "test",
         "n_train": train.n_prompts, "n_validation": val.n_prompts, **summary,
         "seed": seed, "n_boot": n_boot, "routers": [],
     }
+    fitted: dict[str, Router] = {}  # cascade routing reuses these (bench/cascades.py)
     for done, name in enumerate(routers):
         say(done, f"{name}: fit")
         router = make_router(name)
         t0 = time.perf_counter()
         router.fit(test if router.evaluation_only else train)
         fit_s = time.perf_counter() - t0
+        fitted[name] = router
         say(done, f"{name}: predict")
         t0 = time.perf_counter()
         pred_q = router.predict(list(test.prompts))
@@ -175,6 +181,10 @@ def evaluate(dataset: Dataset, *, split: str = "test",
         if pair is not None:
             entry["pair"] = _pair_metrics(test, pred_q, pred_c, pair)
         result["routers"].append(entry)
+    from routecast.bench.cascades import add_cascades  # it imports this module
+
+    add_cascades(result, dataset, split, cascades=cascades, n_boot=n_boot, seed=seed,
+                 progress=say, fitted=fitted)
     return result
 
 

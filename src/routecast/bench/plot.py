@@ -34,7 +34,9 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
         curve = np.asarray(r["curve"])
         hull = metrics.nondecreasing_hull(curve[:, 0], curve[:, 1])
         colour = colours(k % 10)
-        ax.plot(hull[:, 0], hull[:, 1], color=colour, lw=1.6,
+        # Cascades dashed, cascade routing dash-dotted, routers solid.
+        style = {"cascade": "--", "cascade_routing": "-."}.get(r.get("kind", "router"), "-")
+        ax.plot(hull[:, 0], hull[:, 1], color=colour, lw=1.6, ls=style,
                 label=f"{r['name']} (AIQ {r['aiq']:.3f})")
         ax.scatter(curve[:, 0], curve[:, 1], color=colour, s=4, alpha=0.4)
         cal = r.get("calibrated_95") or {}

@@ -9,7 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 COLUMNS = ("router", "AIQ [95% CI]", "vs zero", "max q", "savings@95 [95% CI]", "savings@100",
-           "cal. 95%: q / cost vs best", "oracle gap", "ms/prompt")
+           "cal. 95%: q / cost vs best", "ΔIBC", "oracle gap", "ms/prompt")
+#: Columns of the second table: the calibrated points of cascades and cascade routing.
+CASCADE_COLUMNS = ("cascade", "cal. 95%: q / cost vs best", "escalated", "calls",
+                   "latency p50 / p99 (s)", "best single p50 / p99 (s)")
 
 
 def _pct(x: float | None) -> str:
@@ -43,9 +46,34 @@ def rows(result: dict[str, Any]) -> list[list[str]]:
             _pct(r["savings_at_95"]) + _ci(ci.get("savings_at_95"), "{:.1%}"),
             _pct(r["savings_at_100"]),
             _calibrated(r.get("calibrated_95")),
+            _pct(r.get("delta_ibc")),
             f"{r['oracle_gap']:.3f}",
             f"{r['route_ms_per_prompt']:.3f}",
         ])
+    return out
+
+
+def _seconds(p50: float | None, p99: float | None) -> str:
+    return "-" if p50 is None or p99 is None else f"{p50:.2f} / {p99:.2f}"
+
+
+def cascade_rows(result: dict[str, Any]) -> list[list[str]]:
+    """One row per cascade or cascade-routing entry, in :data:`CASCADE_COLUMNS` order: what
+    its calibrated point pays in escalations and latency (a cascade's calls run in
+    sequence), beside the best single model."""
+    best = result["best_single"]
+    reference = _seconds(best.get("latency_p50_s"), best.get("latency_p99_s"))
+    out = []
+    for r in result["routers"]:
+        if r.get("kind", "router") == "router":
+            continue
+        cal = r.get("calibrated_95") or {}
+        if cal.get("quality") is None:
+            out.append([r["name"], "unreachable", "-", "-", "-", reference])
+            continue
+        out.append([r["name"], _calibrated(cal), _pct(cal.get("escalation_rate")),
+                    f"{cal.get('mean_calls', 1.0):.2f}",
+                    _seconds(cal.get("latency_p50_s"), cal.get("latency_p99_s")), reference])
     return out
 
 
@@ -73,6 +101,14 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
     for row in rows(result):
         table.add_row(*row)
     console.print(table)
+    cascades = cascade_rows(result)
+    if cascades:
+        ct = Table(title="cascades at their calibrated point (latency: visited calls summed)")
+        for col in CASCADE_COLUMNS:
+            ct.add_column(col, overflow="fold")
+        for row in cascades:
+            ct.add_row(*row)
+        console.print(ct)
     pairs = [r for r in result["routers"] if "pair" in r]
     if pairs:
         p0 = pairs[0]["pair"]
@@ -99,6 +135,13 @@ def markdown(result: dict[str, Any], plot_path: str | Path | None = None) -> str
     lines += ["", "## Routers", "", "| " + " | ".join(COLUMNS) + " |",
               "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in rows(result)]
+    cascades = cascade_rows(result)
+    if cascades:
+        lines += ["", "## Cascades at their calibrated point", "",
+                  "Escalated: share of prompts that called more than one model. Latency is "
+                  "end to end, the visited calls' recorded latencies summed.", "",
+                  "| " + " | ".join(CASCADE_COLUMNS) + " |", "|" + "---|" * len(CASCADE_COLUMNS)]
+        lines += ["| " + " | ".join(r) + " |" for r in cascades]
     pairs = [r for r in result["routers"] if "pair" in r]
     if pairs:
         p0 = pairs[0]["pair"]

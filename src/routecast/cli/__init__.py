@@ -19,6 +19,7 @@ from routecast.errors import RoutecastError
 COMMANDS: dict[str, str] = {
     "bench": "routecast.cli.bench:bench_cmd",
     "collect": "routecast.cli.collect:collect_cmd",
+    "demo": "routecast.cli.demo:demo_cmd",
     "import": "routecast.cli.data:import_cmd",
     "info": "routecast.cli.data:info_cmd",
     "serve": "routecast.cli.serve:serve_cmd",
@@ -28,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "fit": "routecast.cli.router:fit_cmd",
     "calibrate": "routecast.cli.router:calibrate_cmd",
     "route": "routecast.cli.router:route_cmd",
+    "keys": "routecast.cli.keys:keys_group",
 }
 
 

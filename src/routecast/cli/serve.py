@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from routecast.cli.common import err_console
 from routecast.errors import ConfigError
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from routecast.server.config import Config
 
 
 @click.command("serve")
@@ -24,19 +30,28 @@ def serve_cmd(config_path: str | None, host: str, port: int, log_level: str) -> 
     """Serve an OpenAI-compatible API that routes each request to a model.
 
     Point any OpenAI client at http://HOST:PORT/v1 and ask for an endpoint name as the model.
+    Without --config, two local models start under llama.cpp, fully offline, behind the
+    endpoints smollm2, gemma3, auto (routed) and cascade (see routecast.local.default).
     """
-    if config_path is None:
-        raise ConfigError(
-            "routecast serve needs a config for now: pass --config FILE, a YAML file listing "
-            "`models` (OpenAI-compatible base_url and prices) and optional `endpoints`; check "
-            "one with `routecast config check FILE`")
-    import uvicorn
-
     from routecast.server.app import create_app
+
+    if config_path is None:
+        from routecast.local.default import embedded
+
+        with embedded(say=lambda line: err_console.print(line, highlight=False)) as local:
+            _run(create_app(local.config, routers=local.routers), local.config, host, port,
+                 log_level)
+        return
     from routecast.server.config import load_config
 
     config = load_config(config_path)
-    app = create_app(config)  # loads routers and checks keys before the port is bound
+    # Loads routers and checks keys before the port is bound; SIGHUP re-reads the file.
+    _run(create_app(config, config_path=Path(config_path)), config, host, port, log_level)
+
+
+def _run(app: Starlette, config: Config, host: str, port: int, log_level: str) -> None:
+    import uvicorn
+
     err_console.print(f"routecast: serving {len(config.endpoint_names())} endpoints on "
                       f"http://{host}:{port}/v1", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,

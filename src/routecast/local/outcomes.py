@@ -1,0 +1,237 @@
+"""The two local models' shipped outcomes, costed as they are served, and what is tuned on them.
+
+``routecast/local/data/`` holds two outcome files the project collected itself: the 242 built-in
+tasks (seed 0) asked of SmolLM2-135M and Gemma 3 270M on the reference machine, once with
+token log-probs and once without. They are regenerated with::
+
+    routecast collect src/routecast/local/data/outcomes-logprobs.jsonl.gz --name local-logprobs
+    routecast collect src/routecast/local/data/outcomes-plain.jsonl.gz --name local-plain \\
+        --no-logprobs
+
+Two runs, because llama-cpp-python makes log-probs dear (it sorts the whole vocabulary in
+Python for every generated token): 4x the CPU for SmolLM2, 14x for Gemma. A deployment asks
+for log-probs only where a signal needs them -- the first step of the cascade -- so
+:func:`served` builds the table a deployment would see: every model as asked *without*
+log-probs, except the cascade's first step, taken from the run *with* them (its confidence and
+its dearer cost).
+
+Cost of an answer: its energy, ``WATTS_PER_THREAD`` x the CPU seconds the model's
+:class:`~routecast.local.models.LocalProfile` predicts for its recorded output tokens (one
+thread per server). CPU time, not the recorded wall time, because the machine the outcomes
+were collected on was shared and wall time there measures the neighbours too; the recorded
+wall latencies are still reported, as measured. ``cost_usd`` is that energy at
+``USD_PER_KWH``.
+
+Both files share the seeded 60/20/20 split: the router is fitted on ``train``, its policy and
+the cascade threshold are tuned on ``validation`` (the threshold on train and validation: a
+confidence is not fitted, so the more prompts the steadier the quantiles), and ``test`` is
+held out for the reports and the demo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from routecast.cascade import Cascade, Replay
+from routecast.data.dataset import Dataset, FloatArray
+from routecast.errors import CalibrationError, DataError
+from routecast.local.collect import USD_PER_KWH
+from routecast.local.models import BUILTIN, WATTS_PER_THREAD
+
+if TYPE_CHECKING:
+    from routecast.policy import Policy
+    from routecast.routers.base import Router
+
+SMALL = "smollm2-135m"
+LARGE = "gemma3-270m"  # the larger model (270M parameters), the baseline to beat
+LOGPROBS_FILE = "outcomes-logprobs.jsonl.gz"
+PLAIN_FILE = "outcomes-plain.jsonl.gz"
+#: Tuning thresholds: this many quantiles of the first step's confidence (as cascade_tuning).
+N_LEVELS = 8
+
+
+def data_dir() -> Path:
+    """The folder the outcomes ship in (inside the installed package)."""
+    return Path(str(resources.files("routecast.local").joinpath("data")))
+
+
+@dataclass(frozen=True, eq=False)
+class LocalOutcomes:
+    """Both runs, row-aligned: ``logprobs`` (confidence recorded) and ``plain``."""
+
+    logprobs: Dataset
+    plain: Dataset
+
+    def __post_init__(self) -> None:
+        a, b = self.logprobs, self.plain
+        if a.ids != b.ids or a.models != b.models or list(a.split) != list(b.split):
+            raise DataError("the two runs hold different prompts, models or splits",
+                            where=f"{a.name} / {b.name}", fix="regenerate both with the same "
+                            "task set and seed (see routecast.local.outcomes)")
+        if a.confidence is None:
+            raise DataError("the run with log-probs records no confidence", where=a.name,
+                            fix="collect it with --logprobs")
+        for model in a.models:
+            if model not in BUILTIN:
+                raise DataError(f"model {model!r} is not a built-in local model", where=a.name)
+
+
+def load(folder: str | Path | None = None) -> LocalOutcomes:
+    """The shipped outcomes (or the two files of that name in ``folder``)."""
+    from routecast.data.canonical import load as load_canonical
+
+    root = Path(folder) if folder is not None else data_dir()
+    return LocalOutcomes(load_canonical(root / LOGPROBS_FILE), load_canonical(root / PLAIN_FILE))
+
+
+def energy_j(model: str, tokens_out: FloatArray, *, logprobs: bool) -> FloatArray:
+    """Energy of answers of ``tokens_out`` tokens, from the model's CPU profile (one thread)."""
+    profile = BUILTIN[model].profile
+    base, per_token = ((profile.base_s_logprobs, profile.per_token_s_logprobs) if logprobs
+                       else (profile.base_s, profile.per_token_s))
+    return np.asarray(WATTS_PER_THREAD * (base + per_token * np.asarray(tokens_out)),
+                      dtype=np.float64)
+
+
+def served(outcomes: LocalOutcomes, first: str | None = None) -> Dataset:
+    """The outcomes as a deployment sees them (see module docstring): every column from the
+    run without log-probs, except ``first``'s, from the run with them; ``cost_usd`` from the
+    energy of each answer; ``confidence`` only for ``first``."""
+    plain, lp = outcomes.plain, outcomes.logprobs
+    assert plain.tokens_out is not None and lp.tokens_out is not None
+    arrays: dict[str, Any] = {k: np.array(getattr(plain, k), dtype=np.float64) for k in
+                              ("quality", "latency_s", "tokens_in", "tokens_out")
+                              if getattr(plain, k) is not None}
+    confidence = np.full(plain.quality.shape, np.nan)
+    responses = None if plain.responses is None else plain.responses.copy()
+    cost = np.empty(plain.quality.shape)
+    for j, model in enumerate(plain.models):
+        source = lp if model == first else plain
+        for key in arrays:
+            arrays[key][:, j] = getattr(source, key)[:, j]
+        if responses is not None and source.responses is not None:
+            responses[:, j] = source.responses[:, j]
+        assert source.tokens_out is not None
+        cost[:, j] = energy_j(model, source.tokens_out[:, j], logprobs=source is lp)
+        if model == first:
+            assert lp.confidence is not None
+            confidence[:, j] = lp.confidence[:, j]
+    cost_usd = cost / 3.6e6 * USD_PER_KWH
+    return replace(plain, name=f"{plain.name} (served, {first or 'no'} log-probs)",
+                   cost_usd=cost_usd, confidence=confidence, responses=responses,
+                   meta={**plain.meta, "cost": "energy from the local profile, at "
+                         f"{USD_PER_KWH} USD/kWh", "first_with_logprobs": first}, **arrays)
+
+
+def usd_to_j(cost_usd: float) -> float:
+    return cost_usd / USD_PER_KWH * 3.6e6
+
+
+# -- the cascade -------------------------------------------------------------------------------
+
+
+def candidate_thresholds(confidence: FloatArray, n_levels: int = N_LEVELS) -> FloatArray:
+    """0 (never escalate), ``n_levels`` quantiles of ``confidence``, and above 1 (always)."""
+    probs = np.arange(1, n_levels + 1) / (n_levels + 1)
+    finite = confidence[~np.isnan(confidence)]
+    levels = np.quantile(finite, probs) if len(finite) else np.array([])
+    return np.unique(np.r_[0.0, levels, 1.0 + 1e-9])
+
+
+def tune_cascade(outcomes: LocalOutcomes, order: tuple[str, str] = (SMALL, LARGE), *,
+                 splits: tuple[str, ...] = ("train", "validation"),
+                 n_levels: int = N_LEVELS) -> Cascade:
+    """The two-step cascade ``order`` with its threshold tuned on ``splits``.
+
+    The goal: the highest accuracy on the tuning prompts; among thresholds within one prompt's
+    worth of it, the cheapest (a coarse grid and that slack keep it from chasing noise).
+    """
+    data = served(outcomes, first=order[0])
+    tuning = data.take(np.isin(data.split, splits))
+    if tuning.n_prompts == 0:
+        raise CalibrationError(f"no prompts in splits {splits} to tune the cascade on")
+    assert tuning.confidence is not None
+    scores = tuning.confidence
+    col = tuning.model_index(order[0])
+    candidates = [Cascade(order, (float(t),)) for t in
+                  candidate_thresholds(scores[:, col], n_levels)]
+    replays = [c.replay(tuning, scores) for c in candidates]
+    best = max(r.mean_quality for r in replays)
+    slack = 1.0 / tuning.n_prompts
+    pick = min((i for i, r in enumerate(replays) if r.mean_quality >= best - slack - 1e-12),
+               key=lambda i: replays[i].mean_cost_usd)
+    return candidates[pick]
+
+
+# -- the router ----------------------------------------------------------------------------------
+
+
+#: The routed endpoint's goal: the cheapest point on validation that keeps this share of the
+#: best single model's accuracy. (100 % is out of reach on validation: the router keeps
+#: 95 % of SmolLM2's accuracy at best there, and Gemma's energy budget buys nothing but Gemma.)
+ROUTER_QUALITY = 0.9
+
+
+def fit_router(outcomes: LocalOutcomes, kind: str = "linear") -> tuple[Router, Policy]:
+    """A TF-IDF router fitted on the train split of the served outcomes, and its policy
+    calibrated on validation for ``ROUTER_QUALITY``."""
+    from routecast.policy import Policy
+    from routecast.routers import make_router
+
+    data = served(outcomes)
+    router = make_router(kind).fit(data.subset("train"))
+    return router, Policy.for_quality(router, data.subset("validation"), ROUTER_QUALITY)
+
+
+# -- reports -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One way of answering, on one split: means per prompt."""
+
+    name: str
+    accuracy: float
+    energy_j: float
+    latency_s: float
+    escalated: float  # share of prompts that asked both models
+    answered_by_small: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return vars(self).copy()
+
+
+def _figures(name: str, data: Dataset, replay: Replay) -> Figures:
+    assert replay.latency_s is not None
+    shares = replay.answer_shares(data.models)
+    return Figures(name, replay.mean_quality, usd_to_j(replay.mean_cost_usd),
+                   float(replay.latency_s.mean()), replay.escalation_rate,
+                   shares.get(SMALL, 0.0))
+
+
+def single(data: Dataset, model: str) -> Replay:
+    """Always ``model``, replayed on ``data``."""
+    return Cascade((model,)).replay(data, np.zeros((data.n_prompts, data.n_models)))
+
+
+def held_out_report(outcomes: LocalOutcomes, cascade: Cascade, router: Router, policy: Policy,
+                    split: str = "test") -> list[Figures]:
+    """Always SmolLM2, always Gemma, the cascade and the routed endpoint on ``split``."""
+    plain = served(outcomes).subset(split)
+    rows = [_figures(f"always {m}", plain, single(plain, m)) for m in (SMALL, LARGE)]
+    data = served(outcomes, first=cascade.models[0]).subset(split)
+    assert data.confidence is not None
+    rows.append(_figures(f"cascade {cascade.describe()}", data,
+                         cascade.replay(data, data.confidence)))
+    picks = router.route(list(plain.prompts), policy)
+    visited = np.zeros((plain.n_prompts, plain.n_models), dtype=bool)
+    cols = np.array([plain.model_index(m) for m in picks], dtype=np.int64)
+    visited[np.arange(plain.n_prompts), cols] = True
+    rows.append(_figures(f"routed ({router.name})", plain,
+                         Replay.from_visits(plain, visited, cols)))
+    return rows

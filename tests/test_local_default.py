@@ -1,0 +1,184 @@
+"""The embedded default: its config, what is tuned on the shipped outcomes, and `routecast serve`
+with no config on the two real local models, asked through the official openai client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from routecast.backends.cascade import CascadeBackend
+from routecast.backends.openai_http import OpenAIHTTPBackend
+from routecast.backends.prompt_format import PromptFormat
+from routecast.backends.routed import RoutedBackend
+from routecast.cascade import Cascade
+from routecast.local import outcomes
+from routecast.local.default import (
+    CASCADE_ENDPOINT,
+    PLAIN_ENDPOINTS,
+    ROUTED_ENDPOINT,
+    default_config,
+    gemma_format,
+    tuned,
+)
+from routecast.local.demo import Server
+from routecast.local.llamacpp import free_port
+from routecast.local.models import BUILTIN, GEMMA_TEMPLATE
+from routecast.local.outcomes import LARGE, SMALL
+from routecast.server.endpoints import build_endpoints
+from routecast.signals.live import summarize_logprobs
+
+URLS = {SMALL: "http://127.0.0.1:9", LARGE: "http://127.0.0.1:10"}
+
+
+@pytest.fixture(scope="module")
+def shipped() -> outcomes.LocalOutcomes:
+    return outcomes.load()
+
+
+def test_gemma_format_writes_the_template_collect_used() -> None:
+    fmt = PromptFormat(**{**gemma_format().model_dump(), "stop": ("\n",)})
+    question = "What is the capital of Peru? Answer with the city name only."
+    rendered = fmt.render([{"role": "user", "content": question}])
+    assert rendered == GEMMA_TEMPLATE.replace("{prompt}", question)
+    assert gemma_format().stop == list(BUILTIN[LARGE].stop)
+
+
+def test_default_config_serves_four_endpoints_over_two_local_models() -> None:
+    cascade = Cascade((SMALL, LARGE), (0.7,))
+    config = default_config(URLS, cascade)
+    assert set(config.models) == {SMALL, LARGE}
+    assert all(m.local for m in config.models.values())
+    assert config.models[LARGE].kind == "base" and config.models[SMALL].kind == "chat"
+    assert config.models[SMALL].base_url == URLS[SMALL] + "/v1"
+    assert config.storage.db is None  # the embedded default writes no files
+    router, policy = tuned()[1:]
+    table = build_endpoints(config, routers={ROUTED_ENDPOINT: (router, policy)})
+    for name, model in PLAIN_ENDPOINTS.items():
+        backend = table.backends[name]
+        assert isinstance(backend, OpenAIHTTPBackend) and backend.model == model
+    gemma = table.backends["gemma3"]
+    assert isinstance(gemma, OpenAIHTTPBackend) and gemma.kind == "base"
+    assert isinstance(table.backends[ROUTED_ENDPOINT], RoutedBackend)
+    live = table.backends[CASCADE_ENDPOINT]
+    assert isinstance(live, CascadeBackend)
+    assert live.cascade == cascade and live.summary == "mean_prob"
+
+
+def test_the_cascade_scores_answers_as_collect_recorded_them() -> None:
+    # collect's confidence is the arithmetic mean token probability; the live cascade must
+    # compute the same number, or the tuned threshold would mean something else live.
+    live = CascadeBackend(Cascade((SMALL, LARGE), (0.5,)), {
+        m: OpenAIHTTPBackend(m, URLS[m]) for m in (SMALL, LARGE)}, summary="mean_prob")
+    logprobs = [-0.01, -2.0, -0.5]
+    body = {"choices": [{"logprobs": {"content": [{"logprob": x} for x in logprobs]}}]}
+    expected = float(np.mean(np.exp(logprobs)))
+    assert live.score(body, "chat") == pytest.approx(expected)
+    assert summarize_logprobs(logprobs, method="mean") < expected  # the geometric mean is lower
+
+
+def test_served_costs_log_probs_only_for_the_first_step(shipped: outcomes.LocalOutcomes) -> None:
+    plain = outcomes.served(shipped)
+    first = outcomes.served(shipped, first=SMALL)
+    s, g = plain.model_index(SMALL), plain.model_index(LARGE)
+    # the first step pays for log-probs (llama-cpp-python sorts the vocabulary per token) ...
+    assert (first.cost_usd[:, s] > plain.cost_usd[:, s]).all()
+    assert first.confidence is not None and not np.isnan(first.confidence[:, s]).any()
+    # ... and the step after it is asked as it would be alone
+    np.testing.assert_array_equal(first.cost_usd[:, g], plain.cost_usd[:, g])
+    assert plain.confidence is not None and np.isnan(plain.confidence).all()
+    # answers are greedy: the two runs agree on (almost) every grade
+    agree = (shipped.plain.quality == shipped.logprobs.quality).mean()
+    assert agree > 0.9
+
+
+def test_tuned_cascade_is_at_least_as_accurate_as_either_model_on_its_tuning_data(
+        shipped: outcomes.LocalOutcomes) -> None:
+    cascade = outcomes.tune_cascade(shipped)
+    assert cascade.models == (SMALL, LARGE) and len(cascade.thresholds) == 1
+    data = outcomes.served(shipped, first=SMALL)
+    tuning = data.take(np.isin(data.split, ("train", "validation")))
+    assert tuning.confidence is not None
+    replay = cascade.replay(tuning, tuning.confidence)
+    slack = 1 / tuning.n_prompts
+    for model in (SMALL, LARGE):
+        alone = outcomes.single(tuning, model).mean_quality
+        assert replay.mean_quality >= alone - slack - 1e-12
+    # and it is not one of the degenerate thresholds that never or always escalate
+    assert 0 < replay.escalation_rate < 1
+
+
+def test_held_out_report_covers_the_four_ways(shipped: outcomes.LocalOutcomes) -> None:
+    cascade, router, policy = tuned()
+    rows = outcomes.held_out_report(shipped, cascade, router, policy)
+    assert [r.name.split()[0] for r in rows] == ["always", "always", "cascade", "routed"]
+    test = outcomes.served(shipped).subset("test")
+    assert rows[0].accuracy == pytest.approx(test.quality[:, test.model_index(SMALL)].mean())
+    assert rows[1].answered_by_small == 0 and rows[0].answered_by_small == 1
+    assert all(r.energy_j > 0 and r.latency_s > 0 for r in rows)
+
+
+# -- the real thing ------------------------------------------------------------------------------
+
+
+def _confident_and_doubtful(shipped: outcomes.LocalOutcomes, threshold: float
+                            ) -> tuple[str, str]:
+    """The prompts on which SmolLM2 was most and least sure, by the recorded confidence."""
+    conf = shipped.logprobs.confidence
+    assert conf is not None
+    col = conf[:, shipped.logprobs.model_index(SMALL)]
+    hi, lo = int(np.nanargmax(col)), int(np.nanargmin(col))
+    assert col[hi] > threshold > col[lo]  # else the prompts would not test the threshold
+    return shipped.logprobs.prompts[hi], shipped.logprobs.prompts[lo]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    s = Server(free_port())
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+def test_serve_without_config_answers_on_every_endpoint(server: Server) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    assert {m.id for m in client.models.list()} >= {*PLAIN_ENDPOINTS, ROUTED_ENDPOINT,
+                                                    CASCADE_ENDPOINT}
+    question = "What is the capital of France? Answer with the city name only."
+    for endpoint, allowed in [("smollm2", {SMALL}), ("gemma3", {LARGE}),
+                              (ROUTED_ENDPOINT, {SMALL, LARGE}),
+                              (CASCADE_ENDPOINT, {SMALL, LARGE})]:
+        answer = client.chat.completions.create(
+            model=endpoint, messages=[{"role": "user", "content": question}], max_tokens=8,
+            temperature=0)
+        assert answer.model in allowed, endpoint
+        assert (answer.choices[0].message.content or "").strip(), endpoint
+    # the base model answers on one line: the template's stop at the end of the line held
+    gemma = client.chat.completions.create(
+        model="gemma3", messages=[{"role": "user", "content": question}], max_tokens=8,
+        temperature=0)
+    assert "\n" not in (gemma.choices[0].message.content or "").strip()
+
+
+def test_cascade_escalates_on_doubt_and_not_on_confidence(
+        server: Server, shipped: outcomes.LocalOutcomes) -> None:
+    import openai
+
+    threshold = tuned()[0].thresholds[0]
+    sure, doubtful = _confident_and_doubtful(shipped, threshold)
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+    def route(prompt: str) -> list[str]:
+        raw = client.chat.completions.with_raw_response.create(
+            model=CASCADE_ENDPOINT, messages=[{"role": "user", "content": prompt}],
+            max_tokens=32, temperature=0)
+        assert raw.parse().choices[0].logprobs is None  # the cascade asked for them, not us
+        return raw.headers["x-routecast-route"].split(",")
+
+    assert route(sure) == [SMALL]
+    assert route(doubtful) == [SMALL, LARGE]
