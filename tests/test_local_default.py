@@ -182,3 +182,20 @@ def test_cascade_escalates_on_doubt_and_not_on_confidence(
 
     assert route(sure) == [SMALL]
     assert route(doubtful) == [SMALL, LARGE]
+
+
+def test_serve_without_config_names_the_install_when_llama_cpp_is_missing(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    from routecast.cli import main
+    from routecast.local.models import CMAKE_ARGS
+
+    real = importlib.util.find_spec  # what llamacpp.launch asks before it starts a server
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--port", str(free_port())])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "routecast[local]" in err and CMAKE_ARGS in err

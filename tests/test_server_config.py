@@ -148,11 +148,8 @@ def test_config_check_command(tmp_path: Path) -> None:
     assert e.value.code == 2
 
 
-def test_serve_without_config_says_what_to_pass(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as e:
-        main(["serve"])
-    assert e.value.code == 2
-    assert "--config FILE" in capsys.readouterr().err
+# `routecast serve` without --config now serves the embedded local default:
+# see tests/test_local_default.py.
 
 
 @pytest.fixture(scope="module")

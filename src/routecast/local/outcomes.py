@@ -2,11 +2,14 @@
 
 ``routecast/local/data/`` holds two outcome files the project collected itself: the 242 built-in
 tasks (seed 0) asked of SmolLM2-135M and Gemma 3 270M on the reference machine, once with
-token log-probs and once without. They are regenerated with::
+token log-probs and once without (25 and 4 minutes on the shared 2-core reference machine).
+They are regenerated with::
 
-    routecast collect src/routecast/local/data/outcomes-logprobs.jsonl.gz --name local-logprobs
-    routecast collect src/routecast/local/data/outcomes-plain.jsonl.gz --name local-plain \\
-        --no-logprobs
+    routecast collect out/outcomes-logprobs.jsonl.gz --name local-logprobs
+    routecast collect out/outcomes-plain.jsonl.gz --name local-plain --no-logprobs
+    cp out/outcomes-logprobs.jsonl.gz out/outcomes-plain.jsonl.gz src/routecast/local/data/
+
+(written under ``out/`` first, so the resumable journals stay out of the package).
 
 Two runs, because llama-cpp-python makes log-probs dear (it sorts the whole vocabulary in
 Python for every generated token): 4x the CPU for SmolLM2, 14x for Gemma. A deployment asks

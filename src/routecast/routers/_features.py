@@ -11,8 +11,9 @@ the weak trailing components the same weight as the leading ones, and MF and the
 (MF's validation AIQ 0.803 vs 0.809 with unit rows). Unit rows keep the cosine geometry the
 encoders were built for, and one L2 penalty then shrinks towards smooth, topic-level answers.
 
-The learned piece is a plain array (``components``) that a router keeps as a learned
-attribute, so it persists through the default ``Router.get_state``.
+The learned piece is a plain array (``projection``) that a router keeps as a learned
+attribute, so it persists through the default ``Router.get_state``. :func:`similarity`
+compares new rows with stored training rows, fast.
 """
 
 from __future__ import annotations
@@ -28,16 +29,19 @@ from routecast.routers._fit import FloatArray
 
 @dataclass
 class DenseMap:
-    """The learned reduction: ``rows @ components.T``, each row then scaled to unit length.
+    """The learned reduction: ``rows @ projection``, each row then scaled to unit length.
 
-    ``components`` is empty (shape ``(0, 0)``) when the encoder's rows are used as they are.
+    ``projection`` is ``(d, dim)``, C-contiguous (a sparse row times a transposed view would
+    copy the whole matrix on every call: 2.6 ms instead of 0.03 ms per prompt on the
+    RouterBench subset); it is empty (shape ``(0, 0)``) when the encoder's rows are used as
+    they are.
     """
 
-    components: FloatArray
+    projection: FloatArray
 
     def apply(self, rows: Features) -> FloatArray:
-        if self.components.size:
-            z = rows @ self.components.T
+        if self.projection.size:
+            z = rows @ self.projection
         else:
             z = rows.toarray() if hasattr(rows, "toarray") else rows
         z = np.asarray(z, dtype=np.float64)
@@ -64,10 +68,10 @@ def fit_dense(encoder: str | Encoder, prompts: Sequence[str], *, dim: int = 128,
         # Randomised SVD is deterministic for a fixed random_state; 4 power iterations are
         # scikit-learn's default for TruncatedSVD and plenty for a few hundred components.
         _, _, vt = randomized_svd(rows, k, n_iter=4, random_state=seed)
-        components = np.asarray(vt, dtype=np.float64)
+        projection = np.ascontiguousarray(vt.T, dtype=np.float64)
     else:
-        components = np.zeros((0, 0))
-    dense = DenseMap(components)
+        projection = np.zeros((0, 0))
+    dense = DenseMap(projection)
     return enc, dense, dense.apply(rows), rows
 
 
@@ -75,22 +79,42 @@ def fit_dense(encoder: str | Encoder, prompts: Sequence[str], *, dim: int = 128,
 class DenseFeatures:
     """Mixin for routers that learn on :func:`fit_dense` features.
 
-    Keeps the encoder and the reduction as learned attributes (``encoder_``, ``components_``),
+    Keeps the encoder and the reduction as learned attributes (``encoder_``, ``projection_``),
     which the default ``Router.get_state`` persists.
     """
 
     encoder_: Encoder
-    components_: FloatArray
+    projection_: FloatArray
 
     def _fit_features(self, prompts: Sequence[str], encoder: str | Encoder, dim: int,
                       seed: int) -> tuple[FloatArray, Features]:
         """Fit encoder and reduction; returns dense and raw training features."""
         enc, dense, z, rows = fit_dense(encoder, prompts, dim=dim, seed=seed)
         self.encoder_ = enc
-        self.components_ = dense.components
+        self.projection_ = dense.projection
         return z, rows
 
     def _features(self, prompts: Sequence[str]) -> tuple[FloatArray, Features]:
         """Dense and raw features of ``prompts``."""
         rows = self.encoder_.transform(list(prompts))
-        return DenseMap(self.components_).apply(rows), rows
+        return DenseMap(self.projection_).apply(rows), rows
+
+
+def similarity(owner: object, attr: str, rows: Features) -> FloatArray:
+    """Cosine similarity of ``rows`` to the training rows in ``owner.<attr>``, ``(n, n_train)``.
+
+    ``rows @ train.T`` with a sparse ``train`` converts the whole transposed matrix on every
+    call (2.3 ms of a single prompt's routing on the RouterBench subset, against 0.45 ms for
+    the product itself), so the transpose is built once and cached on ``owner`` under a
+    private name (not a learned attribute: it is not saved, and it is rebuilt whenever
+    ``owner.<attr>`` is replaced, e.g. by ``add_model``).
+    """
+    train = getattr(owner, attr)
+    cache: dict[str, tuple[object, Features]] = owner.__dict__.setdefault("_transposed", {})
+    hit = cache.get(attr)
+    if hit is None or hit[0] is not train:
+        flipped = (train.T.tocsr() if hasattr(train, "tocsr")
+                   else np.ascontiguousarray(np.asarray(train).T))
+        hit = cache[attr] = (train, flipped)
+    sim = rows @ hit[1]
+    return np.asarray(sim.toarray() if hasattr(sim, "toarray") else sim, dtype=np.float64)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from routecast.errors import ConfigError
+from routecast.routers._features import similarity
 from routecast.routers._fit import FloatArray
 
 if TYPE_CHECKING:
@@ -110,8 +111,7 @@ class PromptCost:
         n = len(prompts)
         if self.cost_model == "mean" or n == 0:
             return np.tile(self.mean_cost_usd_, (n, 1))
-        sim = self._cost_rows(prompts) @ self.cost_rows_.T
-        sim = np.asarray(sim.toarray() if hasattr(sim, "toarray") else sim, dtype=np.float64)
+        sim = similarity(self, "cost_rows_", self._cost_rows(prompts))
         k = min(COST_K, sim.shape[1])
         idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         w = np.clip(np.take_along_axis(sim, idx, axis=1), 1e-6, None)

@@ -43,6 +43,7 @@ import numpy.typing as npt
 
 from routecast.errors import ConfigError, DataError
 from routecast.routers._fit import FloatArray, fit_logistic, logit, sigmoid
+from routecast.routers.cost import PromptCost
 
 if TYPE_CHECKING:
     from routecast.data.dataset import Dataset
@@ -114,8 +115,6 @@ def add_model(router: Router, model: str, data: Dataset | Sequence[str],
     existing = logit(router.predict(labels.prompts))
     prior = fit_prior(existing, labels.quality, prior_strength)
     handler(router, labels, prior)
-    from routecast.routers.cost import PromptCost
-
     if isinstance(router, PromptCost):
         router.add_model_cost(float(labels.cost_usd.mean()))
     router.models_ = (*router.models_, model)

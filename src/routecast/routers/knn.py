@@ -39,6 +39,7 @@ class KNNRouter(Router):
         # Encoders give L2-normalised rows, so a dot product is the cosine similarity and a
         # brute-force search is one (sparse) matrix product: no index object to persist.
         self.features_: Any = self.encoder_.transform(dataset.prompts)
+        self._features_t: Any = None  # rebuilt on first use
         self.k_: int = max(1, min(self.k, dataset.n_prompts))
         self.quality_: FloatArray = dataset.quality
         self.mean_quality_: FloatArray = dataset.mean_quality()
@@ -46,7 +47,12 @@ class KNNRouter(Router):
     def neighbours(self, prompts: Sequence[str]) -> tuple[FloatArray, IntArray]:
         """Cosine similarity and row index of the ``k_`` nearest training prompts, best first."""
         self._check_fitted()
-        sim = self.encoder_.transform(prompts) @ self.features_.T
+        # Transposing the training matrix per call costs milliseconds; do it once (derived
+        # from features_, so it is not persisted).
+        if getattr(self, "_features_t", None) is None:
+            t = self.features_.T
+            self._features_t = t.tocsr() if hasattr(t, "tocsr") else np.ascontiguousarray(t)
+        sim = self.encoder_.transform(prompts) @ self._features_t
         sim = np.asarray(sim.toarray() if hasattr(sim, "toarray") else sim, dtype=np.float64)
         k = self.k_
         idx = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else \

@@ -71,7 +71,7 @@ class MFRouter(DenseFeatures, PromptCost, Router):
             raise ConfigError(f"mf needs k >= 1 and alpha >= 0, got k={self.k}, "
                               f"alpha={self.alpha}")
         z, rows = self._fit_features(dataset.prompts, self.encoder, self.dim, self.seed)
-        self.proj_, self.model_emb_, self.bias_ = _fit_mf(
+        self.proj_, self.model_emb_, self.bias_ = fit_mf(
             z, dataset.quality, self.k, self.alpha / dataset.n_prompts, self.max_iter,
             self.seed)
         self._fit_cost(dataset, rows)
@@ -106,8 +106,12 @@ class MFRouter(DenseFeatures, PromptCost, Router):
         self.bias_ = np.append(self.bias_, bias)
 
 
-def _fit_mf(z: FloatArray, y: FloatArray, k: int, alpha: float, max_iter: int,
-            seed: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+def fit_mf(z: FloatArray, y: FloatArray, k: int, alpha: float, max_iter: int,
+           seed: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``(P, v, b)`` fitted on dense features ``z`` and soft outcomes ``y``.
+
+    ``alpha`` here is the penalty on the mean loss (the router passes ``alpha / n``).
+    """
     n, d = z.shape
     m = y.shape[1]
     rng = np.random.default_rng(seed)

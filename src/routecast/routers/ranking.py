@@ -35,6 +35,7 @@ from routecast.data.dataset import Dataset
 from routecast.encoders import Encoder, Features, make_encoder
 from routecast.errors import ConfigError
 from routecast.routers import register_router
+from routecast.routers._features import similarity
 from routecast.routers._fit import FloatArray, logit, sigmoid
 from routecast.routers.base import Router
 from routecast.routers.cost import PromptCost
@@ -81,8 +82,7 @@ class SWRankingRouter(PromptCost, Router):
         return self._weights(self.encoder_.transform(list(prompts)))
 
     def _weights(self, rows: Features) -> FloatArray:
-        sim = rows @ self.features_.T
-        sim = np.asarray(sim.toarray() if hasattr(sim, "toarray") else sim, dtype=np.float64)
+        sim = similarity(self, "features_", rows)
         top = sim.max(axis=1, keepdims=True)
         # A prompt that shares nothing with the training set weighs every battle equally.
         rel = np.where(top > 1e-12, sim / np.where(top > 1e-12, top, 1.0), 0.0)

@@ -36,11 +36,11 @@ from routecast.data.dataset import Dataset
 from routecast.encoders import Encoder, Features
 from routecast.errors import ConfigError
 from routecast.routers import register_router
-from routecast.routers._features import DenseFeatures, DenseMap
+from routecast.routers._features import DenseFeatures, DenseMap, similarity
 from routecast.routers._fit import FloatArray, fit_logistic, logit, sigmoid
 from routecast.routers.base import Router
 from routecast.routers.cost import PromptCost
-from routecast.routers.mf import _fit_mf
+from routecast.routers.mf import fit_mf
 
 if TYPE_CHECKING:
     from routecast.routers.fewshot import Labels, Prior
@@ -98,7 +98,9 @@ class StackRouter(DenseFeatures, PromptCost, Router):
             if not inside.any():
                 continue
             bases = self._fit_bases(rows[inside], z[inside], y[inside])
-            held_out[~inside] = self._base_logits(bases, rows[~inside], z[~inside])
+            sim = rows[~inside] @ rows[inside].T
+            sim = np.asarray(sim.toarray() if hasattr(sim, "toarray") else sim)
+            held_out[~inside] = self._base_logits(bases, sim, rows[~inside], z[~inside])
         for key, value in self._fit_bases(rows, z, y).items():
             setattr(self, key, value)
         self.comb_coef_: FloatArray = np.zeros((dataset.n_models, self.n_bases))
@@ -117,15 +119,17 @@ class StackRouter(DenseFeatures, PromptCost, Router):
     def _fit_bases(self, rows: Features, z: FloatArray, y: FloatArray) -> dict[str, Any]:
         n = y.shape[0]
         lin_coef, lin_intercept = fit_logistic(z, y, l2=1.0 / (self.C * n))
-        proj, emb, bias = _fit_mf(z, y, self.mf_k, self.mf_alpha / n, 300, self.seed)
+        proj, emb, bias = fit_mf(z, y, self.mf_k, self.mf_alpha / n, 300, self.seed)
         return {"features_": rows, "quality_": y, "mean_quality_": y.mean(axis=0),
                 "lin_coef_": lin_coef, "lin_intercept_": lin_intercept,
                 "proj_": proj, "model_emb_": emb, "bias_": bias}
 
-    def _base_logits(self, bases: dict[str, Any], rows: Features, z: FloatArray) -> FloatArray:
-        """Logits of every base, shape ``(n, m, n_bases)``: kNN per ``k``, linear, MF."""
-        sim = rows @ bases["features_"].T
-        sim = np.asarray(sim.toarray() if hasattr(sim, "toarray") else sim, dtype=np.float64)
+    def _base_logits(self, bases: dict[str, Any], sim: FloatArray, rows: Features,
+                     z: FloatArray) -> FloatArray:
+        """Logits of every base, ``(n, m, n_bases)``: kNN per ``k``, linear, MF.
+
+        ``sim`` is the similarity of ``rows`` to the bases' training rows.
+        """
         knn = knn_means(sim, bases["quality_"], bases["mean_quality_"], self.ks)
         lin = np.asarray(z @ bases["lin_coef_"].T, dtype=np.float64) + bases["lin_intercept_"]
         mf = (z @ bases["proj_"]) @ bases["model_emb_"].T + bases["bias_"]
@@ -143,7 +147,8 @@ class StackRouter(DenseFeatures, PromptCost, Router):
         """Each base's predicted quality, ``(n, m, n_bases)`` (kNN per ``k``, linear, MF)."""
         self._check_fitted()
         z, rows = self._features(prompts)
-        return sigmoid(self._base_logits(vars(self), rows, z))
+        return sigmoid(self._base_logits(vars(self), similarity(self, "features_", rows), rows,
+                                         z))
 
     def predict(self, prompts: Sequence[str]) -> FloatArray:
         self._check_fitted()
@@ -153,7 +158,7 @@ class StackRouter(DenseFeatures, PromptCost, Router):
         return self._combine(rows, z)
 
     def _combine(self, rows: Features, z: FloatArray) -> FloatArray:
-        logits = self._base_logits(vars(self), rows, z)
+        logits = self._base_logits(vars(self), similarity(self, "features_", rows), rows, z)
         return sigmoid(np.einsum("nmb,mb->nm", logits, self.comb_coef_) + self.comb_intercept_)
 
     def _add_model(self, labels: Labels, prior: Prior) -> None:
@@ -161,7 +166,7 @@ class StackRouter(DenseFeatures, PromptCost, Router):
         from routecast.routers.fewshot import fit_new_output, impute_and_append
 
         z, rows = self._features(labels.prompts)
-        dense = DenseMap(self.components_)
+        dense = DenseMap(self.projection_)
         # kNN first: imputing uses the stack's current (m-model) predictions.
         self.features_, self.quality_ = impute_and_append(
             self.features_, self.quality_, rows, labels, prior,
