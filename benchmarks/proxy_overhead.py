@@ -247,10 +247,11 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(url: str, script: Path, connections: int, duration_s: int, pin: bool
-            ) -> dict[str, Any]:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s",
-           str(script), url]
+def run_wrk(url: str, script: Path, connections: int, duration_s: int, pin: bool,
+            timeout_s: int = 2) -> dict[str, Any]:
+    """One wrk run; responses slower than ``timeout_s`` (wrk's default: 2) count as errors."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", f"--timeout={timeout_s}s",
+           "--latency", "-s", str(script), url]
     if pin:
         cmd = ["taskset", "-c", "0", *cmd]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout

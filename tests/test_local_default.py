@@ -3,7 +3,9 @@ with no config on the two real local models, asked through the official openai c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,6 +184,17 @@ def test_cascade_escalates_on_doubt_and_not_on_confidence(
 
     assert route(sure) == [SMALL]
     assert route(doubtful) == [SMALL, LARGE]
+
+
+def test_model_servers_stop_with_serve(server: Server) -> None:
+    # runs last of the tests on the shared server: it stops it
+    pids = server.model_pids()
+    assert set(pids) == {SMALL, LARGE}
+    server.stop()  # SIGTERM, as a service manager would send
+    deadline = time.monotonic() + 15
+    while any(Path(f"/proc/{p}").exists() for p in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids.values() if Path(f"/proc/{p}").exists()]
 
 
 def test_serve_without_config_names_the_install_when_llama_cpp_is_missing(

@@ -160,6 +160,11 @@ def test_per_prompt_cost_follows_the_prompt(data: Dataset) -> None:
     assert np.ptp(mean_only[:, 2]) == 0
 
 
+def test_unknown_cost_model_is_a_config_error(data: Dataset) -> None:
+    with pytest.raises(ConfigError, match="unknown cost_model 'nope'"):
+        make_router("mf", cost_model="nope").fit(data.subset("train"))
+
+
 def test_cost_from_tokens_recovers_prices() -> None:
     rng = np.random.default_rng(0)
     n = 200

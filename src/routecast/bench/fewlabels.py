@@ -143,7 +143,8 @@ def few_labels(dataset: Dataset, model: str, *, routers: Sequence[str] = DEFAULT
 
 
 def print_table(result: dict[str, Any]) -> None:
-    """The curve as a terminal table: AIQ and calibrated quality, mean ± sd over repeats."""
+    """The curve as a terminal table: mean ± sd over repeats of AIQ, the calibrated point
+    (quality / mean cost in thousandths of a dollar) and the new model's log loss."""
     from rich.console import Console
     from rich.table import Table
 
@@ -153,20 +154,24 @@ def print_table(result: dict[str, Any]) -> None:
             return "-"
         return f"{v:.3f}" + ("" if sd is None else f" ± {sd:.3f}")
 
+    def point(s: dict[str, Any]) -> str:
+        q, c = s.get("calibrated_quality"), s.get("calibrated_cost_usd")
+        return "-" if q is None or c is None else f"{cell(s, 'calibrated_quality')} / {c * 1e3:.2f}"
+
     table = Table(title=f"{result['dataset']}: adding {result['model']} from n labelled train "
                         f"prompts ({result['repeats']} draws each; {result['split']} split of "
                         f"{result['n_prompts']}; zero-router AIQ "
                         f"{result['zero_router_aiq']:.4f})", title_justify="left")
-    for col in ("router", "n", "AIQ added", "AIQ scratch", "cal. q added", "cal. q scratch",
-                "log loss added", "log loss scratch"):
+    for col in ("router", "n", "AIQ added", "AIQ scratch", "cal. q / m$ added",
+                "cal. q / m$ scratch", "log loss added", "log loss scratch"):
         table.add_column(col, justify="left" if col == "router" else "right")
     for r in result["routers"]:
         for label, s in (("without", r["without"]), ("full", r["full"])):
-            table.add_row(r["name"], label, cell(s, "aiq"), "", cell(s, "calibrated_quality"),
-                          "", cell(s, "new_model_log_loss"), "", style="dim")
-        for point in r["curve"]:
-            a, s = point["added"], point["scratch"]
-            table.add_row(r["name"], str(point["n"]), cell(a, "aiq"), cell(s, "aiq"),
-                          cell(a, "calibrated_quality"), cell(s, "calibrated_quality"),
-                          cell(a, "new_model_log_loss"), cell(s, "new_model_log_loss"))
+            table.add_row(r["name"], label, cell(s, "aiq"), "", point(s), "",
+                          cell(s, "new_model_log_loss"), "", style="dim")
+        for step in r["curve"]:
+            a, s = step["added"], step["scratch"]
+            table.add_row(r["name"], str(step["n"]), cell(a, "aiq"), cell(s, "aiq"),
+                          point(a), point(s), cell(a, "new_model_log_loss"),
+                          cell(s, "new_model_log_loss"))
     Console(width=160).print(table)

@@ -17,7 +17,7 @@ endpoint    what answers
 
 Only SmolLM2's server keeps log-probs (llama-cpp-python's ``logits_all``): the cascade needs
 them from its first step only, and on Gemma they would cost 14x the CPU of the answer.
-Fitting and tuning take well under a second, so nothing is cached between starts; the model
+Fitting and tuning take about a second, so nothing is cached between starts; the model
 servers stop with the :func:`embedded` block (and with this process, however it ends).
 """
 

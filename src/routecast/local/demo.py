@@ -254,6 +254,8 @@ def summary(result: DemoResult) -> list[str]:
             if endpoint == "cascade":
                 line += f"; escalated {escalated}/{n}"
         lines.append(line)
+    lines.append(f"  (the cascade asks {SMALL} for token log-probs, its confidence signal: "
+                 "llama-cpp-python computes them in Python, ~4x the CPU of the answer itself)")
     cascade, router, policy = tuned()
     data = outcomes.load()
     rows = outcomes.held_out_report(data, cascade, router, policy)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from routecast.encoders import Encoder, Features, make_encoder
-from routecast.routers._fit import FloatArray
+from routecast.routers._fit import FloatArray, one_blas_thread
 
 
 @dataclass
@@ -67,7 +67,8 @@ def fit_dense(encoder: str | Encoder, prompts: Sequence[str], *, dim: int = 128,
         k = max(1, min(dim, n - 1, d - 1))
         # Randomised SVD is deterministic for a fixed random_state; 4 power iterations are
         # scikit-learn's default for TruncatedSVD and plenty for a few hundred components.
-        _, _, vt = randomized_svd(rows, k, n_iter=4, random_state=seed)
+        with one_blas_thread():
+            _, _, vt = randomized_svd(rows, k, n_iter=4, random_state=seed)
         projection = np.ascontiguousarray(vt.T, dtype=np.float64)
     else:
         projection = np.zeros((0, 0))
