@@ -218,6 +218,22 @@ def test_knn_means_reproduce_the_knn_router(weighted: bool, data: Dataset) -> No
     np.testing.assert_allclose(means, router.predict(prompts), atol=1e-12)
 
 
+def test_knn_predictions_use_the_appended_labelled_rows(data: Dataset) -> None:
+    train = data.subset("train")
+    router = make_router("knn", k=15).fit(train.select_models(["small", "medium"]))
+    assert isinstance(router, KNNRouter)
+    prompts = list(data.subset("validation").prompts[:20])  # unseen: appended as rows
+    router.predict(prompts)  # KNNRouter caches its transposed training rows here
+    router.add_model("large", prompts, np.ones(20), 0.02)
+    # Prompts whose encoder rows equal a training prompt's are that prompt to the router
+    # (toy prompts differ only in a number TF-IDF drops): they are labelled, not appended.
+    assert train.n_prompts < router.features_.shape[0] <= train.n_prompts + 20
+    sim = (router.encoder_.transform(prompts) @ router.features_.T).toarray()
+    (means,) = knn_means(sim, router.quality_, router.mean_quality_, [router.k_],
+                         prior=router.prior)
+    np.testing.assert_allclose(router.predict(prompts), means, atol=1e-12)
+
+
 def test_add_model_is_deterministic_and_persists(data: Dataset, tmp_path: Path) -> None:
     train, test = data.subset("train"), data.subset("test")
     labelled = train.take(np.arange(30)).select_models(["large"])

@@ -222,6 +222,10 @@ def _add_to_knn(router: Any, labels: Labels, prior: Prior) -> None:
     router.features_, router.quality_ = impute_and_append(
         router.features_, router.quality_, rows, labels, prior, existing)
     router.mean_quality_ = np.append(router.mean_quality_, router.quality_[:, -1].mean())
+    # KNNRouter caches the transpose of features_ on first use; appended rows must not be
+    # hidden behind a stale copy.
+    if hasattr(router, "_features_t"):
+        router._features_t = None
 
 
 def _add_to_best_single(router: Any, labels: Labels, prior: Prior) -> None:
