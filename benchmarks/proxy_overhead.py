@@ -16,7 +16,14 @@ requests/s give the maximum throughput. The proxy's CPU time per request comes f
 ``/proc/PID/stat``, the part spent routing from its ``/metrics``
 (``routecast_routing_seconds_total``), and its memory from ``/proc/PID/status``.
 
-    python benchmarks/proxy_overhead.py [--duration 5] [--concurrency 64] [--json out.json]
+Latency on a shared machine is noisy, so the concurrency-1 runs are repeated (``--repeats``,
+the three targets interleaved in each round) and every figure of the table is the median over
+the rounds; the added p50 of a round is measured against the direct run of the same round. The
+last lines give the verdict against the targets: added p50 at concurrency 1 at most 1 ms,
+proxy RSS under 150 MB.
+
+    python benchmarks/proxy_overhead.py [--duration 5] [--repeats 3] [--concurrency 64]
+                                        [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +47,9 @@ from typing import Any, cast
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "routerbench-subset"
 STREAM_CHUNKS = 20
+#: The issue's targets: added p50 latency at concurrency 1, and the proxy's resident memory.
+TARGET_ADDED_P50_MS = 1.0
+TARGET_RSS_MIB = 150.0
 
 # -- the stub upstream (runs in its own process: `proxy_overhead.py --stub PORT`) ------------
 
@@ -274,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of the concurrency-1 runs (figures are medians)")
     parser.add_argument("--concurrency", type=int, default=64,
                         help="connections for the throughput runs")
     parser.add_argument("--json", type=Path, default=None)
@@ -326,9 +339,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(args: argparse.Namespace, work: Path, facts: dict[str, Any], stub_port: int,
             base: str, pid: int, pin: bool) -> dict[str, Any]:
-    runs: list[dict[str, Any]] = []
+    """Every wrk run: ``--repeats`` rounds at concurrency 1 (targets interleaved, so a burst of
+    load elsewhere on the machine hits all three alike), then one throughput run each."""
     targets = {"direct": (f"http://127.0.0.1:{stub_port}", facts["plain_model"]),
                "plain": (base, facts["plain_model"]), "routed": (base, "auto")}
+    scripts: dict[tuple[str, bool], tuple[str, Path]] = {}
     for stream in (False, True):
         for target, (url, model) in targets.items():
             bodies = [json.dumps({"model": model, "stream": stream, "max_tokens": 20,
@@ -338,36 +353,67 @@ def measure(args: argparse.Namespace, work: Path, facts: dict[str, Any], stub_po
             lua_script(script, bodies)
             endpoint = f"{url}/v1/chat/completions"
             run_wrk(endpoint, script, 4, 1, pin)  # warm up connections, caches, JIT-free paths
-            for connections in (1, args.concurrency):
-                print(f"{target:7s} stream={stream!s:5s} c={connections:<3d} ...",
-                      file=sys.stderr)
-                cpu0 = cpu_s(pid) if target != "direct" else 0.0
-                route0 = routing_totals(base) if target == "routed" else (0.0, 0.0, 0.0)
-                result = run_wrk(endpoint, script, connections, args.duration, pin)
-                if target != "direct":
-                    result["proxy_cpu_ms_per_request"] = (
-                        (cpu_s(pid) - cpu0) * 1000 / max(1, result["requests"]))
-                if target == "routed":
-                    cpu, prompts, batches = (a - b for a, b in zip(
-                        routing_totals(base), route0, strict=True))
-                    result["routing_ms_per_request"] = cpu * 1000 / max(1, prompts)
-                    result["mean_batch"] = prompts / max(1, batches)
-                runs.append({"target": target, "stream": stream, "connections": connections,
-                             **result})
-    return {"runs": runs}
+            scripts[target, stream] = (endpoint, script)
+    plan = [(r, stream, target, 1) for r in range(args.repeats) for stream in (False, True)
+            for target in targets]
+    plan += [(0, stream, target, args.concurrency) for stream in (False, True)
+             for target in targets]
+    runs: list[dict[str, Any]] = []
+    for round_, stream, target, connections in plan:
+        print(f"round {round_ + 1}: {target:7s} stream={stream!s:5s} c={connections:<3d} ...",
+              file=sys.stderr)
+        endpoint, script = scripts[target, stream]
+        cpu0 = cpu_s(pid) if target != "direct" else 0.0
+        route0 = routing_totals(base) if target == "routed" else (0.0, 0.0, 0.0)
+        result = run_wrk(endpoint, script, connections, args.duration, pin)
+        if target != "direct":
+            result["proxy_cpu_ms_per_request"] = (
+                (cpu_s(pid) - cpu0) * 1000 / max(1, result["requests"]))
+        if target == "routed":
+            cpu, prompts, batches = (a - b for a, b in zip(
+                routing_totals(base), route0, strict=True))
+            result["routing_ms_per_request"] = cpu * 1000 / max(1, prompts)
+            result["mean_batch"] = prompts / max(1, batches)
+        runs.append({"round": round_, "target": target, "stream": stream,
+                     "connections": connections, "load_1min": os.getloadavg()[0], **result})
+    return {"runs": runs, "summary": summarise(runs)}
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (target, stream, connections): the median of each figure over the rounds; the added
+    latency of a round is taken against the direct run of the same round."""
+    direct = {(r["round"], r["stream"], r["connections"]): r for r in runs
+              if r["target"] == "direct"}
+    groups: dict[tuple[str, bool, int], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["target"], r["stream"], r["connections"]), []).append(r)
+    summary = []
+    for (target, stream, connections), group in groups.items():
+        row: dict[str, Any] = {"target": target, "stream": stream, "connections": connections,
+                               "rounds": len(group)}
+        for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "proxy_cpu_ms_per_request",
+                    "routing_ms_per_request", "mean_batch"):
+            values = [r[key] for r in group if key in r]
+            row[key] = statistics.median(values) if values else None
+        if target != "direct":
+            for pct in ("p50", "p99"):
+                row[f"added_{pct}_ms"] = statistics.median(
+                    r[f"{pct}_ms"] - direct[r["round"], stream, connections][f"{pct}_ms"]
+                    for r in group)
+        row["errors"] = sum(r["non_2xx"] + (1 if r["socket_errors"] else 0) for r in group)
+        summary.append(row)
+    return summary
 
 
 def report(results: dict[str, Any], args: argparse.Namespace) -> None:
-    runs = results["runs"]
-
-    def find(target: str, stream: bool, c: int) -> dict[str, Any]:
-        return next(r for r in runs if (r["target"], r["stream"], r["connections"])
-                    == (target, stream, c))
-
-    print(f"routecast proxy overhead (wrk, {args.duration} s per run; proxy "
+    summary = results["summary"]
+    print(f"routecast proxy overhead (wrk, {args.duration} s per run, concurrency-1 figures "
+          f"are medians of {args.repeats} rounds; proxy "
           f"{'pinned to core 1, stub + wrk to core 0' if results['pinned'] else 'unpinned'})")
-    print(f"load average (1 min) at start {results['load_before']:.2f}, at end "
-          f"{results['load_after']:.2f} on {os.cpu_count()} CPUs")
+    loads = [r["load_1min"] for r in results["runs"]]
+    print(f"load average (1 min) at start {results['load_before']:.2f}, during the runs "
+          f"{min(loads):.2f}-{max(loads):.2f}, at end {results['load_after']:.2f} "
+          f"on {os.cpu_count()} CPUs")
     columns = ["target", "stream", "conns", "req/s", "p50 ms", "p90 ms", "p99 ms", "+p50 ms",
                "+p99 ms", "cpu ms/req", "route ms/req", "batch", "cap req/s", "errors"]
     print("  ".join(f"{c:>{max(len(c), 6)}s}" for c in columns))
@@ -375,17 +421,14 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     def cell(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    for r in runs:
-        proxied = r["target"] != "direct"
-        direct = find("direct", r["stream"], r["connections"])
-        cpu = r.get("proxy_cpu_ms_per_request")
+    for r in summary:
+        cpu = r["proxy_cpu_ms_per_request"]
         row = [r["target"], str(r["stream"]), str(r["connections"]), cell(r["rps"], ".0f"),
                cell(r["p50_ms"], ".3f"), cell(r["p90_ms"], ".3f"), cell(r["p99_ms"], ".3f"),
-               cell(r["p50_ms"] - direct["p50_ms"] if proxied else None, ".3f"),
-               cell(r["p99_ms"] - direct["p99_ms"] if proxied else None, ".3f"),
-               cell(cpu, ".3f"), cell(r.get("routing_ms_per_request"), ".3f"),
-               cell(r.get("mean_batch"), ".1f"), cell(1000 / cpu if cpu else None, ".0f"),
-               str(r["non_2xx"] + (1 if r["socket_errors"] else 0))]
+               cell(r.get("added_p50_ms"), ".3f"), cell(r.get("added_p99_ms"), ".3f"),
+               cell(cpu, ".3f"), cell(r["routing_ms_per_request"], ".3f"),
+               cell(r["mean_batch"], ".1f"), cell(1000 / cpu if cpu else None, ".0f"),
+               str(r["errors"])]
         print("  ".join(f"{v:>{max(len(c), 6)}s}" for v, c in zip(row, columns, strict=True)))
     mem = results["memory_mib"]
     rip = results["routing_in_process"]
@@ -402,6 +445,24 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
           "route() call (the server batches concurrent prompts); cap req/s: "
           "1000 / cpu ms per request, the rate one whole core would sustain (robust to other "
           "load on the machine, unlike req/s).")
+    for line in verdict(results):
+        print(line)
+
+
+def verdict(results: dict[str, Any]) -> list[str]:
+    """One line per target of the issue: the figure, the limit, PASS or FAIL."""
+    lines = []
+    for r in results["summary"]:
+        if r["target"] != "direct" and r["connections"] == 1:
+            added = r["added_p50_ms"]
+            ok = added <= TARGET_ADDED_P50_MS
+            lines.append(f"verdict: {r['target']:6s} stream={r['stream']!s:5s} added p50 "
+                         f"{added:.3f} ms (limit {TARGET_ADDED_P50_MS:g} ms, margin "
+                         f"{TARGET_ADDED_P50_MS - added:+.3f} ms): {'PASS' if ok else 'FAIL'}")
+    rss = results["memory_mib"].get("VmHWM", float("nan"))
+    lines.append(f"verdict: proxy peak RSS {rss:.1f} MiB (limit {TARGET_RSS_MIB:g} MiB): "
+                 f"{'PASS' if rss < TARGET_RSS_MIB else 'FAIL'}")
+    return lines
 
 
 if __name__ == "__main__":

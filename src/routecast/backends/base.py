@@ -6,9 +6,10 @@ backends. Requests and answers stay plain OpenAI JSON (``dict``), so fields rout
 know (``tools``, ``response_format``, ``stream_options``, ...) travel through untouched.
 
 A stream is a sequence of :class:`Chunk`: one per upstream chunk (``data`` is the chunk
-object), then exactly one last chunk whose ``final`` holds the :class:`Completion` summary
-(usage, cost, latency, route). That last chunk's ``data`` is the upstream's usage-only chunk
-when it sent one, else ``None``.
+object), or one per block of upstream chunks that arrived together (``raw`` holds them all,
+ready to send), then exactly one last chunk whose ``final`` holds the :class:`Completion`
+summary (usage, cost, latency, route). That last chunk's ``data`` is the upstream's usage-only
+chunk when it sent one, else ``None``.
 """
 
 from __future__ import annotations
@@ -144,12 +145,21 @@ class Chunk:
     ``route`` is the escalation path so far. Backends should share one list between every
     chunk of a stream and its final completion: a composite that learns of earlier attempts
     then extends it in place once per stream, not once per chunk.
+
+    ``raw``, when set, is what the client receives for this piece: one or more server-sent
+    events (``data: {...}\\n\\n`` each), already in their final form, and ``data`` is the last
+    of them as an object, for reading (changing it does not change ``raw``). A backend that
+    gets several upstream chunks in one network read hands them on as one ``Chunk`` with
+    ``raw``: every layer of a stream then pays its per-chunk cost once per read, not once per
+    token. A final chunk may have ``raw`` too (the events that arrived with the stream's end,
+    sent before the summary); its ``data`` is then the upstream's usage chunk.
     """
 
     data: dict[str, Any] | None
     model: str
     route: list[str]
     final: Completion | None = None
+    raw: bytes | None = None
 
 
 class Backend(ABC):

@@ -38,14 +38,18 @@ from routecast.backends.prompt_format import (
     message_text,
 )
 from routecast.backends.retry import RETRY_STATUSES, RetryPolicy, retry_after_s
-from routecast.backends.transport import AiohttpTransport, Transport, TransportResponse
+from routecast.backends.transport import (
+    Transport,
+    TransportResponse,
+    json_dumps,
+    json_loads,
+    json_reader,
+)
 from routecast.errors import RequestError, UpstreamError, UpstreamTimeoutError
 
 #: Upstream statuses meaning "this request is invalid": passed on to the client as they are,
 #: and neither retried nor sent to a fallback model (it would reject the request too).
 REJECTED_STATUSES = frozenset({400, 413, 422})
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class OpenAIHTTPBackend(Backend):
@@ -82,9 +86,13 @@ class OpenAIHTTPBackend(Backend):
         self.prompt_format = prompt_format
         self.retry = retry or RetryPolicy()
         self.stream_usage = stream_usage
-        self.transport: Transport = transport or AiohttpTransport(
-            connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
-            max_connections=max_connections)
+        if transport is None:
+            from routecast.backends.transport import AiohttpTransport
+
+            transport = AiohttpTransport(connect_timeout_s=connect_timeout_s,
+                                       read_timeout_s=read_timeout_s,
+                                       max_connections=max_connections)
+        self.transport: Transport = transport
         self._api_key = api_key or None
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          **(headers or {})}
@@ -100,8 +108,8 @@ class OpenAIHTTPBackend(Backend):
         return f"OpenAIHTTPBackend({self.model!r}, {self.base_url!r})"
 
     async def start(self) -> None:
-        # Open the pool now (aiohttp's import and session set-up take ~0.1-0.5 s), so the
-        # first client does not pay for it; connections themselves open on first use.
+        # Let a transport that has set-up to do (aiohttp's import and session: ~0.1-0.5 s)
+        # do it now, so the first client does not pay for it; connections open on first use.
         opener = getattr(self.transport, "open", None)
         if opener is not None:
             opener()
@@ -182,11 +190,11 @@ class OpenAIHTTPBackend(Backend):
 
     async def _complete(self, request: Request, t0: float) -> Completion:
         url, body, adapted = self._upstream(request, stream=False)
-        raw = await self._call(url, _dumps(body).encode(), read_body=True)
+        raw = await self._call(url, json_dumps(body), read_body=True)
         assert isinstance(raw, bytes)
         try:
-            data = json.loads(raw)
-        except ValueError:
+            data = json_loads(raw)
+        except (ValueError, RecursionError):
             data = None
         if not isinstance(data, dict):
             raise UpstreamError(f"{self._where()} answered with something that is not a JSON "
@@ -202,50 +210,26 @@ class OpenAIHTTPBackend(Backend):
 
     async def _stream(self, request: Request, t0: float) -> AsyncIterator[Chunk]:
         url, body, adapted = self._upstream(request, stream=True)
-        resp = await self._call(url, _dumps(body).encode(), read_body=False)
+        resp = await self._call(url, json_dumps(body), read_body=False)
         assert not isinstance(resp, bytes)
         route = [self.model]
-        usage: Usage | None = None
-        usage_chunk: dict[str, Any] | None = None
-        n_chunks = 0
-        # Whether the stream said it was complete ([DONE], or a finish_reason): a connection
-        # that closes (or is reset) without either is a broken stream, not a short answer.
-        ended = False
+        state = _StreamState(adapted)
+        held: list[bytes] = []  # events that came with [DONE]: they go out with the summary
         try:
-            async for line in resp.lines():
-                # Server-sent events: only `data:` lines matter (comments are keep-alives).
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    ended = True
-                    # Read on to the end of the body (it follows at once), so the connection
-                    # goes back to the pool instead of being closed half-read.
-                    continue
-                try:
-                    chunk = json.loads(payload)
-                except ValueError:
-                    raise UpstreamError(f"{self._where()} sent a stream chunk that is not JSON",
-                                        model=self.model, code="upstream_bad_response") from None
-                if not isinstance(chunk, dict):
-                    continue
-                if "error" in chunk:
-                    raise UpstreamError(f"{self._where()} failed mid-stream: "
-                                        f"{self._scrub(_error_text(chunk))}", model=self.model)
-                found = Usage.from_openai(chunk.get("usage"))
-                if found is not None:
-                    usage = found
-                    if not chunk.get("choices"):
-                        usage_chunk = chunk  # held back: the server sends it last
-                        continue
-                if not ended:
-                    ended = any(isinstance(c, dict) and c.get("finish_reason")
-                                for c in chunk.get("choices") or ())
-                if adapted:
-                    chunk = completion_chunk_to_chat(chunk, first=n_chunks == 0)
-                chunk["model"] = self.model
-                n_chunks += 1
-                yield Chunk(chunk, self.model, route)
+            # Each piece is what one network read brought: all its events go on as one Chunk
+            # (``raw``), so the layers above pay their per-chunk cost once per read.
+            blocks = getattr(resp, "blocks", None)
+            pieces: AsyncIterator[bytes] = resp.lines() if blocks is None else blocks()
+            async for piece in pieces:
+                events, last = self._read_events(piece, state)
+                if state.done:
+                    # After [DONE] only the end of the body can follow (read on to it, so the
+                    # connection goes back to the pool): what came with it goes out with the
+                    # summary, in one write instead of two.
+                    held += events
+                    state.held_last = last or state.held_last
+                elif last is not None:
+                    yield Chunk(last, self.model, route, raw=_sse(events))
         except TimeoutError as e:
             raise UpstreamTimeoutError(f"{self._where()}: {e}", model=self.model, status=504,
                                        code="upstream_timeout") from None
@@ -254,19 +238,68 @@ class OpenAIHTTPBackend(Backend):
                                 code="upstream_unreachable") from None
         finally:
             resp.release()
-        if not ended:
+        if not state.ended:
             raise UpstreamError(f"{self._where()}: the stream broke off (the connection closed "
                                 "before [DONE] or a finish_reason)", model=self.model,
                                 code="upstream_unreachable")
-        if usage is None:
-            usage = _estimate(request, n_chunks)  # about one token per chunk
+        usage = state.usage or _estimate(request, state.n_chunks)  # ~one token per chunk
+        usage_chunk = state.usage_chunk
         if usage_chunk is not None:
             usage_chunk["model"] = self.model
             if adapted:
                 usage_chunk["object"] = "chat.completion.chunk"
+        elif held and state.held_last is not None:
+            # No usage chunk: the server builds the summary from the last event, so that
+            # event goes first, as a chunk of its own.
+            yield Chunk(state.held_last, self.model, route, raw=_sse(held))
+            held = []
         final = Completion({}, self.model, usage, self.price.cost_usd(usage),
                            time.perf_counter() - t0, route)
-        yield Chunk(usage_chunk, self.model, route, final)
+        yield Chunk(usage_chunk, self.model, route, final, raw=_sse(held) if held else None)
+
+    def _read_events(self, piece: bytes, state: _StreamState
+                     ) -> tuple[list[bytes], dict[str, Any] | None]:
+        """The events of one piece of a stream, ready to send, and the last of them."""
+        events: list[bytes] = []
+        last: dict[str, Any] | None = None
+        loads = json_reader(piece)
+        for line in piece.split(b"\n"):
+            # Server-sent events: only `data:` lines matter (comments are keep-alives).
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                state.ended = state.done = True
+                continue
+            try:
+                chunk = loads(payload)
+            except (ValueError, RecursionError):
+                raise UpstreamError(f"{self._where()} sent a stream chunk that is not JSON",
+                                    model=self.model, code="upstream_bad_response") from None
+            if not isinstance(chunk, dict):
+                continue
+            if "error" in chunk:
+                raise UpstreamError(f"{self._where()} failed mid-stream: "
+                                    f"{self._scrub(_error_text(chunk))}", model=self.model)
+            reported = chunk.get("usage")  # mostly absent or null
+            found = None if reported is None else Usage.from_openai(reported)
+            if found is not None:
+                state.usage = found
+                if not chunk.get("choices"):
+                    state.usage_chunk = chunk  # held back: the server sends it last
+                    continue
+            if not state.ended:
+                for choice in chunk.get("choices") or ():
+                    if isinstance(choice, dict) and choice.get("finish_reason"):
+                        state.ended = True
+                        break
+            if state.adapted:
+                chunk = completion_chunk_to_chat(chunk, first=state.n_chunks == 0)
+            chunk["model"] = self.model
+            state.n_chunks += 1
+            events.append(json_dumps(chunk))
+            last = chunk
+        return events, last
 
     # -- the call, with retries ------------------------------------------------------------
 
@@ -325,6 +358,28 @@ class OpenAIHTTPBackend(Backend):
     def _scrub(self, text: str) -> str:
         # Some servers echo the credentials they were given; never pass the key on.
         return text.replace(self._api_key, "***") if self._api_key else text
+
+
+class _StreamState:
+    """What a stream has said so far (see ``OpenAIHTTPBackend._stream``)."""
+
+    __slots__ = ("adapted", "done", "ended", "held_last", "n_chunks", "usage", "usage_chunk")
+
+    def __init__(self, adapted: bool) -> None:
+        self.adapted = adapted  # a base model's completion chunks, mapped to chat chunks
+        self.usage: Usage | None = None
+        self.usage_chunk: dict[str, Any] | None = None
+        self.n_chunks = 0
+        # Whether the stream said it was complete ([DONE], or a finish_reason): a connection
+        # that closes (or is reset) without either is a broken stream, not a short answer.
+        self.ended = False
+        self.done = False  # [DONE] came
+        self.held_last: dict[str, Any] | None = None
+
+
+def _sse(events: list[bytes]) -> bytes:
+    """Server-sent events, one per JSON document."""
+    return b"data: " + b"\n\ndata: ".join(events) + b"\n\n"
 
 
 def _error_text(raw: bytes | Mapping[str, Any]) -> str:

@@ -6,11 +6,12 @@ its first turn was routed to when the client names it, by the ``x-routecast-sess
 the OpenAI ``user`` field: switching models mid-conversation changes tone and loses the upstream's
 prompt cache. Pins live in a bounded LRU, so memory stays flat however many sessions come.
 
-Routing is batched. Routers are "batch in, batch out", and a scikit-learn call has a large fixed
-cost (TF-IDF + logistic regression: ~2.2 ms for one prompt, ~0.45 ms per prompt in batches of
-128, see benchmarks/routing_latency.py), so every prompt that reaches routing in the same turn of
-the event loop is routed in one call. A lone request pays one extra loop turn (microseconds);
-under load the batches grow by themselves and the fixed cost is shared.
+Routing is batched. Routers are "batch in, batch out", and a call may have a large fixed cost
+(a scikit-learn pipeline's checks, numpy's per-call overheads), so every prompt that reaches
+routing in the same turn of the event loop is routed in one call. A lone request pays one extra
+loop turn (microseconds: routing a prompt alone at once measured no different in CPU or p50 at
+concurrency 1, benchmarks/proxy_overhead.py); under load the batches grow by themselves and the
+fixed cost is shared.
 
 Routing sees live health: when the chosen model's backend is not usable (its circuit breaker
 is open, or the privacy rule forbids it for this request), the endpoint picks the best usable

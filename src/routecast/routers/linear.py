@@ -63,8 +63,19 @@ class LinearRouter(Router):
         self._check_fitted()
         if len(prompts) == 0:
             return np.empty((0, len(self.models_)))
-        z = self.encoder_.transform(prompts) @ self.coef_.T + self.intercept_
-        return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(z))), dtype=np.float64)
+        row = getattr(self.encoder_, "transform_row", None)
+        if row is not None:
+            # Sparse rows one by one, no scipy: a prompt's few hundred columns of the weights
+            # times its values. Routing one prompt through a sparse matrix cost ~0.1 ms more
+            # (scipy's checks, and a copy of coef_.T to C order on every product).
+            z = np.empty((len(prompts), len(self.models_)))
+            for i, prompt in enumerate(prompts):
+                cols, values = row(prompt)
+                z[i] = self.coef_.take(cols, axis=1) @ values
+            z += self.intercept_
+        else:
+            z = np.asarray(self.encoder_.transform(prompts) @ self.coef_.T) + self.intercept_
+        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
 
 
 def _logit(p: float, eps: float = 1e-9) -> float:

@@ -50,6 +50,7 @@ from routecast.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from routecast.server.asgi import RoutecastApp, http_error, json_response, unexpected
 from routecast.server.endpoints import EndpointTable, build_endpoints
 from routecast.server.gauges import breaker_gauges, routing_gauges
 from routecast.server.keys import ClientKey, KeyStore, RateLimitedError
@@ -98,7 +99,8 @@ class RoutecastServer(StreamMixin):
                                *breaker_gauges(lambda: self.table)]
         self._tasks: set[asyncio.Task[None]] = set()
         self.reloads_total = 0
-        self.app = Starlette(
+        self.app = RoutecastApp(
+            self._answer,
             routes=[
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/completions", self.completions, methods=["POST"]),
@@ -107,7 +109,7 @@ class RoutecastServer(StreamMixin):
                 Route("/metrics", self.render_metrics, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
             ],
-            exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+            exception_handlers={HTTPException: http_error, Exception: unexpected},
             lifespan=self._lifespan,
         )
 
@@ -202,28 +204,31 @@ class RoutecastServer(StreamMixin):
     # -- routes ----------------------------------------------------------------------------
 
     async def chat_completions(self, http: HTTPRequest) -> Response:
-        return await self._answer(http, "chat")
+        return await self._answer(http.headers, http.stream(), "chat")
 
     async def completions(self, http: HTTPRequest) -> Response:
-        return await self._answer(http, "completions")
+        return await self._answer(http.headers, http.stream(), "completions")
 
     async def list_models(self, http: HTTPRequest) -> Response:
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "routecast",
                  "models": list(backend.models)} for name, backend in self.backends.items()]
-        return _json({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
     async def health(self, http: HTTPRequest) -> Response:
-        return _json({"status": "ok", "endpoints": len(self.backends)})
+        return json_response({"status": "ok", "endpoints": len(self.backends)})
 
     async def render_metrics(self, http: HTTPRequest) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def openapi(self, http: HTTPRequest) -> Response:
-        return _json(openapi_schema(list(self.backends)))
+        return json_response(openapi_schema(list(self.backends)))
 
     # -- one request -----------------------------------------------------------------------
 
-    async def _answer(self, http: HTTPRequest, api: Api) -> Response:
+    async def _answer(self, headers: Mapping[str, str], body_parts: AsyncIterator[bytes],
+                      api: Api) -> Response:
+        """One completion request: ``headers`` as a mapping with lower-case names,
+        ``body_parts`` the body as it arrives."""
         t0 = time.perf_counter()
         ts = time.time()
         endpoint = ""
@@ -233,8 +238,8 @@ class RoutecastServer(StreamMixin):
         self.metrics.in_flight += 1
         try:
             if self.keys is not None:
-                key = self.keys.authenticate(http.headers.get("authorization"))
-            body = parse_json(await self._read_body(http))
+                key = self.keys.authenticate(headers.get("authorization"))
+            body = parse_json(await self._read_body(headers, body_parts))
             endpoint = (check_chat(body, self.max_messages) if api == "chat"
                         else check_completions(body))
             backend = self.backends.get(endpoint)
@@ -246,7 +251,7 @@ class RoutecastServer(StreamMixin):
                     f"this prompt matches a privacy pattern and endpoint {endpoint!r} has no "
                     "model marked `local: true`; ask an endpoint with a local model",
                     status=403, param="messages", code="privacy_rule")
-            request = Request(body, api, http.headers.get(SESSION_HEADER), allowed)
+            request = Request(body, api, headers.get(SESSION_HEADER), allowed)
             if self.keys is not None and key is not None:
                 self.keys.admit(key)  # from here on the key must be settled
             else:
@@ -288,13 +293,14 @@ class RoutecastServer(StreamMixin):
             f"({self.deadline_s:g} s, limits.deadline_s)", model=endpoint, status=504,
             code="deadline_exceeded")
 
-    async def _read_body(self, http: HTTPRequest) -> bytes:
-        length = http.headers.get("content-length")
+    async def _read_body(self, headers: Mapping[str, str], body_parts: AsyncIterator[bytes]
+                         ) -> bytes:
+        length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             raise self._too_large()
         parts: list[bytes] = []
         size = 0
-        async for part in http.stream():
+        async for part in body_parts:
             size += len(part)
             if size > self.max_body:
                 raise self._too_large()
@@ -324,7 +330,7 @@ class RoutecastServer(StreamMixin):
         route = [e.model] if isinstance(e, UpstreamError) else []
         self._record(endpoint or "-", body, ts, time.perf_counter() - t0,
                      stream=bool(body.get("stream")), status=status, error=str(e), route=route)
-        return _json(error_body(str(e), status, param=param, code=code), status)
+        return json_response(error_body(str(e), status, param=param, code=code), status)
 
     def _record(self, endpoint: str, body: Mapping[str, Any], ts: float, latency_s: float, *,
                 stream: bool, completion: Completion | None = None, status: int = 200,
@@ -363,6 +369,7 @@ class RoutecastServer(StreamMixin):
         self.request_log.write(row)
         return None
 
+
 def create_app(config: Config, *, env: Mapping[str, str] | None = None,
                routers: Mapping[str, tuple[Router, Policy]] | None = None,
                table: EndpointTable | None = None, config_path: Path | None = None
@@ -377,26 +384,3 @@ def create_app(config: Config, *, env: Mapping[str, str] | None = None,
         storage.db, log_prompts=storage.log_prompts, batch_rows=storage.batch_rows,
         batch_ms=storage.batch_ms, durable=storage.durable)
     return RoutecastServer(config, table, request_log, config_path=config_path, env=env).app
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(dumps(data), status_code=status, media_type="application/json")
-
-
-async def _http_error(http: HTTPRequest, exc: Exception) -> Response:
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    # The path is the client's text: shown as repr, cut short, so it cannot forge log lines
-    # or pad the answer.
-    path = http.url.path
-    shown = repr(path if len(path) <= 200 else path[:200] + "...")
-    message = (f"no route {http.method} {shown}; this server serves POST "
-               "/v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, "
-               "GET /metrics and GET /openapi.json") if status in (404, 405) else str(exc)
-    return _json(error_body(message, status, code="not_found" if status == 404 else None),
-                 status)
-
-
-async def _unexpected(http: HTTPRequest, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", http.method, http.url.path, exc_info=exc)
-    return _json(error_body(f"internal error ({type(exc).__name__}); see the server log", 500,
-                            code="internal_error"), 500)

@@ -15,7 +15,8 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from routecast.backends.base import Api, Backend, Chunk, Completion, Request, close_stream
 from routecast.errors import RequestError, RoutecastError, UpstreamError, UpstreamTimeoutError
@@ -73,7 +74,7 @@ class StreamMixin:
         headers = {"x-routecast-model": first.model, "x-routecast-route": ",".join(first.route),
                    "cache-control": "no-cache", "x-accel-buffering": "no"}
         events = self._events(first, chunks, request, endpoint, t0, ts, deadline, key)
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return EventStream(events, headers)
 
     async def _events(self, chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
                       endpoint: str, t0: float, ts: float, deadline: float,
@@ -89,10 +90,15 @@ class StreamMixin:
             while True:
                 if chunk.final is not None:
                     final = chunk.final
-                    yield sse(self._final_event(chunk, final, last, request.api, wants_usage,
-                                                t0))
+                    summary = sse(self._final_event(chunk, final, last, request.api,
+                                                    wants_usage, t0))
+                    if chunk.raw is not None:  # the last events, come with the end
+                        summary = chunk.raw + summary
                     break
-                if chunk.data is not None:
+                if chunk.raw is not None:  # a block of events, ready to send
+                    last = chunk.data or last
+                    yield chunk.raw
+                elif chunk.data is not None:
                     last = chunk.data
                     yield sse(chunk.data)
                 async with asyncio.timeout_at(deadline):
@@ -101,9 +107,12 @@ class StreamMixin:
             recorded = True
             committed = self._record(endpoint, request.body, ts, time.perf_counter() - t0,
                                      stream=True, completion=final)
-            if committed is not None:
+            if committed is None:
+                yield summary + DONE  # one write for the two
+            else:
+                yield summary
                 await committed
-            yield DONE
+                yield DONE
         except StopAsyncIteration:
             error = UpstreamError(f"endpoint {endpoint!r} ended its stream without a summary",
                                   model=endpoint)
@@ -159,3 +168,68 @@ class StreamMixin:
             "routing_ms": final.routing_s * 1000, "usage": final.usage.as_dict()}
         return data
 
+
+
+class EventStream(Response):
+    """A server-sent event stream: one ASGI message per piece the iterator yields; a piece
+    ending in ``data: [DONE]`` ends the response.
+
+    Starlette's ``StreamingResponse`` does the same through an anyio task group (for ASGI
+    servers older than spec 2.4, uvicorn included), which costs more CPU than the rest of a
+    short stream; here one plain task watches for the client leaving and cancels the stream
+    when it does, so the upstream is released and the request logged as a client hang-up
+    (499), as before.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str]) -> None:
+        self.events = events
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        watch = _Watch(task)
+        watcher = asyncio.get_running_loop().create_task(watch.run(receive))
+        try:
+            await send({"type": "http.response.start", "status": self.status_code,
+                        "headers": self.raw_headers})
+            ended = False
+            async for piece in self.events:
+                # [DONE] ends an OpenAI stream: the piece carrying it also ends the response,
+                # in one write with the chunked encoding's terminator.
+                ended = piece.endswith(DONE)
+                watch.finished = ended
+                await send({"type": "http.response.body", "body": piece, "more_body": not ended})
+            if not ended:
+                watch.finished = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            # Our own cancellation (the client left) ends the response quietly; any other
+            # (the server shutting down) goes on up.
+            if not watch.left or task.uncancel() > 0:
+                raise
+        finally:
+            watcher.cancel()
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                await aclose()  # the stream's own clean-up: release the upstream, log
+
+
+class _Watch:
+    """Cancels ``task`` when the client disconnects before the stream is finished."""
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.finished = False
+        self.left = False
+
+    async def run(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.finished:
+            self.left = True
+            self.task.cancel()

@@ -2,8 +2,10 @@
 
 Requests are checked by hand rather than parsed into pydantic models: only the fields routecast
 acts on (``model``, ``messages``, ``prompt``, ``stream``, ``stream_options``) are checked, and the
-client's dict is forwarded as it is, so fields routecast does not know pass through unchanged
-and nothing is re-serialised on the hot path.
+client's dict is forwarded as it is, so fields routecast does not know pass through unchanged.
+
+JSON goes through :func:`routecast.backends.transport.json_loads` and ``json_dumps`` (orjson,
+with the standard library deciding wherever the two would differ).
 """
 
 from __future__ import annotations
@@ -12,18 +14,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from routecast.backends.transport import json_dumps as dumps
+from routecast.backends.transport import json_loads
 from routecast.errors import RequestError
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+__all__ = ["DONE", "check_chat", "check_completions", "dumps", "error_body", "parse_json",
+           "sse"]
 
 DONE = b"data: [DONE]\n\n"
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-
-
-def dumps(data: Any) -> bytes:
-    """Compact JSON bytes (UTF-8 kept as is, as OpenAI sends it)."""
-    return _encode(data).encode()
 
 
 def sse(data: Mapping[str, Any]) -> bytes:
@@ -36,7 +36,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise RequestError("the request body is empty; send a JSON object", code="invalid_json")
     try:
-        body = json.loads(raw, parse_constant=_no_constant)
+        body = json_loads(raw, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise RequestError("the request body is not UTF-8 text", code="invalid_json") from None
     except json.JSONDecodeError as e:
