@@ -1,103 +1,108 @@
-"""A live cascade: ask the cheapest model first, keep its answer if it is confident enough.
+"""A live cascade: ask the cheapest model first, keep its answer if it is good enough.
 
 The decision is :class:`routecast.cascade.Cascade`'s (the same object the replay benchmark
-tunes): after step ``k`` answers, its score from the signal is compared with ``thresholds[k]``;
-the last step always answers. The live signal is the answer's model-intrinsic confidence,
-summarised from its token log-probabilities (:func:`routecast.signals.live.summarize_logprobs`),
-so every step but the last is asked for ``logprobs``; an answer without them (a tool call, a
-server that ignores the request) scores NaN and escalates: a cascade escalates on doubt.
+tunes): after step ``k`` answers, a :class:`~routecast.backends.judges.Judge` scores it and the
+score is compared with ``thresholds[k]``; the last step always answers. The judge is the live
+form of the cascade's signal (:mod:`routecast.backends.judges`): token log-prob ``confidence``
+(every step but the last is then asked for ``logprobs``), ``agreement`` of resampled answers,
+``self-verification`` by the step's own model, or a ``learned`` scorer. An answer that cannot be
+judged (a tool call, an empty answer, missing log-probs, a judge call that failed) scores NaN and
+escalates: a cascade escalates on doubt.
 
-What one request costs is what every visited step cost, in sequence: ``cost_usd`` is their sum,
-``latency_s`` the whole walk, ``route`` every model asked; ``usage`` is the answering step's (the
-tokens of the answer the client gets). A step that fails before answering escalates too.
+What one request costs is what every visited step cost, in sequence, judging included:
+``cost_usd`` is the steps' cost plus their judges' extra calls (samples, verifications),
+``latency_s`` the whole walk, ``usage`` the answering step's (the tokens of the answer the client
+gets). ``route`` lists every cascade step asked, once each, in order: a judge's extra calls go to
+the step's own model and are not listed again, so ``len(route) > 1`` still means "escalated"
+(they show in the cost and the latency). A step that fails before answering escalates too.
 
 Steps that are not usable for a request (an open circuit breaker, a model the privacy rule
 forbids) are skipped without a call; the last usable step then answers unconditionally.
 
-Streaming: early steps must finish before they can be judged, so they are asked without
-streaming; a kept early answer is sent as one chunk, and the last step streams live.
+Streaming: early steps must finish, and be judged, before they can be kept, so they are asked
+without streaming and judged before the first byte goes to the client; a kept early answer is
+sent as one chunk, and the last step streams live. A stream never switches models midway.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from routecast.backends.base import (
-    Backend,
-    Chunk,
-    Completion,
-    Request,
-    RoutePrefix,
-    close_stream,
-)
-from routecast.backends.fallback import worth_another_model
+from routecast.backends.base import Backend, Chunk, Completion, Request, RoutePrefix, close_stream
+from routecast.backends.fallback import CompositeBackend, attempt
+from routecast.backends.judges import LIVE_SIGNALS, Judge, confidence_score, make_judge
 from routecast.errors import ConfigError, UpstreamError
 
 if TYPE_CHECKING:
     from routecast.cascade import Cascade
     from routecast.signals.live import LogprobSummary
 
-#: Signals a live cascade can compute from one response.
-LIVE_SIGNALS = ("confidence",)
+__all__ = ["LIVE_SIGNALS", "CascadeBackend"]
 
 
-class CascadeBackend(Backend):
-    """``cascade.models`` served by ``backends`` (one per model), judged by log-probs."""
+class CascadeBackend(CompositeBackend):
+    """``cascade.models`` served by ``backends`` (one per model), each early answer scored by
+    ``judge`` (default: the cascade's signal with default parameters, log-probs summarised by
+    ``summary``; the ``learned`` signal needs a judge built with its fitted scorer).
+
+    ``members[k]`` is the backend of step ``k`` (``cascade.models[k]``), cheapest first.
+    """
 
     def __init__(self, cascade: Cascade, backends: Mapping[str, Backend], *,
-                 name: str = "cascade", summary: LogprobSummary = "mean") -> None:
+                 name: str = "cascade", summary: LogprobSummary = "mean",
+                 judge: Judge | None = None) -> None:
         if cascade.signal not in LIVE_SIGNALS:
             raise ConfigError(
                 f"endpoint {name!r}: the cascade's signal {cascade.signal!r} cannot be computed "
-                f"live yet; live cascades use {', '.join(LIVE_SIGNALS)} (token log-probs)")
+                f"live; live cascades use {', '.join(LIVE_SIGNALS)}")
         missing = [m for m in cascade.models if m not in backends]
         if missing:
             raise ConfigError(f"endpoint {name!r}: no backend serves cascade models {missing}")
-        self.name = name
+        try:
+            judge = judge or make_judge(cascade.signal, summary=summary)
+        except ConfigError as e:
+            raise ConfigError(f"endpoint {name!r}: {e}") from None
+        if judge.name != cascade.signal:
+            # Thresholds mean something only on the scale of the signal they were tuned for.
+            raise ConfigError(
+                f"endpoint {name!r}: the cascade's thresholds are for the {cascade.signal!r} "
+                f"signal but it would be judged by {judge.name!r}; judge it by the signal it "
+                "was tuned for")
+        judge.check(cascade, name)
+        super().__init__(name, [backends[m] for m in cascade.models])
         self.cascade = cascade
-        self.steps = [backends[m] for m in cascade.models]
-        self.models = tuple(dict.fromkeys(m for b in self.steps for m in b.models))
-        self.summary: LogprobSummary = summary
-
-    async def start(self) -> None:
-        for backend in self.steps:
-            await backend.start()
-
-    async def aclose(self) -> None:
-        for backend in self.steps:
-            await backend.aclose()
-
-    def usable(self, request: Request) -> bool:
-        return any(b.usable(request) for b in self.steps)
+        #: How log-probs become a confidence (:meth:`score`): the judge's, if it reads them.
+        self.summary: LogprobSummary = getattr(judge, "summary", summary)
+        self.judge = judge
 
     # -- the walk ---------------------------------------------------------------------------
 
     def _walk(self, request: Request) -> tuple[list[tuple[int, Backend]], Backend]:
         """(early steps with their index, the step that answers unconditionally)."""
-        steps = [(k, b) for k, b in enumerate(self.steps) if b.usable(request)]
+        steps = [(k, b) for k, b in enumerate(self.members) if b.usable(request)]
         if not steps:  # the last step is asked anyway and says why it cannot answer
-            return [], self.steps[-1]
+            return [], self.members[-1]
         return steps[:-1], steps[-1][1]
 
     async def _early(self, request: Request, early: list[tuple[int, Backend]],
                      route: list[str], spent: list[float]) -> Completion | None:
         """Steps before the last: the first accepted answer, or ``None`` to go on."""
-        probe = Request(self._with_logprobs(request), request.api, request.session,
+        if not early:
+            return None
+        probe = Request(self.judge.probe(request), request.api, request.session,
                         request.allowed)
         for k, backend in early:
-            try:
-                done = await backend.complete(probe)
-            except UpstreamError as e:
-                if not worth_another_model(e):
-                    raise
-                route.append(e.model)
+            done = await attempt(backend, probe)
+            if isinstance(done, UpstreamError):
+                route.append(done.model)
                 continue
             route.extend(done.route)
             spent[0] += done.cost_usd
-            if self.cascade.accepts(k, self.score(done.body, request.api)):
+            verdict = await self.judge.judge(backend, self.cascade.models[k], request, done)
+            spent[0] += verdict.cost_usd
+            if self.cascade.accepts(k, verdict.score):
                 if not _wants_logprobs(request):
                     _drop_logprobs(done.body)
                 return done
@@ -142,43 +147,9 @@ class CascadeBackend(Backend):
     # -- the signal ---------------------------------------------------------------------------
 
     def score(self, body: Mapping[str, Any], api: str) -> float:
-        """The answer's confidence in [0, 1], or NaN when it carries no log-probs."""
-        from routecast.signals.live import summarize_logprobs
-
-        choices = body.get("choices") or []
-        first = choices[0] if choices and isinstance(choices[0], Mapping) else {}
-        logprobs = first.get("logprobs")
-        if not isinstance(logprobs, Mapping):
-            return math.nan
-        tokens: list[Any]
-        tops: list[Any] | None
-        if isinstance(logprobs.get("content"), list):  # chat: one entry per token
-            entries = [t for t in logprobs["content"] if isinstance(t, Mapping)]
-            tokens = [t.get("logprob") for t in entries]
-            tops = [t.get("top_logprobs") or [] for t in entries]
-        elif isinstance(logprobs.get("token_logprobs"), list):  # completions
-            tokens = [x for x in logprobs["token_logprobs"] if x is not None]
-            tops = logprobs.get("top_logprobs") or None
-        else:
-            return math.nan
-        try:
-            return summarize_logprobs(tokens, tops, self.summary)
-        except ConfigError:  # empty or malformed log-probs: no confidence
-            return math.nan
-
-    def _with_logprobs(self, request: Request) -> dict[str, Any]:
-        top = 2 if self.summary == "margin" else 0
-        body = dict(request.body)
-        body["stream"] = False
-        body.pop("stream_options", None)
-        if request.api == "chat":
-            body["logprobs"] = True
-            # Always set: llama.cpp's server sends chat log-probs only when top_logprobs is
-            # given (0 asks for none of the alternatives, and OpenAI accepts it).
-            body["top_logprobs"] = max(top, int(body.get("top_logprobs") or 0))
-        else:
-            body["logprobs"] = max(top or 1, int(body.get("logprobs") or 0))
-        return body
+        """The answer's log-prob confidence in [0, 1] (this endpoint's ``summary``), or NaN
+        when it carries no log-probs; ``api`` is accepted for symmetry (both shapes are read)."""
+        return confidence_score(body, self.summary)
 
 
 def _wants_logprobs(request: Request) -> bool:

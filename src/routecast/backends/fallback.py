@@ -8,6 +8,9 @@ model would reject them too, and the client needs to see why.
 Backends that are not usable (an open circuit breaker, or a model the privacy rule forbids for
 this request) are skipped without a call; when none is usable the first is asked anyway, and
 answers with the reason (503 circuit open, 403 privacy rule) at once.
+
+A cascade walks its steps the same way, so :mod:`routecast.backends.cascade` builds on the
+:class:`CompositeBackend` and :func:`attempt` defined here.
 """
 
 from __future__ import annotations
@@ -15,14 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from routecast.backends.base import (
-    Backend,
-    Chunk,
-    Completion,
-    Request,
-    RoutePrefix,
-    close_stream,
-)
+from routecast.backends.base import Backend, Chunk, Completion, Request, RoutePrefix, close_stream
 from routecast.errors import ConfigError, UpstreamError, UpstreamTimeoutError
 
 
@@ -31,41 +27,59 @@ def worth_another_model(error: UpstreamError) -> bool:
     return error.code != "upstream_rejected_request"
 
 
-class FallbackBackend(Backend):
+class CompositeBackend(Backend):
+    """A backend that answers through ``members``, tried in order (a fallback chain, a
+    cascade's steps): it starts and closes them, answers with any of their models, and is
+    usable while one of them is."""
+
+    def __init__(self, name: str, members: Sequence[Backend]) -> None:
+        self.name = name
+        self.members = list(members)
+        self.models = tuple(dict.fromkeys(m for b in self.members for m in b.models))
+
+    async def start(self) -> None:
+        for backend in self.members:
+            await backend.start()
+
+    async def aclose(self) -> None:
+        for backend in self.members:
+            await backend.aclose()
+
+    def usable(self, request: Request) -> bool:
+        return any(b.usable(request) for b in self.members)
+
+
+async def attempt(backend: Backend, request: Request) -> Completion | UpstreamError:
+    """``backend``'s answer to ``request``, or its failure when another model could still
+    succeed (:func:`worth_another_model`), for the caller to record before it tries the next
+    one; any other failure raises."""
+    try:
+        return await backend.complete(request)
+    except UpstreamError as e:
+        if not worth_another_model(e):
+            raise
+        return e
+
+
+class FallbackBackend(CompositeBackend):
     """``backends`` in order of preference; the completion's ``route`` lists every model tried.
     """
 
     def __init__(self, backends: Sequence[Backend], name: str = "") -> None:
         if not backends:
             raise ConfigError("a fallback chain needs at least one backend")
-        self.backends = list(backends)
-        self.name = name or self.backends[0].name
-        self.models = tuple(dict.fromkeys(m for b in self.backends for m in b.models))
-
-    async def start(self) -> None:
-        for backend in self.backends:
-            await backend.start()
-
-    async def aclose(self) -> None:
-        for backend in self.backends:
-            await backend.aclose()
-
-    def usable(self, request: Request) -> bool:
-        return any(b.usable(request) for b in self.backends)
+        super().__init__(name or backends[0].name, backends)
 
     def _candidates(self, request: Request) -> list[Backend]:
-        return [b for b in self.backends if b.usable(request)] or self.backends[:1]
+        return [b for b in self.members if b.usable(request)] or self.members[:1]
 
     async def complete(self, request: Request) -> Completion:
         t0 = time.perf_counter()
         failed: list[UpstreamError] = []
         for backend in self._candidates(request):
-            try:
-                completion = await backend.complete(request)
-            except UpstreamError as e:
-                if not worth_another_model(e):
-                    raise
-                failed.append(e)
+            completion = await attempt(backend, request)
+            if isinstance(completion, UpstreamError):
+                failed.append(completion)
                 continue
             if failed:
                 completion.route[:0] = [e.model for e in failed]

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "fit": "routecast.cli.router:fit_cmd",
     "calibrate": "routecast.cli.router:calibrate_cmd",
     "route": "routecast.cli.router:route_cmd",
+    "tune-cascade": "routecast.cli.tune:tune_cmd",
     "keys": "routecast.cli.keys:keys_group",
 }
 

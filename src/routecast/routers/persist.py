@@ -13,13 +13,13 @@ registered encoders, which is all the built-ins need.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from routecast.artifacts import write_json_npz
 from routecast.errors import ConfigError, DataFormatError
 from routecast.policy import Policy
 from routecast.routers import make_router
@@ -51,15 +51,7 @@ def save_router(router: Router, directory: str | Path, *, policy: Policy | None 
         text = json.dumps(meta, indent=1, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"router state of {router.name!r} is not JSON-serialisable: {e}") from e
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp_arrays = directory / f".partial-{ARRAYS_FILE}"
-    with open(tmp_arrays, "wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds oddly
-    tmp_meta = directory / f".partial-{META_FILE}"
-    tmp_meta.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp_arrays, directory / ARRAYS_FILE)
-    os.replace(tmp_meta, directory / META_FILE)
-    return directory
+    return write_json_npz(directory, META_FILE, ARRAYS_FILE, text, arrays)
 
 
 def _json_params(router: Router) -> dict[str, Any]:

@@ -22,11 +22,19 @@
         cost_weight: 500              # or budget_usd + calibration_data, or the saved policy
         fallbacks: [small]
       smart:
-        type: cascade                 # small first; keep its answer if confident enough
-        models: [small, large]        # or file: cascade.json (Cascade.to_dict())
+        type: cascade                 # small first; keep its answer if it is good enough
+        models: [small, large]        # or file: a cascade.json (Cascade.to_dict()), or the
+                                      # folder `routecast tune-cascade` wrote
         thresholds: [0.8]             # one per step but the last
-        logprobs: mean                # how token log-probs become a confidence (or mean_prob:
-                                      # what `routecast collect` records as confidence)
+        signal: confidence            # how an answer is judged (default: the file's, else
+                                      # confidence): confidence | agreement |
+                                      # self-verification | learned
+        logprobs: mean                # confidence, learned: how token log-probs become a
+                                      # confidence (mean_prob: what `routecast collect` records)
+        # samples: 2                  # agreement: resample k answers (seeds 1..k) ...
+        # temperature: 0.7            # ... at this temperature (and self-verification votes)
+        # votes: 1                    # self-verification: ask the model k times if it was right
+        # scorer: tuned/smart         # learned: a saved scorer (default: the file's folder)
     storage: {db: routecast.db, log_prompts: false, durable: false}
     limits: {max_body_bytes: 4194304, max_messages: 2048, deadline_s: 300}
     auth: {required: false}           # true: clients need a key from `routecast keys add`
@@ -156,23 +164,50 @@ class RoutedEndpoint(BaseModel):
 
 
 class CascadeEndpoint(BaseModel):
-    """Cheapest model first, escalating while its answer's confidence is below the step's
-    threshold: inline ``models`` + ``thresholds``, or a ``file`` written from
-    ``Cascade.to_dict()`` (e.g. by tuning on recorded outcomes)."""
+    """Cheapest model first, escalating while the signal's score of its answer is below the
+    step's threshold: inline ``models`` + ``thresholds``, or a ``file`` written from
+    ``Cascade.to_dict()`` (or the folder ``routecast tune-cascade`` wrote: ``cascade.json``,
+    plus ``scorer.json`` for the learned signal). Signals: :mod:`routecast.backends.judges`."""
 
     model_config = _STRICT
     type: Literal["cascade"]
     models: list[str] | None = Field(default=None, min_length=1)
     thresholds: list[float] = Field(default_factory=list)
     file: Path | None = None
-    signal: str = "confidence"
+    #: ``None``: the file's signal, else confidence.
+    signal: Literal["confidence", "agreement", "self-verification", "learned"] | None = None
     logprobs: Literal["mean", "min", "first", "margin", "mean_prob"] = "mean"
+    samples: int | None = Field(default=None, ge=1, le=16)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    votes: int | None = Field(default=None, ge=1, le=16)
+    scorer: Path | None = None
 
     @model_validator(mode="after")
     def _models_or_file(self) -> CascadeEndpoint:
         if (self.models is None) == (self.file is None):
             raise ValueError("give either `models` (with `thresholds`) or `file`")
+        if self.file is not None and self.thresholds:
+            raise ValueError("`thresholds` come from the cascade `file`; remove `thresholds` "
+                             "(or give `models` instead of `file`)")
+        if self.signal is not None or self.models is not None:
+            problems = self.misplaced(self.signal or "confidence")
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
+
+    def misplaced(self, signal: str) -> list[str]:
+        """Keys given that the ``signal`` does not read, each with its fix."""
+        owners = {"samples": ("agreement",), "votes": ("self-verification",),
+                  "temperature": ("agreement", "self-verification"), "scorer": ("learned",),
+                  "logprobs": ("confidence", "learned")}
+        # Given = not None, except logprobs, which has a default; not "in model_fields_set":
+        # resolve_paths' model_copy marks `scorer` as set even when it stays None.
+        given = [k for k in owners if (k in self.model_fields_set if k == "logprobs"
+                                       else getattr(self, k) is not None)]
+        return [f"`{key}` is read only by signal {' or '.join(owners[key])}, and this "
+                f"endpoint's signal is {signal}. Fix: remove `{key}`, or set "
+                f"`signal: {owners[key][0]}`"
+                for key in given if signal not in owners[key]]
 
 
 Endpoint = Annotated[PlainEndpoint | RoutedEndpoint | CascadeEndpoint,
@@ -270,7 +305,7 @@ class Config(BaseModel):
                 e = e.model_copy(update={"router": fix(e.router),
                                          "calibration_data": fix(e.calibration_data)})
             elif isinstance(e, CascadeEndpoint):
-                e = e.model_copy(update={"file": fix(e.file)})
+                e = e.model_copy(update={"file": fix(e.file), "scorer": fix(e.scorer)})
             endpoints[name] = e
         storage = self.storage.model_copy(update={"db": fix(self.storage.db)})
         models = {name: m.model_copy(update={"api_key_file": fix(m.api_key_file)})

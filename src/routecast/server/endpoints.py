@@ -29,9 +29,13 @@ from routecast.server.config import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from routecast.backends.judges import Judge
     from routecast.cascade import Cascade
     from routecast.policy import Policy
     from routecast.routers.base import Router
+    from routecast.signals.learned import LearnedScorer
 
 
 @dataclass
@@ -98,10 +102,11 @@ def http_backend(name: str, model: ModelConfig, env: Mapping[str, str] | None = 
 
 
 def build_endpoints(config: Config, *, env: Mapping[str, str] | None = None,
-                    routers: Mapping[str, tuple[Router, Policy]] | None = None
-                    ) -> EndpointTable:
+                    routers: Mapping[str, tuple[Router, Policy]] | None = None,
+                    scorers: Mapping[str, LearnedScorer] | None = None) -> EndpointTable:
     """Every endpoint of ``config``. ``routers`` supplies fitted (router, policy) pairs by
-    endpoint name instead of loading the saved ones (for tests and for library use)."""
+    endpoint name instead of loading the saved ones (for tests and for library use); likewise
+    ``scorers`` the fitted scorers of cascade endpoints with the learned signal."""
     leaves: dict[str, Backend] = {name: http_backend(name, m, env)
                                   for name, m in config.models.items()}
     prices = {name: price_of(m) for name, m in config.models.items()}
@@ -132,12 +137,14 @@ def build_endpoints(config: Config, *, env: Mapping[str, str] | None = None,
                                            max_sessions=spec.max_sessions,
                                            max_batch=spec.max_batch)
         elif isinstance(spec, CascadeEndpoint):
-            cascade = _cascade(name, spec)
+            cascade, folder = _cascade(name, spec)
             unknown = [m for m in cascade.models if m not in leaves]
             if unknown:
                 raise ConfigError(f"endpoints.{name}.file: the cascade asks models {unknown} "
                                   "that are not configured. Fix: define them under `models`")
-            backends[name] = CascadeBackend(cascade, leaves, name=name, summary=spec.logprobs)
+            judge = _judge(name, spec, cascade, folder, (scorers or {}).get(name))
+            backends[name] = CascadeBackend(cascade, leaves, name=name, summary=spec.logprobs,
+                                            judge=judge)
     for model, leaf in leaves.items():
         backends.setdefault(model, leaf)
 
@@ -170,8 +177,9 @@ def _load_router(name: str, spec: RoutedEndpoint) -> tuple[Router, Policy]:
     return router, saved_policy
 
 
-def _cascade(name: str, spec: CascadeEndpoint) -> Cascade:
-    """The endpoint's :class:`~routecast.cascade.Cascade`, from the config or its file."""
+def _cascade(name: str, spec: CascadeEndpoint) -> tuple[Cascade, Path | None]:
+    """The endpoint's :class:`~routecast.cascade.Cascade`, from the config or its file, and
+    the folder ``file`` names when it names one (``cascade.json`` and maybe a scorer)."""
     import json
 
     from routecast.cascade import Cascade
@@ -180,13 +188,65 @@ def _cascade(name: str, spec: CascadeEndpoint) -> Cascade:
     try:
         if spec.file is not None:
             where = f"endpoints.{name}.file"
+            folder = spec.file if spec.file.is_dir() else None
+            path = spec.file / "cascade.json" if folder is not None else spec.file
             try:
-                data = json.loads(spec.file.read_text(encoding="utf-8"))
+                data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:
-                raise ConfigError(f"cannot read a cascade from {spec.file} ({e}). Fix: give a "
-                                  "JSON file written from Cascade.to_dict()") from None
-            return Cascade.from_dict(data)
+                raise ConfigError(f"cannot read a cascade from {path} ({e}). Fix: give a "
+                                  "JSON file written from Cascade.to_dict(), or the folder "
+                                  "`routecast tune-cascade` wrote") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path} holds no cascade object. Fix: give a JSON file "
+                                  "written from Cascade.to_dict()")
+            return Cascade.from_dict(data), folder
         assert spec.models is not None  # checked by the config model
-        return Cascade(tuple(spec.models), tuple(spec.thresholds), spec.signal)
+        n = len(spec.models)
+        if len(spec.thresholds) != n - 1:
+            raise ConfigError(f"a cascade of {n} models needs {n - 1} thresholds (one per step "
+                              f"but the last, which always answers); got "
+                              f"{len(spec.thresholds)}. Fix: give endpoints.{name}.thresholds "
+                              f"{n - 1} number(s)")
+        return Cascade(tuple(spec.models), tuple(spec.thresholds),
+                       spec.signal or "confidence"), None
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _judge(name: str, spec: CascadeEndpoint, cascade: Cascade, folder: Path | None,
+           scorer: LearnedScorer | None) -> Judge:
+    """How the cascade endpoint scores early answers: its signal with the config's
+    parameters; the learned signal's scorer comes from ``scorer`` (passed in), the config's
+    ``scorer`` path, or the folder of its ``file``, in that order."""
+    from routecast.backends.judges import LIVE_SIGNALS, make_judge
+    from routecast.errors import DataError
+    from routecast.signals.persist import has_scorer, load_scorer
+
+    where = f"endpoints.{name}"
+    if cascade.signal not in LIVE_SIGNALS:
+        raise ConfigError(f"{where}.file: the cascade's signal {cascade.signal!r} cannot be "
+                          f"computed live. Fix: tune it for one of {', '.join(LIVE_SIGNALS)}")
+    if spec.signal is not None and spec.signal != cascade.signal:
+        raise ConfigError(f"{where}.signal: the cascade in {spec.file} was tuned for the "
+                          f"{cascade.signal!r} signal, not {spec.signal!r}. Fix: remove "
+                          "`signal` (the file's is used), or tune the cascade for "
+                          f"{spec.signal}")
+    problems = spec.misplaced(cascade.signal)
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+    if cascade.signal == "learned" and scorer is None:
+        path = spec.scorer or folder
+        if path is None or (spec.scorer is None and not has_scorer(path)):
+            raise ConfigError(
+                f"{where}.scorer: the learned signal cannot be computed live without a fitted "
+                f"scorer{f' (there is none in {path})' if path else ''}. Fix: set `scorer:` to "
+                "the folder `routecast tune-cascade --signal learned` wrote")
+        try:
+            scorer = load_scorer(path)
+        except DataError as e:
+            raise ConfigError(f"{where}.scorer: {e}") from None
+    try:
+        return make_judge(cascade.signal, summary=spec.logprobs, samples=spec.samples,
+                          temperature=spec.temperature, votes=spec.votes, scorer=scorer)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from routecast.data.dataset import Dataset
 from routecast.errors import ConfigError, DataError
@@ -152,12 +153,88 @@ class LearnedScorer(Signal):
         x = self._features(self.prompt_vectorizer_.transform(list(prompts)), responses, conf)
         return np.asarray(est.predict_proba(x)[:, 1], dtype=np.float64)
 
+    # -- persistence (see routecast.signals.persist): JSON + numpy arrays, no pickle ----------
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        """The fitted state as JSON-able values and numpy arrays: each vocabulary (its terms
+        in column order, its analyser settings, its idf weights) and each model's classifier
+        (coefficients, intercept, classes) or constant score."""
+        self._check_fitted()
+        values: dict[str, Any] = {"models": list(self.models_),
+                                  "uses_confidence": self.uses_confidence_}
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for key in ("prompt", "answer"):
+            vec = getattr(self, f"{key}_vectorizer_")
+            vocab = vec.vocabulary_
+            values[f"{key}_vectorizer"] = {
+                "terms": sorted(vocab, key=vocab.__getitem__),  # column order
+                "params": {k: list(v) if k == "ngram_range" else v
+                           for k, v in vec.get_params().items() if k in _ANALYSER}}
+            arrays[f"{key}_idf"] = np.asarray(vec.idf_, dtype=np.float64)
+        estimators: list[float | None] = []
+        for j, est in enumerate(self.estimators_):
+            if isinstance(est, float):
+                estimators.append(est)
+                continue
+            estimators.append(None)  # a classifier: its arrays are stored under its index
+            arrays.update({f"coef_{j}": est.coef_, f"intercept_{j}": est.intercept_,
+                           f"classes_{j}": est.classes_})
+        values["estimators"] = estimators
+        return values, arrays
+
+    def set_state(self, values: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> None:
+        """Restore what :meth:`get_state` returned, on an instance with the same parameters;
+        raises ``KeyError`` / ``ValueError`` on an inconsistent state."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        for key in ("prompt", "answer"):
+            spec = values[f"{key}_vectorizer"]
+            params = {k: tuple(v) if k == "ngram_range" else v
+                      for k, v in dict(spec["params"]).items() if k in _ANALYSER}
+            terms = [str(t) for t in spec["terms"]]
+            # A fixed vocabulary: transform() maps the same terms to the same columns.
+            vec = TfidfVectorizer(**params, vocabulary={t: i for i, t in enumerate(terms)},
+                                  dtype=np.float64)
+            vec.idf_ = np.asarray(arrays[f"{key}_idf"], dtype=np.float64)  # checks the length
+            setattr(self, f"{key}_vectorizer_", vec)
+        n_features = (len(self.prompt_vectorizer_.vocabulary_)
+                      + len(self.answer_vectorizer_.vocabulary_)
+                      + 2 + int(bool(values["uses_confidence"])))
+        estimators: list[Any] = []
+        for j, constant in enumerate(values["estimators"]):
+            if constant is not None:
+                estimators.append(float(constant))
+                continue
+            coef = np.asarray(arrays[f"coef_{j}"], dtype=np.float64)
+            if coef.shape != (1, n_features):
+                raise ValueError(f"classifier {j} has coefficients of shape {coef.shape}, "
+                                 f"expected (1, {n_features})")
+            clf = LogisticRegression(C=self.C, solver="liblinear", dual=True, max_iter=1000,
+                                     random_state=0)
+            clf.coef_ = coef
+            clf.intercept_ = np.asarray(arrays[f"intercept_{j}"], dtype=np.float64)
+            clf.classes_ = np.asarray(arrays[f"classes_{j}"])
+            clf.n_features_in_ = n_features
+            estimators.append(clf)
+        self.models_ = tuple(str(m) for m in values["models"])
+        if len(estimators) != len(self.models_):
+            raise ValueError(f"{len(estimators)} classifiers for {len(self.models_)} models")
+        self.uses_confidence_ = bool(values["uses_confidence"])
+        self.estimators_ = estimators
+
     def _score(self, dataset: Dataset) -> FloatArray:
         cols = []
         for est, x in zip(self.estimators_, self._design(dataset), strict=True):
             cols.append(np.full(dataset.n_prompts, est) if isinstance(est, float)
                         else est.predict_proba(x)[:, 1])
         return np.column_stack(cols)
+
+
+#: The vectorizer settings that decide how text becomes features (all JSON-able); the ones
+#: that decide which terms are kept (min_df, max_features) do not matter once it is fitted.
+_ANALYSER = ("analyzer", "binary", "lowercase", "ngram_range", "norm", "smooth_idf",
+             "strip_accents", "sublinear_tf", "token_pattern", "use_idf", "stop_words")
 
 
 def _text(response: object) -> str:
