@@ -5,7 +5,9 @@ they were collected and costed), tunes on train + validation, and prints, on the
 accuracy, mean recorded latency and mean energy per question of
 
 * always SmolLM2-135M, always Gemma 3 270M (each asked without log-probs);
-* the cascade SmolLM2 -> Gemma (what ``routecast serve`` runs), and the reverse order;
+* the cascade Gemma -> SmolLM2 judged by the learned scorer (what ``routecast serve`` runs),
+  and the reverse order; the two orders judged by the first step's log-prob confidence (asked
+  for, and priced, with log-probs);
 * the routed endpoint (TF-IDF linear router, and the kNN one);
 
 with bootstrap 95 % intervals (prompts resampled) for the differences against always Gemma.
@@ -34,12 +36,12 @@ def _replays(data: outcomes.LocalOutcomes, split: str) -> dict[str, tuple[Replay
     plain = outcomes.served(data).subset(split)
     for m in (SMALL, LARGE):
         out[f"always {m}"] = (outcomes.single(plain, m), plain)
-    for order in ((SMALL, LARGE), (LARGE, SMALL)):
-        cascade = outcomes.tune_cascade(data, order)
-        served = outcomes.served(data, first=order[0]).subset(split)
-        assert served.confidence is not None
-        out[f"cascade {cascade.describe()}"] = (cascade.replay(served, served.confidence),
-                                                served)
+    for signal in ("learned", "confidence"):
+        for order in ((LARGE, SMALL), (SMALL, LARGE)):
+            tuned = outcomes.tune_cascade(data, order, signal=signal)
+            served = tuned.data(data).subset(split)
+            out[f"cascade {tuned.cascade.describe()} {signal}"] = (
+                tuned.cascade.replay(served, tuned.scores(served)), served)
     for kind in ("linear", "knn"):
         router, policy = outcomes.fit_router(data, kind)
         picks = router.route(list(plain.prompts), policy)
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     base, _ = replays[f"always {LARGE}"]
     rng = np.random.default_rng(args.seed)
     rows = []
-    header = (f"{'':44s} {'accuracy':>8s} {'lat s':>6s} {'energy J':>8s} {'escal.':>6s}  "
+    header = (f"{'':60s} {'accuracy':>8s} {'lat s':>6s} {'energy J':>8s} {'escal.':>6s}  "
               f"{'d acc vs Gemma [95% CI]':>26s}  {'d energy J [95% CI]':>24s}")
     print(header)
     for name, (r, served) in replays.items():
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                "d_energy_j": float(d_j.mean()), "d_energy_j_ci": j_ci,
                "d_latency_s": float((r.latency_s - base.latency_s).mean())}
         rows.append(row)
-        print(f"{name:44s} {row['accuracy']:8.3f} {row['latency_s']:6.2f} "
+        print(f"{name:60s} {row['accuracy']:8.3f} {row['latency_s']:6.2f} "
               f"{row['energy_j']:8.2f} {r.escalation_rate:6.2f}  "
               f"{row['d_accuracy']:+7.3f} [{acc_ci[0]:+.3f}, {acc_ci[1]:+.3f}]  "
               f"{row['d_energy_j']:+7.2f} [{j_ci[0]:+.2f}, {j_ci[1]:+.2f}]")

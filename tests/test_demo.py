@@ -44,7 +44,9 @@ def test_summary_compares_each_endpoint_with_always_gemma() -> None:
     assert re.search(r"auto\s+accuracy\s+100%.*time 50% saved, energy 100% more", text), text
     n_test = int((outcomes.load().plain.split == "test").sum())
     assert f"Replayed over all {n_test} held-out questions" in text
-    assert f"always {LARGE}" in text and "cascade smollm2-135m (>=" in text
+    from routecast.local.default import tuned
+
+    assert f"always {LARGE}" in text and f"cascade {tuned()[0].cascade.describe()}" in text
 
 
 def test_demo_runs_on_the_real_models() -> None:
@@ -55,7 +57,7 @@ def test_demo_runs_on_the_real_models() -> None:
     assert "[1/1]" in out and "ready on http://127.0.0.1:" in out
     # one line per endpoint, naming the model(s) that answered and the verdict
     assert re.search(rf"^\s+gemma3\s+{LARGE}\s+(right|wrong)", out, re.M), out
-    assert re.search(rf"^\s+cascade\s+{SMALL}( -> {LARGE})?\s+(right|wrong)", out, re.M), out
+    assert re.search(rf"^\s+cascade\s+{LARGE}( -> {SMALL})?\s+(right|wrong)", out, re.M), out
     assert re.search(rf"^\s+auto\s+({SMALL}|{LARGE})\s+(right|wrong)", out, re.M), out
     assert "On these 1 questions" in out and f"vs always {LARGE}" in out
     assert "Replayed over all" in out

@@ -15,6 +15,7 @@ from routecast.backends.openai_http import OpenAIHTTPBackend
 from routecast.backends.prompt_format import PromptFormat
 from routecast.backends.routed import RoutedBackend
 from routecast.cascade import Cascade
+from routecast.errors import ConfigError
 from routecast.local import outcomes
 from routecast.local.default import (
     CASCADE_ENDPOINT,
@@ -68,6 +69,21 @@ def test_default_config_serves_four_endpoints_over_two_local_models() -> None:
     assert live.cascade == cascade and live.summary == "mean_prob"
 
 
+def test_default_config_serves_the_learned_cascade_with_the_fitted_scorer() -> None:
+    tuned_cascade, router, policy = tuned()
+    config = default_config(URLS, tuned_cascade.cascade)
+    spec = config.endpoints[CASCADE_ENDPOINT]
+    assert getattr(spec, "signal", None) == "learned"
+    with pytest.raises(ConfigError, match="scorer"):  # a learned cascade needs its scorer
+        build_endpoints(config, routers={ROUTED_ENDPOINT: (router, policy)})
+    assert tuned_cascade.scorer is not None
+    table = build_endpoints(config, routers={ROUTED_ENDPOINT: (router, policy)},
+                            scorers={CASCADE_ENDPOINT: tuned_cascade.scorer})
+    live = table.backends[CASCADE_ENDPOINT]
+    assert isinstance(live, CascadeBackend) and live.cascade == tuned_cascade.cascade
+    assert live.judge.name == "learned"
+
+
 def test_the_cascade_scores_answers_as_collect_recorded_them() -> None:
     # collect's confidence is the arithmetic mean token probability; the live cascade must
     # compute the same number, or the tuned threshold would mean something else live.
@@ -95,10 +111,12 @@ def test_served_costs_log_probs_only_for_the_first_step(shipped: outcomes.LocalO
     assert agree > 0.9
 
 
-def test_tuned_cascade_is_at_least_as_accurate_as_either_model_on_its_tuning_data(
+def test_tuned_confidence_cascade_is_at_least_as_accurate_as_either_model_on_its_tuning_data(
         shipped: outcomes.LocalOutcomes) -> None:
-    cascade = outcomes.tune_cascade(shipped)
+    tuned_cascade = outcomes.tune_cascade(shipped, (SMALL, LARGE), signal="confidence")
+    cascade = tuned_cascade.cascade
     assert cascade.models == (SMALL, LARGE) and len(cascade.thresholds) == 1
+    assert tuned_cascade.scorer is None and cascade.signal == "confidence"
     data = outcomes.served(shipped, first=SMALL)
     tuning = data.take(np.isin(data.split, ("train", "validation")))
     assert tuning.confidence is not None
@@ -108,6 +126,26 @@ def test_tuned_cascade_is_at_least_as_accurate_as_either_model_on_its_tuning_dat
         alone = outcomes.single(tuning, model).mean_quality
         assert replay.mean_quality >= alone - slack - 1e-12
     # and it is not one of the degenerate thresholds that never or always escalate
+    assert 0 < replay.escalation_rate < 1
+
+
+def test_served_cascade_starts_with_the_cheaper_model_and_needs_no_log_probs(
+        shipped: outcomes.LocalOutcomes) -> None:
+    tuned_cascade = outcomes.tune_cascade(shipped)
+    cascade, scorer = tuned_cascade.cascade, tuned_cascade.scorer
+    plain = outcomes.served(shipped)
+    first, second = (plain.model_index(m) for m in cascade.models)
+    # "cheaper" as measured: the first step's answers cost less energy on every split
+    assert plain.cost_usd[:, first].mean() < plain.cost_usd[:, second].mean()
+    assert cascade.signal == "learned" and scorer is not None
+    assert not scorer.uses_confidence_  # judged on text only: no log-probs are asked for
+    data = tuned_cascade.data(shipped)
+    assert data.confidence is not None and np.isnan(data.confidence).all()
+    np.testing.assert_array_equal(data.cost_usd, plain.cost_usd)
+    tuning = data.take(np.isin(data.split, ("train", "validation")))
+    replay = cascade.replay(tuning, tuned_cascade.scores(tuning))
+    # escalating on the scorer's doubt beats the first model alone on the tuning prompts
+    assert replay.mean_quality > outcomes.single(tuning, cascade.models[0]).mean_quality
     assert 0 < replay.escalation_rate < 1
 
 
@@ -124,15 +162,16 @@ def test_held_out_report_covers_the_four_ways(shipped: outcomes.LocalOutcomes) -
 # -- the real thing ------------------------------------------------------------------------------
 
 
-def _confident_and_doubtful(shipped: outcomes.LocalOutcomes, threshold: float
-                            ) -> tuple[str, str]:
-    """The prompts on which SmolLM2 was most and least sure, by the recorded confidence."""
-    conf = shipped.logprobs.confidence
-    assert conf is not None
-    col = conf[:, shipped.logprobs.model_index(SMALL)]
-    hi, lo = int(np.nanargmax(col)), int(np.nanargmin(col))
+def _trusted_and_doubted(shipped: outcomes.LocalOutcomes, tuned_cascade: outcomes.TunedCascade
+                         ) -> tuple[str, str]:
+    """The held-out prompts whose recorded first-step answers the scorer rates highest and
+    lowest (answers are greedy, so the live ones are the recorded ones)."""
+    data = tuned_cascade.data(shipped).subset("test")
+    col = tuned_cascade.scores(data)[:, data.model_index(tuned_cascade.cascade.models[0])]
+    hi, lo = int(np.argmax(col)), int(np.argmin(col))
+    threshold = tuned_cascade.cascade.thresholds[0]
     assert col[hi] > threshold > col[lo]  # else the prompts would not test the threshold
-    return shipped.logprobs.prompts[hi], shipped.logprobs.prompts[lo]
+    return data.prompts[hi], data.prompts[lo]
 
 
 @pytest.fixture(scope="module")
@@ -167,23 +206,24 @@ def test_serve_without_config_answers_on_every_endpoint(server: Server) -> None:
     assert "\n" not in (gemma.choices[0].message.content or "").strip()
 
 
-def test_cascade_escalates_on_doubt_and_not_on_confidence(
+def test_cascade_escalates_on_doubt_and_not_on_trust(
         server: Server, shipped: outcomes.LocalOutcomes) -> None:
     import openai
 
-    threshold = tuned()[0].thresholds[0]
-    sure, doubtful = _confident_and_doubtful(shipped, threshold)
+    tuned_cascade = tuned()[0]
+    first, second = tuned_cascade.cascade.models
+    sure, doubtful = _trusted_and_doubted(shipped, tuned_cascade)
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
 
     def route(prompt: str) -> list[str]:
         raw = client.chat.completions.with_raw_response.create(
             model=CASCADE_ENDPOINT, messages=[{"role": "user", "content": prompt}],
             max_tokens=32, temperature=0)
-        assert raw.parse().choices[0].logprobs is None  # the cascade asked for them, not us
+        assert raw.parse().choices[0].logprobs is None
         return raw.headers["x-routecast-route"].split(",")
 
-    assert route(sure) == [SMALL]
-    assert route(doubtful) == [SMALL, LARGE]
+    assert route(sure) == [first]
+    assert route(doubtful) == [first, second]
 
 
 def test_model_servers_stop_with_serve(server: Server) -> None:

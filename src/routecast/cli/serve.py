@@ -39,7 +39,7 @@ def serve_cmd(config_path: str | None, host: str, port: int, log_level: str) -> 
         from routecast.local.default import embedded
 
         with embedded(say=lambda line: err_console.print(line, highlight=False)) as local:
-            _run(create_app(local.config, routers=local.routers), local.config, host, port,
+            _run(create_app(local.config, table=local.endpoints()), local.config, host, port,
                  log_level)
         return
     from routecast.server.config import load_config

@@ -11,14 +11,16 @@ endpoint    what answers
               the same few-shot template ``routecast collect`` used (:data:`GEMMA_FORMAT`)
 ``auto``      routed: a TF-IDF linear router fitted at start-up on the shipped outcomes (train
               split), its policy calibrated on validation (:mod:`routecast.local.outcomes`)
-``cascade``   SmolLM2 first, asked for token log-probs; kept when its mean token probability
-              reaches the threshold tuned on the shipped outcomes, else Gemma answers
+``cascade``   Gemma first (the cheaper model per answer: it answers in a few tokens); its
+              answer is kept when a learned scorer (FrugalGPT-style, question and answer
+              text) rates it at least the threshold tuned on the shipped outcomes, else
+              SmolLM2 answers
 ==========  =====================================================================================
 
-Only SmolLM2's server keeps log-probs (llama-cpp-python's ``logits_all``): the cascade needs
-them from its first step only, and on Gemma they would cost 14x the CPU of the answer.
-Fitting and tuning take about a second, so nothing is cached between starts; the model
-servers stop with the :func:`embedded` block (and with this process, however it ends).
+No server keeps log-probs (llama-cpp-python's ``logits_all``): the learned scorer needs none,
+and llama-cpp-python makes them cost 3-4x the CPU of the answer itself. Fitting and tuning take
+about two seconds, so nothing is cached between starts; the model servers stop with the
+:func:`embedded` block (and with this process, however it ends).
 """
 
 from __future__ import annotations
@@ -36,16 +38,19 @@ from routecast.local.outcomes import LARGE, SMALL, data_dir
 if TYPE_CHECKING:
     from routecast.cascade import Cascade
     from routecast.local.llamacpp import LlamaServer
+    from routecast.local.outcomes import TunedCascade
     from routecast.policy import Policy
     from routecast.routers.base import Router
     from routecast.server.config import Config, PromptFormatConfig
+    from routecast.server.endpoints import EndpointTable
+    from routecast.signals.learned import LearnedScorer
 
 #: Endpoint name -> the model it serves alone.
 PLAIN_ENDPOINTS = {"smollm2": SMALL, "gemma3": LARGE}
 ROUTED_ENDPOINT = "auto"
 CASCADE_ENDPOINT = "cascade"
-#: How the cascade summarises log-probs: the arithmetic mean token probability, which is what
-#: ``routecast collect`` records as ``confidence`` and so what the threshold was tuned on.
+#: How a ``confidence`` cascade summarises log-probs: the arithmetic mean token probability,
+#: which is what ``routecast collect`` records as ``confidence`` (what its threshold is tuned on).
 CASCADE_SUMMARY = "mean_prob"
 
 
@@ -83,17 +88,20 @@ def default_config(urls: Mapping[str, str], cascade: Cascade, *, db: Path | None
                    ) -> Config:
     """The config of the embedded default, for model servers at ``urls`` (model -> root URL).
 
-    The routed endpoint's router is passed to the app directly (see :func:`embedded`); its
-    ``router`` path names the data it was fitted on, for ``/v1/models`` readers and logs.
+    The routed endpoint's router and a ``learned`` cascade's scorer are passed to the app
+    directly (see :meth:`Embedded.endpoints`); the ``router`` path names the data the router
+    was fitted on, for ``/v1/models`` readers and logs.
     """
     from routecast.server.config import parse_config
 
     endpoints: dict[str, object] = {
         name: {"type": "plain", "model": model} for name, model in PLAIN_ENDPOINTS.items()}
     endpoints[ROUTED_ENDPOINT] = {"type": "routed", "router": str(data_dir())}
-    endpoints[CASCADE_ENDPOINT] = {"type": "cascade", "models": list(cascade.models),
-                                   "thresholds": list(cascade.thresholds),
-                                   "logprobs": CASCADE_SUMMARY}
+    live: dict[str, object] = {"type": "cascade", "models": list(cascade.models),
+                               "thresholds": list(cascade.thresholds), "signal": cascade.signal}
+    if cascade.signal == "confidence":
+        live["logprobs"] = CASCADE_SUMMARY
+    endpoints[CASCADE_ENDPOINT] = live
     return parse_config({"models": {m: _model_entry(m, urls[m]) for m in (SMALL, LARGE)},
                          "endpoints": endpoints,
                          "storage": {"db": None if db is None else str(db)}},
@@ -125,10 +133,19 @@ class Embedded:
     routers: dict[str, tuple[Router, Policy]]
     cascade: Cascade
     servers: dict[str, LlamaServer]
+    scorer: LearnedScorer | None = None
+
+    def endpoints(self) -> EndpointTable:
+        """The endpoint table to serve, with the fitted router and scorer."""
+        from routecast.server.endpoints import build_endpoints
+
+        scorers = {} if self.scorer is None else {CASCADE_ENDPOINT: self.scorer}
+        return build_endpoints(self.config, routers=self.routers, scorers=scorers)
 
 
-def tuned() -> tuple[Cascade, Router, Policy]:
-    """The cascade and the router, tuned and fitted on the shipped outcomes."""
+def tuned() -> tuple[TunedCascade, Router, Policy]:
+    """The cascade (with its scorer) and the router, tuned and fitted on the shipped
+    outcomes."""
     from routecast.local import outcomes
 
     data = outcomes.load()
@@ -145,23 +162,26 @@ def embedded(*, threads: int | None = None, timeout_s: float = 180.0, db: Path |
     """
     from routecast.local import llamacpp
 
-    cascade, router, policy = tuned()
-    say(f"cascade {cascade.describe()} and router {router.name!r} tuned on the shipped "
-        "outcomes")
+    tuned_cascade, router, policy = tuned()
+    cascade = tuned_cascade.cascade
+    say(f"cascade {cascade.describe()} ({cascade.signal} signal) and router {router.name!r} "
+        "tuned on the shipped outcomes")
     n_threads = threads or llamacpp.default_threads(2)
     servers: dict[str, LlamaServer] = {}
     try:
-        # Log-probs (logits_all) only where the cascade asks for them: its first step.
+        # Log-probs (logits_all) only where the cascade reads them: the first step of a
+        # confidence cascade. The learned scorer reads text only.
         for model in (SMALL, LARGE):
+            logprobs = cascade.signal == "confidence" and model == cascade.models[0]
             servers.update(llamacpp.start([BUILTIN[model]], n_threads=n_threads,
-                                          logprobs=model == cascade.models[0],
-                                          timeout_s=timeout_s))
+                                          logprobs=logprobs, timeout_s=timeout_s))
             s = servers[model]
             say(f"started {model} (llama.cpp, {s.n_threads} thread(s), log-probs "
-                f"{'on' if model == cascade.models[0] else 'off'}) in {s.ready_s:.1f}s")
+                f"{'on' if logprobs else 'off'}) in {s.ready_s:.1f}s")
         _warm_template(servers[LARGE])
         config = default_config({m: s.base_url for m, s in servers.items()}, cascade, db=db)
-        yield Embedded(config, {ROUTED_ENDPOINT: (router, policy)}, cascade, servers)
+        yield Embedded(config, {ROUTED_ENDPOINT: (router, policy)}, cascade, servers,
+                       tuned_cascade.scorer)
     finally:
         for s in servers.values():
             s.stop()

@@ -254,11 +254,13 @@ def summary(result: DemoResult) -> list[str]:
             if endpoint == "cascade":
                 line += f"; escalated {escalated}/{n}"
         lines.append(line)
-    lines.append(f"  (the cascade asks {SMALL} for token log-probs, its confidence signal: "
-                 "llama-cpp-python computes them in Python, ~4x the CPU of the answer itself)")
-    cascade, router, policy = tuned()
+    tuned_cascade, router, policy = tuned()
+    lines.append(f"  (the cascade asks {tuned_cascade.cascade.models[0]} first and keeps its "
+                 "answer when a learned scorer of the question and answer rates it highly "
+                 "enough; no log-probs, which llama-cpp-python computes in Python at 3-4x the "
+                 "CPU of the answer)")
     data = outcomes.load()
-    rows = outcomes.held_out_report(data, cascade, router, policy)
+    rows = outcomes.held_out_report(data, tuned_cascade, router, policy)
     n_test = int((data.plain.split == "test").sum())
     lines.append(f"Replayed over all {n_test} held-out questions of the shipped outcomes "
                  "(energy from the local profile, latency as recorded):")

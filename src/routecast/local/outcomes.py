@@ -12,11 +12,12 @@ They are regenerated with::
 (written under ``out/`` first, so the resumable journals stay out of the package).
 
 Two runs, because llama-cpp-python makes log-probs dear (it sorts the whole vocabulary in
-Python for every generated token): 4x the CPU for SmolLM2, 14x for Gemma. A deployment asks
-for log-probs only where a signal needs them -- the first step of the cascade -- so
-:func:`served` builds the table a deployment would see: every model as asked *without*
-log-probs, except the cascade's first step, taken from the run *with* them (its confidence and
-its dearer cost).
+Python for every generated token): 3x the CPU for SmolLM2, 14x for Gemma
+(``benchmarks/local_costs.py``). A deployment asks for log-probs only where a signal needs
+them -- the first step of a ``confidence`` cascade -- so :func:`served` builds the table a
+deployment would see: every model as asked *without* log-probs, except that step, taken from
+the run *with* them (its confidence and its dearer cost). The cascade ``routecast serve`` runs
+is judged by a learned scorer of the question and answer text instead, and needs none.
 
 Cost of an answer: its energy, ``WATTS_PER_THREAD`` x the CPU seconds the model's
 :class:`~routecast.local.models.LocalProfile` predicts for its recorded output tokens (one
@@ -49,6 +50,7 @@ from routecast.local.models import BUILTIN, WATTS_PER_THREAD
 if TYPE_CHECKING:
     from routecast.policy import Policy
     from routecast.routers.base import Router
+    from routecast.signals.learned import LearnedScorer
 
 SMALL = "smollm2-135m"
 LARGE = "gemma3-270m"  # the larger model (270M parameters), the baseline to beat
@@ -138,6 +140,38 @@ def usd_to_j(cost_usd: float) -> float:
 # -- the cascade -------------------------------------------------------------------------------
 
 
+#: The served cascade asks Gemma first: asked completion-style it answers in ~3.5 tokens, so it
+#: is the cheaper model per answer (1.7 J against SmolLM2's 3.6 J on the shipped outcomes;
+#: ``benchmarks/local_costs.py`` measures it live), and a cascade starts with the cheapest.
+CASCADE_ORDER = (LARGE, SMALL)
+#: Out-of-fold folds for the learned scorer's tuning scores.
+SCORER_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class TunedCascade:
+    """A tuned two-step cascade and, for the ``learned`` signal, the scorer that judges it."""
+
+    cascade: Cascade
+    scorer: LearnedScorer | None = None
+
+    def scores(self, data: Dataset) -> FloatArray:
+        """The signal's score of every answer in ``data`` (the confidence recorded with
+        log-probs, or the scorer's)."""
+        if self.scorer is not None:
+            return self.scorer.score(data)
+        if data.confidence is None:
+            raise DataError("has no confidence to judge the cascade by", where=data.name,
+                            fix="serve it with outcomes.served(..., first=<first step>)")
+        return data.confidence
+
+    def data(self, outcomes: LocalOutcomes) -> Dataset:
+        """The outcomes as this cascade is served: log-probs only where its signal reads
+        them (the first step of a ``confidence`` cascade)."""
+        return served(outcomes, first=None if self.scorer is not None
+                      else self.cascade.models[0])
+
+
 def candidate_thresholds(confidence: FloatArray, n_levels: int = N_LEVELS) -> FloatArray:
     """0 (never escalate), ``n_levels`` quantiles of ``confidence``, and above 1 (always)."""
     probs = np.arange(1, n_levels + 1) / (n_levels + 1)
@@ -146,29 +180,45 @@ def candidate_thresholds(confidence: FloatArray, n_levels: int = N_LEVELS) -> Fl
     return np.unique(np.r_[0.0, levels, 1.0 + 1e-9])
 
 
-def tune_cascade(outcomes: LocalOutcomes, order: tuple[str, str] = (SMALL, LARGE), *,
-                 splits: tuple[str, ...] = ("train", "validation"),
-                 n_levels: int = N_LEVELS) -> Cascade:
-    """The two-step cascade ``order`` with its threshold tuned on ``splits``.
+def tune_cascade(outcomes: LocalOutcomes, order: tuple[str, str] = CASCADE_ORDER, *,
+                 signal: str = "learned", splits: tuple[str, ...] = ("train", "validation"),
+                 n_levels: int = N_LEVELS) -> TunedCascade:
+    """The two-step cascade ``order`` judged by ``signal``, its threshold tuned on ``splits``.
+
+    ``learned``: a FrugalGPT-style scorer of (question, answer) text, needing no log-probs;
+    thresholds are tuned on its out-of-fold scores of the tuning prompts, and the scorer that
+    is served is then fitted on all of them. ``confidence``: the first step's mean token
+    probability, asked for with log-probs (and priced with them).
 
     The goal: the highest accuracy on the tuning prompts; among thresholds within one prompt's
     worth of it, the cheapest (a coarse grid and that slack keep it from chasing noise).
     """
-    data = served(outcomes, first=order[0])
+    if signal not in ("learned", "confidence"):
+        raise CalibrationError(f"unknown signal {signal!r} for the local cascade; use "
+                               "'learned' or 'confidence'")
+    data = served(outcomes, first=None if signal == "learned" else order[0])
     tuning = data.take(np.isin(data.split, splits))
     if tuning.n_prompts == 0:
         raise CalibrationError(f"no prompts in splits {splits} to tune the cascade on")
-    assert tuning.confidence is not None
-    scores = tuning.confidence
+    scorer: LearnedScorer | None = None
+    if signal == "learned":
+        from routecast.signals.learned import LearnedScorer
+
+        scorer = LearnedScorer(use_confidence=False)
+        scores = scorer.cross_fit(tuning, folds=SCORER_FOLDS, seed=0)
+        scorer.fit(tuning)
+    else:
+        assert tuning.confidence is not None
+        scores = tuning.confidence
     col = tuning.model_index(order[0])
-    candidates = [Cascade(order, (float(t),)) for t in
+    candidates = [Cascade(order, (float(t),), signal) for t in
                   candidate_thresholds(scores[:, col], n_levels)]
     replays = [c.replay(tuning, scores) for c in candidates]
     best = max(r.mean_quality for r in replays)
     slack = 1.0 / tuning.n_prompts
     pick = min((i for i, r in enumerate(replays) if r.mean_quality >= best - slack - 1e-12),
                key=lambda i: replays[i].mean_cost_usd)
-    return candidates[pick]
+    return TunedCascade(candidates[pick], scorer)
 
 
 # -- the router ----------------------------------------------------------------------------------
@@ -222,15 +272,14 @@ def single(data: Dataset, model: str) -> Replay:
     return Cascade((model,)).replay(data, np.zeros((data.n_prompts, data.n_models)))
 
 
-def held_out_report(outcomes: LocalOutcomes, cascade: Cascade, router: Router, policy: Policy,
-                    split: str = "test") -> list[Figures]:
+def held_out_report(outcomes: LocalOutcomes, tuned: TunedCascade, router: Router,
+                    policy: Policy, split: str = "test") -> list[Figures]:
     """Always SmolLM2, always Gemma, the cascade and the routed endpoint on ``split``."""
     plain = served(outcomes).subset(split)
     rows = [_figures(f"always {m}", plain, single(plain, m)) for m in (SMALL, LARGE)]
-    data = served(outcomes, first=cascade.models[0]).subset(split)
-    assert data.confidence is not None
-    rows.append(_figures(f"cascade {cascade.describe()}", data,
-                         cascade.replay(data, data.confidence)))
+    data = tuned.data(outcomes).subset(split)
+    rows.append(_figures(f"cascade {tuned.cascade.describe()}", data,
+                         tuned.cascade.replay(data, tuned.scores(data))))
     picks = router.route(list(plain.prompts), policy)
     visited = np.zeros((plain.n_prompts, plain.n_models), dtype=bool)
     cols = np.array([plain.model_index(m) for m in picks], dtype=np.int64)
