@@ -9,11 +9,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from routecast.policy import Policy
 from routecast.routers.base import Router
 from routecast.server.app import create_app
 from routecast.server.config import Config, parse_config
-from tests.stub_upstream import LiveServer
+from tests.stub_upstream import LiveServer, StubUpstream
 
 #: USD per million tokens of the three toy models (input, output, cached input).
 PRICES = {"small": (0.1, 0.4, 0.05), "medium": (1.0, 4.0, 0.5), "large": (10.0, 30.0, 2.5)}
@@ -48,6 +50,33 @@ def serve(config: Config, routers: dict[str, tuple[Router, Policy]] | None = Non
     app = create_app(config, routers=routers, env=env or {})
     with LiveServer(app) as live:
         yield live.url
+
+
+def stub_fixture() -> Callable[..., Any]:
+    """A module-scoped fixture named ``stub``: one :class:`StubUpstream` for a module's tests.
+
+    Bind it at module level, ``stub = stub_fixture()``; each module that does gets its own
+    upstream, as with a fixture written out in the module. (Typed as a plain callable: pytest
+    does not export the type of a fixture definition.)
+    """
+
+    @pytest.fixture(scope="module", name="stub")
+    def fixture() -> Iterator[StubUpstream]:
+        with StubUpstream() as stub:
+            yield stub
+
+    return fixture
+
+
+def db_fixture() -> Callable[..., Any]:
+    """A module-scoped fixture named ``db``: the path of a fresh request log (and key store)
+    for a module's server, not created yet. Bind it as ``db = db_fixture()``."""
+
+    @pytest.fixture(scope="module", name="db")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return tmp_path_factory.mktemp("log") / "requests.db"
+
+    return fixture
 
 
 def read_rows(db: Path) -> list[dict[str, Any]]:

@@ -9,22 +9,15 @@ from pathlib import Path
 import pytest
 
 from routecast.server.privacy import PrivacyRule
-from tests.routecast_live import log_rows, make_config, model_entry, serve
+from tests.routecast_live import db_fixture, log_rows, make_config, model_entry, serve, stub_fixture
 from tests.stub_upstream import StubUpstream
 from tests.test_server_errors import assert_openai_error, call
 
 USER = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubUpstream]:
-    with StubUpstream() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("log") / "r.db"
+stub = stub_fixture()
+db = db_fixture()
 
 
 @pytest.fixture(scope="module")

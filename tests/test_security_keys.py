@@ -14,7 +14,7 @@ import pytest
 from routecast.cli import main
 from routecast.errors import RequestError
 from routecast.server.keys import KeyStore, add_key, list_keys
-from tests.routecast_live import log_rows, make_config, model_entry, serve
+from tests.routecast_live import db_fixture, log_rows, make_config, model_entry, serve, stub_fixture
 from tests.stub_upstream import Step, StubUpstream
 from tests.test_server_errors import call
 
@@ -30,15 +30,8 @@ def chat(base: str, token: str | None, model: str = "small") -> tuple[int, dict[
     return status, h, json.loads(raw)
 
 
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubUpstream]:
-    with StubUpstream() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("keys") / "r.db"
+stub = stub_fixture()
+db = db_fixture()
 
 
 @pytest.fixture(scope="module")

@@ -13,32 +13,22 @@ from urllib.parse import urlsplit
 import pytest
 
 from routecast.server.endpoints import http_backend
-from tests.routecast_live import log_rows, make_config, model_entry, serve
+from tests.routecast_live import db_fixture, log_rows, make_config, model_entry, serve, stub_fixture
 from tests.stub_upstream import Step, StubUpstream, iter_sse
 
 SECRET = "sk-test-0123456789abcdef"
 
 
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubUpstream]:
-    with StubUpstream() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("log") / "requests.db"
+stub = stub_fixture()
+db = db_fixture()
 
 
 @pytest.fixture(scope="module")
 def server(stub: StubUpstream, db: Path) -> Iterator[str]:
-    config = make_config(
-        stub.url, db,
-        models={
-            "slow": model_entry(stub.url, "slow", read_timeout_s=0.2, max_retries=0),
-            "keyed": model_entry(stub.url, "keyed", api_key_env="STUB_KEY", max_retries=0),
-        },
-        limits={"max_body_bytes": 4096, "max_messages": 3})
+    config = make_config(stub.url, db, limits={"max_body_bytes": 4096, "max_messages": 3}, models={
+        "slow": model_entry(stub.url, "slow", read_timeout_s=0.2, max_retries=0),
+        "keyed": model_entry(stub.url, "keyed", api_key_env="STUB_KEY", max_retries=0),
+    })
     with serve(config, env={"STUB_KEY": SECRET}) as url:
         yield url
 

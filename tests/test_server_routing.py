@@ -11,7 +11,7 @@ import pytest
 
 from routecast import Policy, make_router
 from routecast.routers.base import Router
-from tests.routecast_live import log_rows, make_config, model_entry, serve
+from tests.routecast_live import db_fixture, log_rows, make_config, model_entry, serve, stub_fixture
 from tests.stub_upstream import Step, StubUpstream, closed_port
 from tests.toy import toy_dataset
 
@@ -23,15 +23,8 @@ def fitted() -> tuple[Router, Policy]:
     return router, Policy.for_quality(router, data.subset("validation"), 0.95)
 
 
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubUpstream]:
-    with StubUpstream() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("log") / "requests.db"
+stub = stub_fixture()
+db = db_fixture()
 
 
 @pytest.fixture(scope="module")

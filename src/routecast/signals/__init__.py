@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from routecast.errors import ConfigError
+from routecast.registry import Registry
 from routecast.signals.base import Signal
 from routecast.signals.live import (
     agreement,
@@ -50,27 +50,30 @@ __all__ = [
     "summarize_logprobs",
 ]
 
-SIGNALS: dict[str, type[Signal]] = {}
-
-S = TypeVar("S", bound=type[Signal])
-
-
-def register_signal(cls: S) -> S:
-    """Class decorator: make a signal constructible by its ``name``."""
-    if not cls.name:
-        raise ConfigError(f"{cls.__name__} needs a non-empty class attribute `name`")
-    SIGNALS[cls.name] = cls
-    return cls
+#: The built-ins, in the order they are documented (and listed), whichever was imported first.
+BUILTIN_ORDER = ("confidence", "learned", "router")
 
 
 def _load_builtins() -> None:
     from routecast.signals import confidence, learned, router_estimate  # noqa: F401
 
 
+_REGISTRY = Registry[Signal]("signal", _load_builtins, BUILTIN_ORDER)
+SIGNALS: dict[str, type[Signal]] = _REGISTRY.classes
+
+S = TypeVar("S", bound=type[Signal])
+
+
+def register_signal(cls: S) -> S:
+    """Class decorator: make a signal constructible by its ``name``."""
+    _REGISTRY.register(cls)
+    return cls
+
+
 def signal_names() -> list[str]:
-    """Registered signal names, in registration order."""
-    _load_builtins()
-    return list(SIGNALS)
+    """Registered signal names: the built-ins in documented order, then plugins in
+    registration order."""
+    return _REGISTRY.names()
 
 
 def available_signals(dataset: Dataset, *, include_ex_ante: bool = False) -> list[str]:
@@ -79,20 +82,10 @@ def available_signals(dataset: Dataset, *, include_ex_ante: bool = False) -> lis
     Ex-ante signals (the router estimate) never look at an answer, so they are left out unless
     ``include_ex_ante``: a cascade deferring on them would pay for answers it does not read.
     """
-    _load_builtins()
-    return [n for n, c in SIGNALS.items()
+    return [n for n, c in _REGISTRY.loaded().items()
             if c.available(dataset) and (include_ex_ante or c.reads_answers)]
 
 
 def make_signal(name: str, **params: Any) -> Signal:
     """A new, unfitted signal by registered name."""
-    _load_builtins()
-    try:
-        cls = SIGNALS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown signal {name!r}; known signals: {', '.join(SIGNALS)}") from None
-    try:
-        return cls(**params)
-    except TypeError as e:
-        raise ConfigError(f"bad parameters for signal {name!r}: {e}") from None
+    return _REGISTRY.make(name, **params)
