@@ -88,6 +88,10 @@ def fault(kind: str) -> Handler:
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # The server stopping cancels a "timeout" handler that is still hanging; ending
+            # quietly here keeps asyncio from logging the cancelled connection's traceback.
+            pass
         finally:
             writer.close()
 

@@ -253,3 +253,48 @@ def test_metrics_and_openapi_are_served(server: str) -> None:
 
 
 
+
+
+# -- a hung model with a fallback waiting ------------------------------------------------------
+
+def _hung_then_fallback(stub: StubUpstream, *, fallback: bool
+                        ) -> tuple[Completion | UpstreamError, float, int]:
+    """The first call to the stub hangs (2 s) past the read timeout (0.3 s); with retries
+    allowed (2), what a fallback chain (or the model alone) answers, how long it took and
+    how many calls the stub received."""
+    def model(name: str) -> OpenAIHTTPBackend:
+        return OpenAIHTTPBackend(name, stub.url, read_timeout_s=0.3,
+                                 retry=RetryPolicy(max_retries=2, backoff_s=0.01))
+
+    primary = model("primary")
+    backend: Backend = FallbackBackend([primary, model("secondary")]) if fallback else primary
+    stub.then(Step(delay_s=2.0))
+    before = len(stub.received)
+
+    async def run() -> tuple[Completion | UpstreamError, float]:
+        await backend.start()
+        t0 = time.perf_counter()
+        try:
+            return await backend.complete(Request(
+                {"model": "x", "messages": USER}, "chat")), time.perf_counter() - t0
+        except UpstreamError as e:
+            return e, time.perf_counter() - t0
+        finally:
+            await backend.aclose()
+
+    answer, elapsed = asyncio.run(run())
+    return answer, elapsed, len(stub.received) - before
+
+
+def test_a_hung_model_is_not_retried_while_a_fallback_waits(stub: StubUpstream) -> None:
+    answer, elapsed, calls = _hung_then_fallback(stub, fallback=True)
+    assert isinstance(answer, Completion), answer
+    assert answer.route == ["primary", "secondary"] and answer.model == "secondary"
+    assert calls == 2  # one timed-out call to the primary, one answer from the fallback
+    assert elapsed < 1.0  # one read timeout (0.3 s), not three, before the fallback answers
+
+
+def test_a_hung_model_alone_is_retried(stub: StubUpstream) -> None:
+    answer, _, calls = _hung_then_fallback(stub, fallback=False)
+    assert isinstance(answer, Completion), answer  # the retry got the normal answer
+    assert answer.model == "primary" and calls == 2  # timed out once, retried once

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from routecast.backends.base import Backend, Chunk, Completion, Request, RoutePrefix, close_stream
+from routecast.backends.retry import another_model_waiting
 from routecast.errors import ConfigError, UpstreamError, UpstreamTimeoutError
 
 
@@ -49,12 +50,18 @@ class CompositeBackend(Backend):
         return any(b.usable(request) for b in self.members)
 
 
-async def attempt(backend: Backend, request: Request) -> Completion | UpstreamError:
+async def attempt(backend: Backend, request: Request, *, last: bool = False
+                  ) -> Completion | UpstreamError:
     """``backend``'s answer to ``request``, or its failure when another model could still
     succeed (:func:`worth_another_model`), for the caller to record before it tries the next
-    one; any other failure raises."""
+    one; any other failure raises. Unless this is the ``last`` model to try, a call that times
+    out is not retried on the same model (:func:`~routecast.backends.retry.another_model_waiting`).
+    """
     try:
-        return await backend.complete(request)
+        if last:
+            return await backend.complete(request)
+        with another_model_waiting():
+            return await backend.complete(request)
     except UpstreamError as e:
         if not worth_another_model(e):
             raise
@@ -76,8 +83,9 @@ class FallbackBackend(CompositeBackend):
     async def complete(self, request: Request) -> Completion:
         t0 = time.perf_counter()
         failed: list[UpstreamError] = []
-        for backend in self._candidates(request):
-            completion = await attempt(backend, request)
+        candidates = self._candidates(request)
+        for k, backend in enumerate(candidates):
+            completion = await attempt(backend, request, last=k == len(candidates) - 1)
             if isinstance(completion, UpstreamError):
                 failed.append(completion)
                 continue
@@ -90,10 +98,15 @@ class FallbackBackend(CompositeBackend):
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         t0 = time.perf_counter()
         failed: list[UpstreamError] = []
-        for backend in self._candidates(request):
+        candidates = self._candidates(request)
+        for k, backend in enumerate(candidates):
             chunks = backend.stream(request)
             try:
-                first = await anext(chunks)
+                if k == len(candidates) - 1:
+                    first = await anext(chunks)
+                else:  # the generator runs in this task's context: it sees the flag
+                    with another_model_waiting():
+                        first = await anext(chunks)
             except StopAsyncIteration:
                 failed.append(UpstreamError(f"{backend.name!r} ended its stream without an "
                                             "answer", model=backend.name))

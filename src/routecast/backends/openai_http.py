@@ -37,7 +37,7 @@ from routecast.backends.prompt_format import (
     completion_to_chat,
     message_text,
 )
-from routecast.backends.retry import RETRY_STATUSES, RetryPolicy, retry_after_s
+from routecast.backends.retry import RETRY_STATUSES, RetryPolicy, retry_after_s, retry_timeouts
 from routecast.backends.transport import (
     Transport,
     TransportResponse,
@@ -325,6 +325,8 @@ class OpenAIHTTPBackend(Backend):
                                       model=self.model, retryable=True,
                                       code="upstream_unreachable")
             delay = self.retry.delay_s(retry, wait) if error.retryable else None
+            if isinstance(error, UpstreamTimeoutError) and not retry_timeouts():
+                delay = None  # the next model takes over, while there is time left for it
             if delay is None:
                 if retry:
                     error.args = (f"{error.args[0]} (after {retry + 1} attempts)",)

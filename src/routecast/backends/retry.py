@@ -6,18 +6,43 @@ failed together do not all come back together. A ``Retry-After`` (or ``retry-aft
 from the upstream wins when it is present and no longer than ``max_retry_after_s``; a longer one
 means "not soon", and waiting would only hold the client, so the call fails at once (and a
 fallback model, if configured, gets its turn).
+
+A timed-out call is not retried on the same model while another model is waiting to take over
+(:func:`another_model_waiting`, set by fallback chains and cascades around every member but the
+last): a model that did not answer within its read timeout is likely to time out again, and
+retrying it would spend the request's deadline before the fallback had its turn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 #: Upstream statuses worth another try: rate limited, or a server-side failure.
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+_ANOTHER_MODEL_WAITING: ContextVar[bool] = ContextVar("another_model_waiting", default=False)
+
+
+@contextlib.contextmanager
+def another_model_waiting() -> Iterator[None]:
+    """Within this block, calls that time out are not retried: another model is next."""
+    token = _ANOTHER_MODEL_WAITING.set(True)
+    try:
+        yield
+    finally:
+        _ANOTHER_MODEL_WAITING.reset(token)
+
+
+def retry_timeouts() -> bool:
+    """Whether a timed-out call may be retried on the same model here (see the module
+    docstring)."""
+    return not _ANOTHER_MODEL_WAITING.get()
 
 
 @dataclass(frozen=True)
