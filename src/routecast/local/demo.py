@@ -16,12 +16,18 @@ What each answer cost is measured, not estimated:
   the local profile's ``WATTS_PER_THREAD``. CPU time rather than wall time, because wall time
   on a shared machine also measures its other jobs.
 
+Before each request both model servers are handed an unrelated prompt (not measured), because
+llama.cpp keeps the last prompt's tokens: without that, an endpoint asked a question right after
+another endpoint asked the same model the same question would find it already read, and look
+cheaper than it is.
+
 The summary compares each endpoint with always using Gemma 3 270M on the same questions, and
 recalls the replayed figures over every held-out question of the shipped outcomes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -138,15 +144,25 @@ class Server:
 
     def model_pids(self) -> dict[str, int]:
         """The llama.cpp server process of each model (children of the serve process)."""
-        pids: dict[str, int] = {}
+        return {alias: pid for alias, (pid, _) in self._model_servers().items()}
+
+    def model_urls(self) -> dict[str, str]:
+        """The root URL of each model's llama.cpp server."""
+        return {alias: f"http://127.0.0.1:{port}"
+                for alias, (_, port) in self._model_servers().items()}
+
+    def _model_servers(self) -> dict[str, tuple[int, int]]:
+        """Model alias -> (pid, port), read from the model servers' command lines."""
+        found: dict[str, tuple[int, int]] = {}
         for child in _children(self.process.pid):
             try:
                 argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"--model_alias" in argv:
-                pids[argv[argv.index(b"--model_alias") + 1].decode()] = child
-        return pids
+            if b"--model_alias" in argv and b"--port" in argv:
+                found[argv[argv.index(b"--model_alias") + 1].decode()] = (
+                    child, int(argv[argv.index(b"--port") + 1]))
+        return found
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -179,6 +195,22 @@ def cpu_s(pids: Sequence[int]) -> float:
 
 
 # -- the demo ------------------------------------------------------------------------------------
+
+
+def reset_prompt_caches(urls: dict[str, str]) -> None:
+    """Leave each model server with an unrelated prompt in its cache (see module docstring):
+    Gemma with its few-shot template (as after any other question), SmolLM2 with a greeting."""
+    from routecast.local.models import GEMMA_TEMPLATE
+
+    bodies = {LARGE: ("/v1/completions", {"prompt": GEMMA_TEMPLATE.partition("{prompt}")[0],
+                                          "max_tokens": 1, "temperature": 0}),
+              SMALL: ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
+                                               "max_tokens": 1, "temperature": 0})}
+    for model, (path, body) in bodies.items():
+        request = urllib.request.Request(f"{urls[model]}{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with _LOOPBACK.open(request, timeout=60) as r:
+            r.read()
 
 
 def ask(client: Any, endpoint: str, task: Task, pids: Sequence[int]) -> Answered:
@@ -216,6 +248,7 @@ def run(n_questions: int | None = 9, *, port: int | None = None,
     try:
         server.wait_ready()
         pids = server.model_pids()
+        urls = server.model_urls()
         if set(pids) != {SMALL, LARGE}:
             raise UpstreamError(f"expected the two model servers under routecast serve, found "
                                 f"{sorted(pids)}", model="routecast")
@@ -225,6 +258,7 @@ def run(n_questions: int | None = 9, *, port: int | None = None,
         for i, task in enumerate(questions, 1):
             say(f"\n[{i}/{len(questions)}] {_short(task.prompt)}   (gold: {task.gold})")
             for endpoint in ENDPOINTS:
+                reset_prompt_caches(urls)
                 a = ask(client, endpoint, task, list(pids.values()))
                 result.answers[endpoint].append(a)
                 say(f"  {endpoint:8s} {' -> '.join(a.route):29s} {'right' if a.right else 'wrong'}"
