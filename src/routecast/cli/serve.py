@@ -52,6 +52,7 @@ def serve_cmd(config_path: str | None, host: str, port: int, log_level: str) -> 
 def _run(app: Starlette, config: Config, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
+    _one_blas_thread()
     err_console.print(f"routecast: serving {len(config.endpoint_names())} endpoints on "
                       f"http://{host}:{port}/v1", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
@@ -59,6 +60,16 @@ def _run(app: Starlette, config: Config, host: str, port: int, log_level: str) -
                 lifespan="on", timeout_graceful_shutdown=10,
                 # Nothing here reads X-Forwarded-For; skipping that middleware saves CPU.
                 proxy_headers=False, server_header=False)
+
+
+def _one_blas_thread() -> None:
+    """Keep the numeric libraries the routers loaded (BLAS, OpenMP) to one thread: routing runs
+    on the event loop a few prompts at a time, where a thread pool only adds wake-ups and
+    competes with the loop for cores. Libraries loaded later keep their defaults; the server
+    loads its routers before this runs."""
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    threadpool_limits(limits=1)
 
 
 def _best(fast: str, fallback: str) -> str:

@@ -291,7 +291,7 @@ def summary(result: DemoResult) -> list[str]:
     tuned_cascade, router, policy = tuned()
     lines.append(f"  (the cascade asks {tuned_cascade.cascade.models[0]} first and keeps its "
                  "answer when a learned scorer of the question and answer rates it highly "
-                 "enough; no log-probs, which llama-cpp-python computes in Python at 3-4x the "
+                 "enough; no log-probs, which llama-cpp-python computes in Python at 3-14x the "
                  "CPU of the answer)")
     data = outcomes.load()
     rows = outcomes.held_out_report(data, tuned_cascade, router, policy)
