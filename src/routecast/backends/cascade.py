@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from routecast.backends.base import Backend, Chunk, Completion, Request, RoutePrefix, close_stream
 from routecast.backends.fallback import CompositeBackend, attempt
 from routecast.backends.judges import LIVE_SIGNALS, Judge, confidence_score, make_judge
+from routecast.backends.retry import another_model_waiting
 from routecast.errors import ConfigError, UpstreamError
 
 if TYPE_CHECKING:
@@ -100,7 +101,8 @@ class CascadeBackend(CompositeBackend):
                 continue
             route.extend(done.route)
             spent[0] += done.cost_usd
-            verdict = await self.judge.judge(backend, self.cascade.models[k], request, done)
+            with another_model_waiting():  # a judge call that times out is not retried
+                verdict = await self.judge.judge(backend, self.cascade.models[k], request, done)
             spent[0] += verdict.cost_usd
             if self.cascade.accepts(k, verdict.score):
                 if not _wants_logprobs(request):

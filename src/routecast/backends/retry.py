@@ -9,8 +9,9 @@ fallback model, if configured, gets its turn).
 
 A timed-out call is not retried on the same model while another model is waiting to take over
 (:func:`another_model_waiting`, set by fallback chains and cascades around every member but the
-last): a model that did not answer within its read timeout is likely to time out again, and
-retrying it would spend the request's deadline before the fallback had its turn.
+last, and around a cascade's judge calls): a model that did not answer within its read timeout
+is likely to time out again, and retrying it would spend the request's deadline before the
+fallback had its turn.
 """
 
 from __future__ import annotations
