@@ -183,3 +183,28 @@ def test_routed_endpoint_from_a_saved_router(stub: StubUpstream, tmp_path: Path)
             for p in prompts}
     assert saved == router.route(prompts, policy)
     assert thrifty == {"small"}  # a huge cost weight always picks the cheapest model
+
+
+def test_config_check_loads_what_serve_would_load(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # A routed endpoint without its saved router, and a cascade whose file is missing: the
+    # file parses, but `serve` would refuse it, so `config check` must say so.
+    path = tmp_path / "routecast.yaml"
+
+    def check(doc: dict[str, Any]) -> tuple[int, str]:
+        path.write_text(yaml.safe_dump(doc))
+        with pytest.raises(SystemExit) as e:
+            main(["config", "check", str(path)])
+        out = capsys.readouterr()
+        return int(e.value.code or 0), out.out + out.err
+
+    code, text = check(with_change("endpoints.auto", {
+        "type": "routed", "router": str(tmp_path / "nowhere"), "cost_weight": 1.0}))
+    assert code == 2 and "endpoints.auto.router: no saved router folder" in text
+    code, text = check(with_change("endpoints.smart", {"type": "cascade",
+                                                       "file": str(tmp_path / "no.json")}))
+    assert code == 2 and "endpoints.smart.file: cannot read a cascade" in text
+    # a good config names the models each endpoint answers with
+    path.write_text(yaml.safe_dump(GOOD))
+    result = CliRunner().invoke(cli, ["config", "check", str(path)])
+    assert result.exit_code == 0 and "endpoint safe: plain over large, small" in result.output

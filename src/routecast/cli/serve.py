@@ -120,25 +120,37 @@ def config_group() -> None:
 @config_group.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
 def config_check_cmd(file: str) -> None:
-    """Validate FILE and say what the server would serve (starts nothing, sends nothing)."""
+    """Validate FILE and say what the server would serve (starts nothing, sends nothing).
+
+    Beyond the file itself, it loads what the server would load at start-up -- saved routers,
+    cascade files and their scorers -- so that whatever ``serve`` would refuse is reported here.
+    """
     import os
 
-    from routecast.server.config import RoutedEndpoint, load_config
+    from routecast.errors import RoutecastError
+    from routecast.server.config import load_config
+    from routecast.server.endpoints import build_endpoints
 
     config = load_config(file)
+    unset = [m.api_key_env for m in config.models.values()
+             if m.api_key_env and not os.environ.get(m.api_key_env)]
     problems = [f"models.{name}.api_key_env: {m.api_key_env} is not set in this environment"
-                for name, m in config.models.items()
-                if m.api_key_env and not os.environ.get(m.api_key_env)]
-    problems += [f"endpoints.{name}.router: no folder at {e.router}"
-                 for name, e in config.endpoints.items()
-                 if isinstance(e, RoutedEndpoint) and not Path(e.router).is_dir()]
+                for name, m in config.models.items() if m.api_key_env in unset]
+    table = None
+    try:
+        # Stand-ins for the keys reported above, so the rest of the config is checked too.
+        table = build_endpoints(config, env={**os.environ, **dict.fromkeys(unset, "unset")})
+    except RoutecastError as error:
+        problems.append(str(error))
     click.echo(f"{file}: {len(config.models)} models, "
                f"{len(config.endpoint_names())} endpoints")
     for name, m in config.models.items():
         click.echo(f"  model {name}: {m.kind} at {m.base_url}, ${m.input_usd_per_mtok:g} in / "
                    f"${m.output_usd_per_mtok:g} out per M tokens")
     for name, e in config.endpoints.items():
-        click.echo(f"  endpoint {name}: {e.type}")
+        backend = None if table is None else table.backends.get(name)
+        click.echo(f"  endpoint {name}: {e.type}"
+                   + ("" if backend is None else f" over {', '.join(backend.models)}"))
     if problems:
         raise ConfigError(f"{file}: " + "; ".join(problems))
     click.echo("ok")
