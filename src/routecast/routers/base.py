@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 
-from routecast.errors import ConfigError, DataError, NotFittedError
+from routecast.errors import ConfigError, DataError
+from routecast.estimator import Estimator
 
 if TYPE_CHECKING:
     from routecast.data.dataset import Dataset
@@ -20,7 +21,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-class Router(ABC):
+class Router(Estimator, ABC):
     """A fitted predictor of each model's quality (and cost) on each prompt.
 
     Contract (checked by one shared test over every registered router):
@@ -152,19 +153,6 @@ class Router(ABC):
             if "::" not in key:
                 setattr(self, key, arr)
         self.models_ = tuple(self.models_)
-
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (scikit-learn convention): public attributes not ending in _."""
-        return {k: v for k, v in vars(self).items()
-                if not k.endswith("_") and not k.startswith("_")}
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "models_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(dataset) first")
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
 
 
 def _jsonable(value: Any) -> bool:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
 
-from routecast.errors import ConfigError, DataError, NotFittedError
+from routecast.errors import ConfigError, DataError
+from routecast.estimator import Estimator
 
 if TYPE_CHECKING:
     from routecast.data.dataset import Dataset
@@ -26,7 +27,7 @@ def logit(p: FloatArray) -> FloatArray:
     return np.asarray(np.log(p) - np.log1p(-p), dtype=np.float64)
 
 
-class Signal(ABC):
+class Signal(Estimator, ABC):
     """A fitted scorer of how acceptable each model's recorded answer is on each prompt.
 
     Contract (the same as a router's, so one test runs over every registered signal):
@@ -96,15 +97,6 @@ class Signal(ABC):
     def _score(self, dataset: Dataset) -> FloatArray:
         """Scores for a non-empty ``dataset`` with the fitted models, shape ``(n, m)``."""
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (scikit-learn convention): public attributes not ending in _."""
-        return {k: v for k, v in vars(self).items()
-                if not k.endswith("_") and not k.startswith("_")}
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "models_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(dataset) first")
-
     def _check_available(self, dataset: Dataset) -> None:
         missing = [f for f in self.requires if getattr(dataset, f) is None]
         if missing:
@@ -112,10 +104,6 @@ class Signal(ABC):
                 f"does not record {', '.join(missing)}, which the {self.name!r} signal reads",
                 where=f"dataset {dataset.name!r}",
                 fix=f"use a signal the data supports, or data with {', '.join(missing)}")
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
 
 
 def fold_indices(n: int, folds: int, seed: int) -> list[tuple[npt.NDArray[np.int64],
