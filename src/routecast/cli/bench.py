@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from routecast.cli.common import err_console, format_option, load_data, progress_bar
+from routecast.cli.common import err_console, format_option, load_data, progress_bar, write_json
 from routecast.errors import ConfigError
 
 
@@ -106,8 +105,7 @@ def bench_cmd(data: str | None, split: str, routers: str | None, pair: str | Non
 
         print_folds(result["folds"])
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        err_console.print(f"wrote {json_path}")
+        write_json(json_path, result)
     if plot_path:
         from routecast.bench.plot import plot
 
@@ -138,5 +136,4 @@ def _few_labels(data: str | None, model: str, names: tuple[str, ...] | None, lab
                             seed=seed, split=split, progress=update)
     print_table(result)
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        err_console.print(f"wrote {json_path}")
+        write_json(json_path, result)

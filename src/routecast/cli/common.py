@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -70,3 +72,9 @@ def load_data(data: str, fmt: str = "auto", seed: int = 0, prices: str | None = 
     err_console.print(f"loaded {ds!r} in {time.perf_counter() - t0:.1f}s{note}",
                       highlight=False)
     return ds
+
+
+def write_json(path: str | Path, result: Any) -> None:
+    """Write a command's result to ``path`` as indented JSON, and say so on stderr."""
+    Path(path).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    err_console.print(f"wrote {path}")

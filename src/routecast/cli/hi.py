@@ -7,13 +7,12 @@ learner (HI-LCB) over seeded query orders, with and without a task-mix shift hal
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from routecast.cli.common import err_console, format_option, load_data
+from routecast.cli.common import err_console, format_option, load_data, write_json
 from routecast.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -261,8 +260,7 @@ def hi_cmd(data: str, device_model: str, cloud_model: str, profiles: str,
                 exploration=exploration, discount=discount, seeds=seeds, horizon=horizon)
     print_tables(result)
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        err_console.print(f"wrote {json_path}")
+        write_json(json_path, result)
     if plot_path:
         plot(result, plot_path)
         err_console.print(f"wrote {plot_path}")
