@@ -15,7 +15,7 @@ chunk when it sent one, else ``None``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -196,6 +196,18 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+async def start_all(backends: Iterable[Backend]) -> None:
+    """Start ``backends`` in order (composites and the server's endpoint table)."""
+    for backend in backends:
+        await backend.start()
+
+
+async def close_all(backends: Iterable[Backend]) -> None:
+    """Close ``backends`` in order."""
+    for backend in backends:
+        await backend.aclose()
 
 
 async def close_stream(chunks: AsyncIterator[Chunk]) -> None:

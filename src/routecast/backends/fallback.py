@@ -18,7 +18,16 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from routecast.backends.base import Backend, Chunk, Completion, Request, RoutePrefix, close_stream
+from routecast.backends.base import (
+    Backend,
+    Chunk,
+    Completion,
+    Request,
+    RoutePrefix,
+    close_all,
+    close_stream,
+    start_all,
+)
 from routecast.backends.retry import another_model_waiting
 from routecast.errors import ConfigError, UpstreamError, UpstreamTimeoutError
 
@@ -39,12 +48,10 @@ class CompositeBackend(Backend):
         self.models = tuple(dict.fromkeys(m for b in self.members for m in b.models))
 
     async def start(self) -> None:
-        for backend in self.members:
-            await backend.start()
+        await start_all(self.members)
 
     async def aclose(self) -> None:
-        for backend in self.members:
-            await backend.aclose()
+        await close_all(self.members)
 
     def usable(self, request: Request) -> bool:
         return any(b.usable(request) for b in self.members)

@@ -27,7 +27,15 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from routecast.backends.base import Backend, Chunk, Completion, Request, close_stream
+from routecast.backends.base import (
+    Backend,
+    Chunk,
+    Completion,
+    Request,
+    close_all,
+    close_stream,
+    start_all,
+)
 from routecast.backends.prompt_format import message_text
 from routecast.errors import ConfigError
 
@@ -172,12 +180,10 @@ class RoutedBackend(Backend):
     async def start(self) -> None:
         # The first route() call pays lazy imports and caches; pay it before the first client.
         self.router.route(["warm up"], self.policy)
-        for backend in _unique(self.backends.values()):
-            await backend.start()
+        await start_all(_unique(self.backends.values()))
 
     async def aclose(self) -> None:
-        for backend in _unique(self.backends.values()):
-            await backend.aclose()
+        await close_all(_unique(self.backends.values()))
 
     async def choose(self, request: Request) -> str:
         """The model for ``request``: its session's pinned model, else the router's pick."""

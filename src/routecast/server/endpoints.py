@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from routecast.backends.base import Backend, Price
+from routecast.backends.base import Backend, Price, close_all, start_all
 from routecast.backends.cascade import CascadeBackend
 from routecast.backends.fallback import FallbackBackend
 from routecast.backends.health import CircuitBreaker
@@ -50,12 +50,10 @@ class EndpointTable:
     members: list[Backend] = field(default_factory=list)
 
     async def start(self) -> None:
-        for backend in self.members:
-            await backend.start()
+        await start_all(self.members)
 
     async def aclose(self) -> None:
-        for backend in self.members:
-            await backend.aclose()
+        await close_all(self.members)
 
 
 def price_of(model: ModelConfig) -> Price:
