@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from routecast.cascade import Replay
+from routecast.cascades.cascade import Replay
 from routecast.local import outcomes
 from routecast.local.collect import USD_PER_KWH
 from routecast.local.outcomes import LARGE, SMALL

@@ -371,7 +371,7 @@ def test_cascade_scores_chat_and_completion_logprobs() -> None:
     import math
 
     from routecast.backends.cascade import CascadeBackend
-    from routecast.cascade import Cascade
+    from routecast.cascades.cascade import Cascade
 
     steps = {"small": Scripted("small"), "large": Scripted("large")}
     cascade = CascadeBackend(Cascade(("small", "large"), (0.5,)), steps, summary="min")

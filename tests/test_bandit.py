@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from routecast import bandit
 from routecast.data import load_dataset
 from routecast.errors import ConfigError, DataError
+from routecast.hi import bandit
 
 FOLDER = "llm-cascades-zellinger"
 

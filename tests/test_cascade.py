@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from routecast.cascade import Cascade, Replay
+from routecast.cascades.cascade import Cascade, Replay
 from routecast.data.dataset import Dataset
 from routecast.errors import ConfigError
 from tests.toy import toy_dataset

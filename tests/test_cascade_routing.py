@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routecast.cascade_routing import CascadeRouting, conditional_quality, fit_gamma
+from routecast.cascades.routing import CascadeRouting, conditional_quality, fit_gamma
 from routecast.errors import CalibrationError, ConfigError
 from routecast.policy import choose
 from tests.test_cascade import toy_with_answers

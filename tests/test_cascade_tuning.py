@@ -7,7 +7,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from routecast.cascade_tuning import CascadeSearch, tune_cascade
+from routecast.cascades.tuning import CascadeSearch, tune_cascade
 from routecast.data.dataset import Dataset
 from routecast.errors import CalibrationError, ConfigError
 from routecast.signals import make_signal

@@ -15,7 +15,7 @@ import pytest
 
 from routecast.backends.cascade import CascadeBackend
 from routecast.backends.judges import LearnedJudge
-from routecast.cascade import Cascade
+from routecast.cascades.cascade import Cascade
 from routecast.cli import main
 from routecast.data import load_dataset
 from routecast.data.dataset import Dataset

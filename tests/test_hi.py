@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from routecast import hi
 from routecast.cli import cli, main
 from routecast.data import load_dataset
 from routecast.data.dataset import Dataset
 from routecast.errors import ConfigError, DataError
-from routecast.profile import PHONE, Device, Link, Profile
+from routecast.hi import simulation as hi
+from routecast.hi.profile import PHONE, Device, Link, Profile
 
 FOLDER = "llm-cascades-zellinger"
 DEVICE_MODEL, CLOUD_MODEL = "llama3.2-3b", "gpt-4o"

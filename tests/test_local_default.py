@@ -14,7 +14,7 @@ from routecast.backends.cascade import CascadeBackend
 from routecast.backends.openai_http import OpenAIHTTPBackend
 from routecast.backends.prompt_format import PromptFormat
 from routecast.backends.routed import RoutedBackend
-from routecast.cascade import Cascade
+from routecast.cascades.cascade import Cascade
 from routecast.errors import ConfigError
 from routecast.local import outcomes
 from routecast.local.default import (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from routecast.errors import ConfigError
-from routecast.profile import (
+from routecast.hi.profile import (
     CLOUD_PROFILES,
     DEVICES,
     LAPTOP,

@@ -17,7 +17,7 @@ from routecast.backends.health import CircuitBreaker
 from routecast.backends.openai_http import OpenAIHTTPBackend
 from routecast.backends.retry import RetryPolicy
 from routecast.backends.routed import RoutedBackend
-from routecast.cascade import Cascade
+from routecast.cascades.cascade import Cascade
 from routecast.errors import UpstreamError
 from routecast.policy import Policy
 from tests.routecast_live import make_config, model_entry, serve

@@ -10,7 +10,7 @@ from typing import Any
 import openai
 import pytest
 
-from routecast.cascade import Cascade
+from routecast.cascades.cascade import Cascade
 from tests.routecast_live import PRICES, make_config, model_entry, serve
 from tests.stub_upstream import StubUpstream, closed_port
 

@@ -17,7 +17,7 @@ from starlette.requests import Request as StarletteRequest
 
 from routecast.backends.cascade import CascadeBackend
 from routecast.backends.judges import LearnedJudge
-from routecast.cascade import Cascade
+from routecast.cascades.cascade import Cascade
 from routecast.data.dataset import Dataset
 from routecast.errors import ConfigError
 from routecast.server.config import parse_config

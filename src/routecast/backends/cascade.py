@@ -1,6 +1,6 @@
 """A live cascade: ask the cheapest model first, keep its answer if it is good enough.
 
-The decision is :class:`routecast.cascade.Cascade`'s (the same object the replay benchmark
+The decision is :class:`routecast.cascades.cascade.Cascade`'s (the same object the replay benchmark
 tunes): after step ``k`` answers, a :class:`~routecast.backends.judges.Judge` scores it and the
 score is compared with ``thresholds[k]``; the last step always answers. The judge is the live
 form of the cascade's signal (:mod:`routecast.backends.judges`): token log-prob ``confidence``
@@ -37,7 +37,7 @@ from routecast.backends.retry import another_model_waiting
 from routecast.errors import ConfigError, UpstreamError
 
 if TYPE_CHECKING:
-    from routecast.cascade import Cascade
+    from routecast.cascades.cascade import Cascade
     from routecast.signals.live import LogprobSummary
 
 __all__ = ["LIVE_SIGNALS", "CascadeBackend"]

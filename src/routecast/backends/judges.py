@@ -2,8 +2,8 @@
 
 A :class:`Judge` tells the cascade how to ask a step (:meth:`Judge.probe`: e.g. with token
 log-probs) and then scores the answer it got (:meth:`Judge.judge`) in [0, 1], NaN when the
-answer cannot be judged; :meth:`routecast.cascade.Cascade.accepts` compares the score with the
-step's threshold, and NaN never accepts (a cascade escalates on doubt).
+answer cannot be judged; :meth:`routecast.cascades.cascade.Cascade.accepts` compares the
+score with the step's threshold, and NaN never accepts (a cascade escalates on doubt).
 
 * ``confidence``: the answer's token log-probs, summarised
   (:func:`~routecast.signals.live.summarize_logprobs`); no extra call, the step is asked for
@@ -35,7 +35,7 @@ from routecast.backends.base import Backend, Completion, Request
 from routecast.errors import ConfigError, UpstreamError
 
 if TYPE_CHECKING:
-    from routecast.cascade import Cascade
+    from routecast.cascades.cascade import Cascade
     from routecast.signals.learned import LearnedScorer
     from routecast.signals.live import LogprobSummary
 

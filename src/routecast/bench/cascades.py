@@ -5,11 +5,11 @@ For every deferral signal the data supports (:func:`routecast.signals.available_
 entries join the result's ``"routers"`` list:
 
 * ``cascade:<signal>`` (``"kind": "cascade"``): the cost-quality Pareto front of the tuned
-  cascades (:class:`~routecast.cascade_tuning.CascadeSearch`), each replayed on the evaluated
+  cascades (:class:`~routecast.cascades.tuning.CascadeSearch`), each replayed on the evaluated
   split; its calibrated point is the cheapest cascade that reaches 95 % of the best single
   model's quality on the tuning data;
 * ``cascade-routing:<signal>`` (``"kind": "cascade_routing"``): the linear router's ex-ante
-  estimates plus the signal as post-hoc score (:mod:`routecast.cascade_routing`), swept over
+  estimates plus the signal as post-hoc score (:mod:`routecast.cascades.routing`), swept over
   its cost weight; calibrated on validation like a policy.
 
 Where the tuning data comes from. Signals and the router are fitted on train. A cascade is
@@ -51,9 +51,9 @@ import numpy as np
 
 from routecast import metrics
 from routecast.bench.evaluate import _bootstrap, _Sweep
-from routecast.cascade import Replay
-from routecast.cascade_routing import CascadeRouting, fit_gamma
-from routecast.cascade_tuning import CascadeSearch
+from routecast.cascades.cascade import Replay
+from routecast.cascades.routing import CascadeRouting, fit_gamma
+from routecast.cascades.tuning import CascadeSearch
 from routecast.errors import CalibrationError
 from routecast.routers import make_router
 from routecast.signals import available_signals, make_signal

@@ -16,8 +16,7 @@ from routecast.cli.common import err_console, format_option, load_data, write_js
 from routecast.errors import ConfigError
 
 if TYPE_CHECKING:
-    from routecast.data.dataset import Dataset
-    from routecast.hi import IESConfig
+    pass
 
 TABLE_COLUMNS = ("policy", "accuracy", "offloaded", "device J/query", "latency p50 s",
                  "latency p99 s", "cloud $/1k queries", "IES")
@@ -28,54 +27,6 @@ def _names(csv: str, what: str) -> list[str]:
     if not names:
         raise ConfigError(f"{what} is empty; give a comma-separated list")
     return names
-
-
-def simulate_profiles(ds: Dataset, device_model: str, cloud_model: str, profiles: list[str],
-                      thresholds: list[float] | None, points: int, cfg: IESConfig
-                      ) -> dict[str, Any]:
-    """The per-profile tables as a JSON-ready dict; ``thresholds=None`` sweeps ``points``
-    thresholds spread over the device model's confidences."""
-    from routecast import hi
-    from routecast.profile import get_device
-
-    out: dict[str, Any] = {}
-    for name in profiles:
-        device = get_device(name)
-        inputs = hi.prepare(ds, device_model, cloud_model, device)
-        if thresholds is None:
-            thresholds = [float(t) for t in hi.threshold_grid(inputs.confidence, points)]
-        out[name] = {"description": device.description, "link": device.link.name,
-                     "rows": hi.table(inputs, thresholds, cfg)}
-    return out
-
-
-def bandit_section(ds: Dataset, device_model: str, cloud_model: str, *, beta: float,
-                   n_bins: int, exploration: float, discount: float, seeds: int,
-                   horizon: int | None) -> dict[str, Any]:
-    """HI-LCB's regret with and without a mix shift, as a JSON-ready dict."""
-    from routecast import bandit
-
-    if ds.confidence is None:
-        raise ConfigError("the bandit needs the device model's confidence; this dataset has "
-                          "none (use e.g. ../shared/data/llm-cascades-zellinger)")
-    d = ds.model_index(device_model)
-    conf, quality = ds.confidence[:, d], ds.quality[:, d]
-    # One offload cost for every query: with per-query costs the learner's rule depends on
-    # the cost, a richer class than the fixed thresholds regret is measured against.
-    stream = bandit.Stream.of(conf, quality, beta)
-    common: dict[str, Any] = {"horizon": horizon or len(stream), "seeds": list(range(seeds)),
-                              "n_bins": n_bins, "exploration": exploration,
-                              "discount": discount}
-    settings = {"iid": bandit.regret_experiment(stream, **common)}
-    if ds.task is not None:
-        first = bandit.easy_first_tasks(ds.task, quality)
-        settings["mix shift at T/2"] = bandit.regret_experiment(
-            stream, shift_task=ds.task, shift_first=first, **common)
-    else:
-        err_console.print("no task labels: the mix-shift run is skipped")
-    return {"device_model": device_model, "cloud_model": cloud_model, "beta": beta,
-            "n_bins": n_bins, "exploration": exploration, "discount": discount,
-            "settings": settings}
 
 
 def print_tables(result: dict[str, Any]) -> None:
@@ -230,7 +181,7 @@ def hi_cmd(data: str, device_model: str, cloud_model: str, profiles: str,
            energy_weight: float, json_path: str | None, plot_path: str | None, fmt: str,
            seed: int) -> None:
     """Simulate device-first hierarchical inference over the recorded outcomes in DATA."""
-    from routecast import hi
+    from routecast.hi import simulation as hi
 
     if threshold is not None and sweep:
         raise ConfigError("give either --threshold or --sweep, not both")
@@ -244,6 +195,8 @@ def hi_cmd(data: str, device_model: str, cloud_model: str, profiles: str,
     ds = load_data(data, fmt, seed)
     if split != "all":
         ds = ds.subset(split)
+    from routecast.hi.experiments import simulate_profiles
+
     thresholds = None if sweep else [0.5 if threshold is None else threshold]
     result: dict[str, Any] = {
         "dataset": ds.name, "split": split, "n_prompts": ds.n_prompts,
@@ -254,6 +207,10 @@ def hi_cmd(data: str, device_model: str, cloud_model: str, profiles: str,
                                       cfg),
     }
     if run_bandit:
+        from routecast.hi.experiments import bandit_section
+
+        if ds.task is None:
+            err_console.print("no task labels: the mix-shift run is skipped")
         with err_console.status("running the threshold learner"):
             result["bandit"] = bandit_section(
                 ds, device_model, cloud_model, beta=beta, n_bins=n_bins,

@@ -12,7 +12,7 @@ the goal and the figures below) and, for the learned signal, the fitted scorer
 serves it with ``file: DIR``.
 
 How, as in the replay benchmark (:mod:`routecast.bench.cascades`): the signal is fitted on the
-train split; the cascade (models, order, thresholds: :mod:`routecast.cascade_tuning`) is tuned
+train split; the cascade (models, order, thresholds: :mod:`routecast.cascades.tuning`) is tuned
 on train, scored out-of-fold so no score saw its own outcome, plus validation. Goals: the
 cheapest cascade that reaches ``--quality-fraction`` of the best single model's mean quality
 on that data (default 95 %), or the best one within ``--budget-usd`` per query.
@@ -37,7 +37,7 @@ from routecast.cli.common import format_option
 from routecast.errors import ConfigError
 
 if TYPE_CHECKING:
-    from routecast.cascade import Cascade
+    from routecast.cascades.cascade import Cascade
     from routecast.data.dataset import Dataset, FloatArray
 
 CASCADE_FILE = "cascade.json"
@@ -92,7 +92,7 @@ def tune_cmd(data: str, out: str, models: str | None, signal: str,
     """Tune a cascade on DATA's train and validation splits and save it to --out."""
     import numpy as np
 
-    from routecast.cascade_tuning import CascadeSearch
+    from routecast.cascades.tuning import CascadeSearch
     from routecast.cli.common import err_console, load_data
     from routecast.signals import make_signal
     from routecast.signals.learned import LearnedScorer

@@ -28,7 +28,7 @@ class Importer(Protocol):
 IMPORTERS: dict[str, str] = {
     "routerbench": "routecast.data.routerbench",
     "routellm": "routecast.data.routellm",
-    "cascades": "routecast.data.cascades",
+    "cascades": "routecast.data.zellinger",
     "llmrouter": "routecast.data.llmrouter",
 }
 

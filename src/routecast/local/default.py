@@ -36,7 +36,7 @@ from routecast.local.models import BUILTIN, GEMMA_TEMPLATE, WATTS_PER_THREAD
 from routecast.local.outcomes import LARGE, SMALL, data_dir
 
 if TYPE_CHECKING:
-    from routecast.cascade import Cascade
+    from routecast.cascades.cascade import Cascade
     from routecast.local.llamacpp import LlamaServer
     from routecast.local.outcomes import TunedCascade
     from routecast.policy import Policy

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from routecast.cascade import Cascade, Replay
+from routecast.cascades.cascade import Cascade, Replay
 from routecast.data.dataset import Dataset, FloatArray
 from routecast.errors import CalibrationError, DataError
 from routecast.local.collect import USD_PER_KWH

@@ -54,9 +54,9 @@ from routecast.server.asgi import RoutecastApp, http_error, json_response, unexp
 from routecast.server.endpoints import EndpointTable, build_endpoints
 from routecast.server.gauges import breaker_gauges, routing_gauges
 from routecast.server.keys import ClientKey, KeyStore, RateLimitedError
-from routecast.server.metrics import ServerMetrics
 from routecast.server.openapi import openapi_schema
 from routecast.server.privacy import PrivacyRule
+from routecast.server.prometheus import ServerMetrics
 from routecast.server.requestlog import LogRow, RequestLog, prompt_text
 from routecast.server.streaming import StreamMixin, status_of
 from routecast.server.wire import (

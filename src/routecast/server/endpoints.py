@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from routecast.backends.judges import Judge
-    from routecast.cascade import Cascade
+    from routecast.cascades.cascade import Cascade
     from routecast.policy import Policy
     from routecast.routers.base import Router
     from routecast.signals.learned import LearnedScorer
@@ -176,11 +176,11 @@ def _load_router(name: str, spec: RoutedEndpoint) -> tuple[Router, Policy]:
 
 
 def _cascade(name: str, spec: CascadeEndpoint) -> tuple[Cascade, Path | None]:
-    """The endpoint's :class:`~routecast.cascade.Cascade`, from the config or its file, and
+    """The endpoint's :class:`~routecast.cascades.cascade.Cascade`, from the config or its file, and
     the folder ``file`` names when it names one (``cascade.json`` and maybe a scorer)."""
     import json
 
-    from routecast.cascade import Cascade
+    from routecast.cascades.cascade import Cascade
 
     where = f"endpoints.{name}"
     try:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from routecast.backends.openai_http import OpenAIHTTPBackend
 from routecast.backends.routed import RoutedBackend
 from routecast.server.endpoints import EndpointTable
-from routecast.server.metrics import Gauge
+from routecast.server.prometheus import Gauge
 
 TableGetter = Callable[[], EndpointTable]
 

@@ -24,7 +24,7 @@ from routecast.server.wire import DONE, error_body, sse
 
 if TYPE_CHECKING:
     from routecast.server.keys import ClientKey, KeyStore
-    from routecast.server.metrics import ServerMetrics
+    from routecast.server.prometheus import ServerMetrics
 
 log = logging.getLogger("routecast.server")
 

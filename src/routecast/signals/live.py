@@ -2,8 +2,8 @@
 
 The server calls these after it gets a response (with ``logprobs`` / ``top_logprobs``
 requested, or ``k`` samples, or ``k`` self-verification answers) and hands the score to
-:meth:`routecast.cascade.Cascade.accepts`. Each returns a score in [0, 1] that the answer is
-acceptable.
+:meth:`routecast.cascades.cascade.Cascade.accepts`. Each returns a score in [0, 1] that the
+answer is acceptable.
 
 * :func:`summarize_logprobs` - model-intrinsic confidence from token log-probabilities:
   ``mean`` = ``exp(mean log p)`` (the geometric-mean token probability), ``min`` = the least

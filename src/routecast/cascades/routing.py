@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from routecast.cascade import BoolArray, FloatArray, IntArray, Replay
+from routecast.cascades.cascade import BoolArray, FloatArray, IntArray, Replay
 from routecast.errors import CalibrationError, ConfigError
 from routecast.policy import choose, weight_grid
 

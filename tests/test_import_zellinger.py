@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from routecast.data import canonical, cascades, detect_format
+from routecast.data import canonical, detect_format, zellinger
 from routecast.data.dataset import Dataset
 from routecast.errors import DataError, DataFormatError
 
@@ -25,7 +25,7 @@ DATASETS = ("gsm8k", "medmcqa", "mmlu", "triviaqa", "truthfulqa")
 
 @pytest.fixture(scope="module")
 def real(shared_data: Path) -> Dataset:
-    return cascades.load(shared_data / FOLDER)
+    return zellinger.load(shared_data / FOLDER)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +40,10 @@ def flat(shared_data: Path) -> dict[tuple[str, str], dict[str, str]]:
 # -- the real data ---------------------------------------------------------------------------
 
 def test_detects_the_folder_and_its_chain_results(shared_data: Path) -> None:
-    assert cascades.detect(shared_data / FOLDER)
-    assert cascades.detect(shared_data / FOLDER / "chain_results")
+    assert zellinger.detect(shared_data / FOLDER)
+    assert zellinger.detect(shared_data / FOLDER / "chain_results")
     assert detect_format(shared_data / FOLDER) == "cascades"
-    assert not cascades.detect(shared_data / "llmrouter-9model")
+    assert not zellinger.detect(shared_data / "llmrouter-9model")
 
 
 def test_counts_models_and_tasks(real: Dataset) -> None:
@@ -120,9 +120,9 @@ def test_split_is_drawn_and_seeded_because_test_files_are_absent(shared_data: Pa
     counts = {s: int((real.split == s).sum()) for s in ("train", "validation", "test")}
     assert counts == {"train": 891, "validation": 297, "test": 297}
     assert "drawn at random" in real.meta["split"]["rule"]
-    again = cascades.load(shared_data / FOLDER)
+    again = zellinger.load(shared_data / FOLDER)
     assert (again.split == real.split).all()
-    other = cascades.load(shared_data / FOLDER, seed=1)
+    other = zellinger.load(shared_data / FOLDER, seed=1)
     assert not (other.split == real.split).all()
 
 
@@ -178,7 +178,7 @@ def _tiny(tmp_path: Path, splits: tuple[str, ...] = ("train",), n: int = 10) -> 
 
 
 def test_tiny_set_joins_chains_and_transforms_values(tmp_path: Path) -> None:
-    ds = cascades.load(_tiny(tmp_path))
+    ds = zellinger.load(_tiny(tmp_path))
     assert ds.models == ("b1", "s1", "s2")  # chains in name order, models in file order
     assert ds.n_prompts == 20
     assert ds.ids[0] == "alpha.train.0"
@@ -194,7 +194,7 @@ def test_tiny_set_joins_chains_and_transforms_values(tmp_path: Path) -> None:
 
 
 def test_train_and_test_files_keep_the_source_split(tmp_path: Path) -> None:
-    ds = cascades.load(_tiny(tmp_path, ("train", "test")), seed=3)
+    ds = zellinger.load(_tiny(tmp_path, ("train", "test")), seed=3)
     src = np.array([i.split(".")[1] for i in ds.ids])
     assert (ds.split[src == "test"] == "test").all()
     assert set(ds.split[src == "train"].tolist()) == {"train", "validation"}
@@ -206,7 +206,7 @@ def test_a_dataset_without_test_files_stays_in_train_and_validation(tmp_path: Pa
     folder = _tiny(tmp_path, ("train", "test"))
     for chain in ("small", "big_one"):
         (folder / "chain_results" / f"beta_full_{chain}_chain_results_test.json.gz").unlink()
-    ds = cascades.load(folder / "chain_results")
+    ds = zellinger.load(folder / "chain_results")
     assert ds.name == "set"
     assert ds.task is not None
     beta = np.array([t == "beta" for t in ds.task])
@@ -221,7 +221,7 @@ def test_varying_system_prompts_are_prefixed(tmp_path: Path) -> None:
         data = _chain(models, 10)
         data["system_prompts"] = [f"System {i}." for i in range(10)]
         _write(folder / "chain_results", "alpha", chain, "train", data)
-    ds = cascades.load(folder)
+    ds = zellinger.load(folder)
     assert ds.meta["system_prompts"]["alpha"] is None
     assert ds.prompts[0] == "System 0.\n\nQuestion 0?"
     assert ds.prompts[10] == "Question 0?"
@@ -229,9 +229,9 @@ def test_varying_system_prompts_are_prefixed(tmp_path: Path) -> None:
 
 def test_flat_csv_alone_is_not_detected(tmp_path: Path) -> None:
     (tmp_path / "flat_outcomes.csv.gz").write_bytes(gzip.compress(b"dataset,chain\n"))
-    assert not cascades.detect(tmp_path)
+    assert not zellinger.detect(tmp_path)
     with pytest.raises(DataError, match="holds no chain_results"):
-        cascades.load(tmp_path)
+        zellinger.load(tmp_path)
 
 
 def _broken(tmp_path: Path, change: Any) -> Path:
@@ -261,7 +261,7 @@ def test_malformed_chain_file_names_file_key_and_index(tmp_path: Path, change: A
                                                        expected: str) -> None:
     file = _broken(tmp_path, change)
     with pytest.raises(DataFormatError, match=expected) as err:
-        cascades.load(file.parent.parent)
+        zellinger.load(file.parent.parent)
     assert file.name in str(err.value)
 
 
@@ -270,7 +270,7 @@ def test_unreadable_gzip_names_the_file(tmp_path: Path) -> None:
     bad = folder / "chain_results" / "beta_full_small_chain_results_train.json.gz"
     bad.write_bytes(b"not gzip at all")
     with pytest.raises(DataFormatError, match="cannot be read as gzip") as err:
-        cascades.load(folder)
+        zellinger.load(folder)
     assert bad.name in str(err.value)
     assert "Fix:" in str(err.value)
 
@@ -280,10 +280,10 @@ def test_truncated_gzip_and_bad_json_name_the_file(tmp_path: Path) -> None:
     bad = folder / "chain_results" / "beta_full_small_chain_results_train.json.gz"
     bad.write_bytes(bad.read_bytes()[:60])
     with pytest.raises(DataFormatError, match=bad.name):
-        cascades.load(folder)
+        zellinger.load(folder)
     bad.write_bytes(gzip.compress(b"{not json"))
     with pytest.raises(DataFormatError, match="is not valid JSON") as err:
-        cascades.load(folder)
+        zellinger.load(folder)
     assert bad.name in str(err.value)
 
 
@@ -291,9 +291,9 @@ def test_missing_chain_file_is_named(tmp_path: Path) -> None:
     folder = _tiny(tmp_path)
     (folder / "chain_results" / "beta_full_big_one_chain_results_train.json.gz").unlink()
     with pytest.raises(DataFormatError, match=r"beta_full_big_one_chain_results_train\.json\.gz"):
-        cascades.load(folder)
+        zellinger.load(folder)
 
 
 def test_not_a_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a folder"):
-        cascades.load(tmp_path / "nowhere")
+        zellinger.load(tmp_path / "nowhere")

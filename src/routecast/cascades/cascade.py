@@ -12,7 +12,7 @@ always answers. Every visited step is paid for, in sequence:
 The same object serves two callers. The replay benchmark runs it over recorded outcomes
 (:meth:`Cascade.replay`); the live server walks the steps itself and asks
 :meth:`Cascade.accepts` after each response, with a score from a signal (see
-:mod:`routecast.signals.live`). Thresholds are tuned offline by :mod:`routecast.cascade_tuning`.
+:mod:`routecast.signals.live`). Thresholds are tuned offline by :mod:`routecast.cascades.tuning`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The device model answers every query. If its confidence is below a threshold ``theta`` the
 query is offloaded: the device uploads the prompt, the cloud model answers, the device
 downloads the answer, and the cloud's answer is the one kept. Per query, with device profile
-``P`` (:mod:`routecast.profile`), link ``L`` and the recorded token counts:
+``P`` (:mod:`routecast.hi.profile`), link ``L`` and the recorded token counts:
 
 * device latency ``l_d = P.latency_s(tokens_in_d, tokens_out_d)``, device compute energy
   ``e_d = P.energy_j(tokens_in_d, tokens_out_d)``;
@@ -46,7 +46,7 @@ from routecast.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from routecast.data.dataset import Dataset
-    from routecast.profile import Device, Profile
+    from routecast.hi.profile import Device, Profile
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from routecast.cascade import Cascade, FloatArray, IntArray, Replay
+from routecast.cascades.cascade import Cascade, FloatArray, IntArray, Replay
 from routecast.errors import CalibrationError, ConfigError
 
 if TYPE_CHECKING:

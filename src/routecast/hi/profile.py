@@ -189,7 +189,7 @@ class Device:
             raise ConfigError(
                 f"the {self.name} profile has no figures for {model!r}; it has "
                 f"{', '.join(sorted(self.models))}. Pick one of those as the device model, or "
-                "build a routecast.profile.Device with a Profile for it") from None
+                "build a routecast.hi.profile.Device with a Profile for it") from None
 
     def bytes_up(self, tokens_in: FloatArray) -> FloatArray:
         return np.asarray(self.request_overhead_bytes
