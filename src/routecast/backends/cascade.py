@@ -34,6 +34,7 @@ from routecast.backends.base import Backend, Chunk, Completion, Request, RoutePr
 from routecast.backends.fallback import CompositeBackend, attempt
 from routecast.backends.judges import LIVE_SIGNALS, Judge, confidence_score, make_judge
 from routecast.backends.retry import another_model_waiting
+from routecast.backends.trace import Step, Trace
 from routecast.errors import ConfigError, UpstreamError
 
 if TYPE_CHECKING:
@@ -87,26 +88,37 @@ class CascadeBackend(CompositeBackend):
             return [], self.members[-1]
         return steps[:-1], steps[-1][1]
 
+    def _trace(self) -> Trace:
+        return Trace("cascade", signal=self.cascade.signal)
+
     async def _early(self, request: Request, early: list[tuple[int, Backend]],
-                     route: list[str], spent: list[float]) -> Completion | None:
-        """Steps before the last: the first accepted answer, or ``None`` to go on."""
+                     route: list[str], spent: list[float], trace: Trace) -> Completion | None:
+        """Steps before the last: the first accepted answer, or ``None`` to go on. Each
+        step asked is added to ``trace`` with its score, threshold and verdict."""
         if not early:
             return None
         probe = Request(self.judge.probe(request), request.api, request.session,
                         request.allowed)
         for k, backend in early:
+            model, threshold = self.cascade.models[k], self.cascade.thresholds[k]
             done = await attempt(backend, probe)
             if isinstance(done, UpstreamError):
                 route.append(done.model)
+                trace.steps.append(Step(model, threshold=threshold, accepted=False,
+                                        note=f"failed: {done.code or 'upstream error'}"))
                 continue
             route.extend(done.route)
             spent[0] += done.cost_usd
             with another_model_waiting():  # a judge call that times out is not retried
-                verdict = await self.judge.judge(backend, self.cascade.models[k], request, done)
+                verdict = await self.judge.judge(backend, model, request, done)
             spent[0] += verdict.cost_usd
-            if self.cascade.accepts(k, verdict.score):
+            accepted = self.cascade.accepts(k, verdict.score)
+            trace.steps.append(Step(model, done.cost_usd + verdict.cost_usd, done.latency_s,
+                                    verdict.score, threshold, accepted))
+            if accepted:
                 if not _wants_logprobs(request):
                     _drop_logprobs(done.body)
+                trace.chosen = model
                 return done
         return None
 
@@ -114,34 +126,46 @@ class CascadeBackend(CompositeBackend):
         t0 = time.perf_counter()
         route: list[str] = []
         spent = [0.0]
+        trace = self._trace()
         early, last = self._walk(request)
-        done = await self._early(request, early, route, spent)
+        done = await self._early(request, early, route, spent, trace)
         if done is None:
             done = await last.complete(request)
             route.extend(done.route)
             spent[0] += done.cost_usd
+            trace.chosen = done.model
+            trace.steps.append(Step(done.model, done.cost_usd, done.latency_s, accepted=True,
+                                    note="last usable step: answers unconditionally"))
         return Completion(done.body, done.model, done.usage, spent[0],
-                          time.perf_counter() - t0, route, done.routing_s)
+                          time.perf_counter() - t0, route, done.routing_s, trace)
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         t0 = time.perf_counter()
         route: list[str] = []
         spent = [0.0]
+        trace = self._trace()
         early, last = self._walk(request)
-        done = await self._early(request, early, route, spent)
+        done = await self._early(request, early, route, spent, trace)
         if done is not None:
             final = Completion({}, done.model, done.usage, spent[0], time.perf_counter() - t0,
-                               route)
+                               route, trace=trace)
             yield Chunk(_as_chunk(done.body, request.api), done.model, route)
             yield Chunk(None, done.model, route, final)
             return
         prefix, paid = RoutePrefix(list(route)), spent[0]
+        t_last = time.perf_counter()
         chunks = last.stream(request)
         try:
             async for chunk in chunks:
                 if chunk.final is not None:
-                    chunk.final.cost_usd += paid
-                    chunk.final.latency_s = time.perf_counter() - t0
+                    final = chunk.final
+                    final.cost_usd += paid
+                    final.latency_s = time.perf_counter() - t0
+                    trace.chosen = final.model
+                    trace.steps.append(Step(final.model, final.cost_usd - paid,
+                                            time.perf_counter() - t_last, accepted=True,
+                                            note="last usable step: answers unconditionally"))
+                    final.trace = trace
                 yield prefix(chunk)
         finally:
             await close_stream(chunks)

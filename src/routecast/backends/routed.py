@@ -37,11 +37,17 @@ from routecast.backends.base import (
     start_all,
 )
 from routecast.backends.prompt_format import message_text
+from routecast.backends.trace import Trace
 from routecast.errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from routecast.policy import Policy
     from routecast.routers.base import Router
+
+    FloatRow = npt.NDArray[np.float64]
 
 RouteOn = Literal["last_user", "conversation"]
 
@@ -89,7 +95,10 @@ class SessionPins:
 
 
 class RouteBatcher:
-    """Routes the prompts that arrive in one event-loop turn with one ``router.route`` call.
+    """Routes the prompts that arrive in one event-loop turn with one router call.
+
+    Each prompt gets its model and the router's quality and cost estimates for every model
+    (what ``router.route`` computes anyway), which the routing debugger records.
 
     The call runs on the loop thread: a worker thread would not make it faster (scikit-learn
     holds the GIL for most of it, and the proxy is meant to run on one core) but would add a
@@ -100,7 +109,7 @@ class RouteBatcher:
         self.router = router
         self.policy = policy
         self.max_batch = max_batch
-        self._pending: list[tuple[str, asyncio.Future[str]]] = []
+        self._pending: list[tuple[str, asyncio.Future[Decision]]] = []
         self._scheduled = False
         #: Totals for /metrics: seconds inside router.route (wall clock, and CPU of the loop
         #: thread, which is what routing costs the server however busy the machine is),
@@ -110,9 +119,9 @@ class RouteBatcher:
         self.prompts_total = 0
         self.batches_total = 0
 
-    async def route(self, text: str) -> str:
+    async def route(self, text: str) -> Decision:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[str] = loop.create_future()
+        future: asyncio.Future[Decision] = loop.create_future()
         self._pending.append((text, future))
         if not self._scheduled:
             self._scheduled = True
@@ -131,7 +140,10 @@ class RouteBatcher:
             return
         t0, cpu0 = time.perf_counter(), time.thread_time()
         try:
-            models = self.router.route([text for text, _ in batch], self.policy)
+            texts = [text for text, _ in batch]
+            quality = self.router.predict(texts)
+            cost = self.router.predict_cost(texts)
+            picks = self.policy.choose(quality, cost)
         except Exception as e:  # handed to every waiting request, none left hanging
             for _, future in batch:
                 future.set_exception(e)
@@ -141,8 +153,21 @@ class RouteBatcher:
             self.cpu_seconds_total += time.thread_time() - cpu0
             self.prompts_total += len(batch)
             self.batches_total += 1
-        for (_, future), model in zip(batch, models, strict=True):
-            future.set_result(model)
+        names = self.router.models_
+        for k, (_, future) in enumerate(batch):
+            future.set_result(Decision(names[int(picks[k])], quality[k], cost[k]))
+
+
+class Decision:
+    """The router's pick for one prompt, with its estimates for every model (row vectors in
+    the order of ``router.models_``)."""
+
+    __slots__ = ("cost", "model", "quality")
+
+    def __init__(self, model: str, quality: FloatRow, cost: FloatRow) -> None:
+        self.model = model
+        self.quality = quality
+        self.cost = cost
 
 
 class RoutedBackend(Backend):
@@ -187,16 +212,29 @@ class RoutedBackend(Backend):
 
     async def choose(self, request: Request) -> str:
         """The model for ``request``: its session's pinned model, else the router's pick."""
+        return (await self.decide(request)).chosen or ""
+
+    async def decide(self, request: Request) -> Trace:
+        """:meth:`choose` with the reasons: the pinned model, or the router's estimates."""
         key = request.session or _user(request.body)
         if key is not None:
             pinned = self.pins.get(key)
             if pinned is not None:
-                return pinned
+                return Trace("routed", pinned, "pinned session",
+                             cost_weight=self._weight())
         text = routing_text(request, self.route_on)
-        model = await self.batcher.route(text)
+        decision = await self.batcher.route(text)
         if key is not None:
-            self.pins.set(key, model)
-        return model
+            self.pins.set(key, decision.model)
+        names = self.router_models
+        return Trace("routed", decision.model, "router",
+                     estimates=dict(zip(names, decision.quality.tolist(), strict=True)),
+                     costs=dict(zip(names, decision.cost.tolist(), strict=True)),
+                     cost_weight=self._weight())
+
+    def _weight(self) -> float | None:
+        w = float(self.policy.cost_weight)
+        return None if w == float("inf") else w
 
     def usable(self, request: Request) -> bool:
         return any(b.usable(request) for b in _unique(self.backends.values()))
@@ -224,25 +262,35 @@ class RoutedBackend(Backend):
         model = self.router_models[pick]
         return model if model in usable else usable[0]
 
+    async def _pick(self, request: Request) -> Trace:
+        trace = await self.decide(request)
+        chosen = trace.chosen or ""
+        model = self.best_usable(request, chosen)
+        if model != chosen:
+            trace.chosen, trace.reason = model, f"{chosen} unusable ({trace.reason})"
+        return trace
+
     async def complete(self, request: Request) -> Completion:
         t0 = time.perf_counter()
-        model = self.best_usable(request, await self.choose(request))
+        trace = await self._pick(request)
         routing_s = time.perf_counter() - t0
-        completion = await self.backends[model].complete(request)
+        completion = await self.backends[trace.chosen or ""].complete(request)
         completion.routing_s += routing_s
         completion.latency_s += routing_s
+        completion.trace = trace
         return completion
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         t0 = time.perf_counter()
-        model = self.best_usable(request, await self.choose(request))
+        trace = await self._pick(request)
         routing_s = time.perf_counter() - t0
-        chunks = self.backends[model].stream(request)
+        chunks = self.backends[trace.chosen or ""].stream(request)
         try:
             async for chunk in chunks:
                 if chunk.final is not None:
                     chunk.final.routing_s += routing_s
                     chunk.final.latency_s += routing_s
+                    chunk.final.trace = trace
                 yield chunk
         finally:
             await close_stream(chunks)

@@ -210,7 +210,8 @@ def calibrate_cmd(directory: str, budget_usd: float | None, quality_fraction: fl
         policy = Policy.for_quality(router, cal, quality_fraction)
         target = {"target": "quality_fraction", "value": quality_fraction}
     record = {**target, **realised(router, policy, cal), "data": str(Path(data).resolve()),
-              "dataset": ds.name, "split": split, "seed": seed, "n_prompts": cal.n_prompts}
+              "dataset": ds.name, "split": split, "seed": seed, "n_prompts": cal.n_prompts,
+              **calibration_curve(router, cal)}
     save_router(router, folder, policy=policy, calibration=record)
     click.echo(describe_calibration(policy.cost_weight, record))
 
@@ -236,6 +237,29 @@ def realised(router: Router, policy: Policy, data: Dataset) -> dict[str, Any]:
     }
 
 
+def calibration_curve(router: Router, data: Dataset) -> dict[str, Any]:
+    """The router's realised cost-quality curve on the calibration data (one point per cost
+    weight of the policy's grid, repeats dropped) and each single model's point on it: what
+    the dashboard's router card draws next to the live operating point."""
+    import numpy as np
+
+    from routecast.policy import choose, weight_grid
+
+    prompts = list(data.prompts)
+    pred_q, pred_c = router.predict(prompts), router.predict_cost(prompts)
+    rows = np.arange(data.n_prompts)
+    points: list[list[float]] = []
+    for w in weight_grid(pred_c, 60):
+        pick = choose(pred_q, pred_c, float(w))
+        point = [float(data.cost_usd[rows, pick].mean()), float(data.quality[rows, pick].mean())]
+        if point not in points:
+            points.append(point)
+    models = [{"name": m, "quality": float(q), "cost_usd": float(c)}
+              for m, q, c in zip(data.models, data.mean_quality(), data.mean_cost_usd(),
+                                 strict=True)]
+    return {"curve": sorted(points), "models": models}
+
+
 def describe_calibration(cost_weight: float, record: dict[str, Any]) -> str:
     """One paragraph: the target, where it was solved, and what it achieved there."""
     best = record.get("best_single") or {}
@@ -258,41 +282,6 @@ def describe_calibration(cost_weight: float, record: dict[str, Any]) -> str:
 # -- route -----------------------------------------------------------------------------------
 
 
-def explain(models: tuple[str, ...], quality: list[float], cost: list[float], weight: float,
-            pick: int) -> list[str]:
-    """Why ``pick`` won under ``argmax(quality - weight * cost)``, in a few sentences.
-
-    Names the winner's score, then the nearest alternative that predicts *more* quality (it
-    costs too much per quality point) and the best *cheaper* one (it loses too much quality per
-    dollar saved): the two trades the policy turned down.
-    """
-    win, qw, cw = models[pick], quality[pick], cost[pick]
-    if math.isinf(weight):
-        return [f"{win} is the cheapest model (${cw:.3g}); an infinite cost weight always "
-                "picks the cheapest"]
-    if weight == 0:
-        lines = [f"{win} predicts the highest quality ({qw:.3f}); the cost weight is 0, so cost "
-                 "only breaks ties (to the cheaper)"]
-    else:
-        lines = [f"{win} scores {qw:.3f} - {weight:.4g} x ${cw:.3g} = {qw - weight * cw:.3f}, "
-                 "the best score"]
-    others = [j for j in range(len(models)) if j != pick]
-    better = [j for j in others if quality[j] > qw]
-    if better:
-        j = max(better, key=lambda k: quality[k] - weight * cost[k])
-        dq, dc = quality[j] - qw, cost[j] - cw
-        if dc > 0:
-            lines.append(f"{models[j]} would add {dq:.3f} quality for ${dc:.3g} more: "
-                         f"{dq / dc:.4g} quality per $, below the {weight:.4g} the policy asks")
-    cheaper = [j for j in others if cost[j] < cw]
-    if cheaper and weight > 0:
-        j = max(cheaper, key=lambda k: quality[k] - weight * cost[k])
-        dq, dc = qw - quality[j], cw - cost[j]
-        lines.append(f"{models[j]} would save ${dc:.3g} but lose {dq:.3f} quality: "
-                     f"{dq / dc:.4g} quality per $ saved, above the {weight:.4g} the policy asks")
-    return lines
-
-
 @click.command("route")
 @click.argument("directory", metavar="DIR")
 @click.argument("prompt")
@@ -301,6 +290,7 @@ def explain(models: tuple[str, ...], quality: list[float], cost: list[float], we
               help="use this cost weight instead of the calibrated policy")
 def route_cmd(directory: str, prompt: str, as_json: bool, cost_weight: float | None) -> None:
     """Route PROMPT ("-" reads it from stdin) with the router saved in DIR and say why."""
+    from routecast.explain import explain
     from routecast.policy import Policy
     from routecast.routers.persist import load_router, read_calibration
 

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import signal
 import threading
 import time
@@ -99,16 +101,25 @@ class RoutecastServer(StreamMixin):
                                *breaker_gauges(lambda: self.table)]
         self._tasks: set[asyncio.Task[None]] = set()
         self.reloads_total = 0
+        # Request ids: a random per-process prefix and a counter (unique across restarts and
+        # replicas, and cheaper than random bytes per request).
+        self._id_prefix = f"req-{secrets.token_hex(4)}-"
+        self._ids = itertools.count(1)
+        routes = [
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/metrics", self.render_metrics, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+        ]
+        if config.ui.enabled:
+            from routecast.server.ui.views import Dashboard
+
+            routes += Dashboard(self).routes()
         self.app = RoutecastApp(
             self._answer,
-            routes=[
-                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
-                Route("/v1/completions", self.completions, methods=["POST"]),
-                Route("/v1/models", self.list_models, methods=["GET"]),
-                Route("/health", self.health, methods=["GET"]),
-                Route("/metrics", self.render_metrics, methods=["GET"]),
-                Route("/openapi.json", self.openapi, methods=["GET"]),
-            ],
+            routes=routes,
             exception_handlers={HTTPException: http_error, Exception: unexpected},
             lifespan=self._lifespan,
         )
@@ -235,10 +246,13 @@ class RoutecastServer(StreamMixin):
         body: dict[str, Any] = {}
         key: ClientKey | None = None
         cost_usd = 0.0
+        request_id = f"{self._id_prefix}{next(self._ids):x}"
+        key_name: str | None = None
         self.metrics.in_flight += 1
         try:
             if self.keys is not None:
                 key = self.keys.authenticate(headers.get("authorization"))
+                key_name = key.name
             body = parse_json(await self._read_body(headers, body_parts))
             endpoint = (check_chat(body, self.max_messages) if api == "chat"
                         else check_completions(body))
@@ -257,7 +271,8 @@ class RoutecastServer(StreamMixin):
             else:
                 key = None
             if request.stream:
-                response = await self._start_stream(backend, request, endpoint, t0, ts, key)
+                response = await self._start_stream(backend, request, endpoint, t0, ts, key,
+                                                    request_id, key_name)
                 key = None  # the stream settles it when it ends
                 return response
             try:
@@ -267,7 +282,7 @@ class RoutecastServer(StreamMixin):
                 raise self._deadline(endpoint) from None
             cost_usd = completion.cost_usd
         except RoutecastError as e:
-            response = self._error(e, endpoint, body, t0, ts)
+            response = self._error(e, endpoint, body, t0, ts, request_id, key_name)
             if isinstance(e, RateLimitedError):
                 response.headers["retry-after"] = str(max(1, round(e.retry_after_s + 0.5)))
             return response
@@ -277,10 +292,12 @@ class RoutecastServer(StreamMixin):
                 self.keys.settle(key, cost_usd)
         latency_s = time.perf_counter() - t0
         committed = self._record(endpoint, body, ts, latency_s, stream=False,
-                                 completion=completion)
+                                 completion=completion, request_id=request_id,
+                                 key_name=key_name)
         if committed is not None:
             await committed
         return Response(dumps(completion.body), media_type="application/json", headers={
+            "x-routecast-request-id": request_id,
             "x-routecast-model": completion.model,
             "x-routecast-route": ",".join(completion.route),
             "x-routecast-cost-usd": f"{completion.cost_usd:.10g}",
@@ -322,19 +339,25 @@ class RoutecastServer(StreamMixin):
     # -- errors, log, metrics --------------------------------------------------------------
 
     def _error(self, e: RoutecastError, endpoint: str, body: Mapping[str, Any], t0: float,
-               ts: float) -> Response:
+               ts: float, request_id: str | None = None, key_name: str | None = None
+               ) -> Response:
         status, code = status_of(e)
         param = e.param if isinstance(e, RequestError) else None
         if status >= 500:
             log.warning("%s: %s", endpoint or "-", e)
         route = [e.model] if isinstance(e, UpstreamError) else []
         self._record(endpoint or "-", body, ts, time.perf_counter() - t0,
-                     stream=bool(body.get("stream")), status=status, error=str(e), route=route)
-        return json_response(error_body(str(e), status, param=param, code=code), status)
+                     stream=bool(body.get("stream")), status=status, error=str(e), route=route,
+                     request_id=request_id, key_name=key_name)
+        response = json_response(error_body(str(e), status, param=param, code=code), status)
+        if request_id is not None:
+            response.headers["x-routecast-request-id"] = request_id
+        return response
 
     def _record(self, endpoint: str, body: Mapping[str, Any], ts: float, latency_s: float, *,
                 stream: bool, completion: Completion | None = None, status: int = 200,
-                error: str | None = None, route: list[str] | None = None
+                error: str | None = None, route: list[str] | None = None,
+                request_id: str | None = None, key_name: str | None = None
                 ) -> asyncio.Future[None] | None:
         """Count the request in /metrics and queue its log row. With ``storage.durable`` an
         answered request's row is committed before its response goes out: the caller awaits
@@ -352,12 +375,14 @@ class RoutecastServer(StreamMixin):
         row = LogRow(ts=ts, endpoint=endpoint, model=c.model if c else None,
                      route=",".join(route), status=status, stream=stream, latency_s=latency_s,
                      error=error, baseline_model=baseline,
-                     session=user if isinstance(user, str) else None)
+                     session=user if isinstance(user, str) else None,
+                     request_id=request_id, key_name=key_name)
         if c is not None:
             u = c.usage
             row.prompt_tokens, row.completion_tokens = u.prompt_tokens, u.completion_tokens
             row.cached_tokens, row.reasoning_tokens = u.cached_tokens, u.reasoning_tokens
             row.usage_estimated, row.cost_usd, row.routing_s = u.estimated, c.cost_usd, c.routing_s
+            row.trace = c.trace
             if baseline is not None:
                 row.baseline_cost_usd = self.table.prices[baseline].cost_usd(u)
         if self.log_prompts and body:

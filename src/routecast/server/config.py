@@ -41,6 +41,8 @@
     privacy:                          # prompts matching these stay on `local: true` models
       patterns: [email, card]         # built-ins (email, card, phone, ssn) or regexes
       redact_log: true                # mask matches in logged prompts (storage.log_prompts)
+    ui: {enabled: true, admin_keys: [ops]}  # the dashboard at /ui; with auth.required only
+                                      # these keys (by name) may open it
 """
 
 from __future__ import annotations
@@ -257,6 +259,17 @@ class Privacy(BaseModel):
         return value
 
 
+class UIConfig(BaseModel):
+    """The dashboard at ``/ui`` (see :mod:`routecast.server.ui`)."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    #: Client keys (by name) that may open the dashboard when ``auth.required`` is on.
+    admin_keys: list[str] = Field(default_factory=list)
+    #: How often the overview page refreshes itself, in seconds.
+    refresh_s: float = Field(default=2.0, ge=0.5, le=3600)
+
+
 class Config(BaseModel):
     """The whole file. Relative paths are relative to the file's folder (see ``load_config``).
     """
@@ -268,6 +281,7 @@ class Config(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     auth: Auth = Field(default_factory=Auth)
     privacy: Privacy = Field(default_factory=Privacy)
+    ui: UIConfig = Field(default_factory=UIConfig)
 
     @model_validator(mode="after")
     def _known_models(self) -> Config:

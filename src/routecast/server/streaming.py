@@ -51,12 +51,15 @@ class StreamMixin:
 
     def _record(self, endpoint: str, body: Mapping[str, Any], ts: float, latency_s: float, *,
                 stream: bool, completion: Completion | None = None, status: int = 200,
-                error: str | None = None, route: list[str] | None = None
+                error: str | None = None, route: list[str] | None = None,
+                request_id: str | None = None, key_name: str | None = None
                 ) -> asyncio.Future[None] | None:
         raise NotImplementedError
 
     async def _start_stream(self, backend: Backend, request: Request, endpoint: str,
-                            t0: float, ts: float, key: ClientKey | None) -> Response:
+                            t0: float, ts: float, key: ClientKey | None,
+                            request_id: str | None = None, key_name: str | None = None
+                            ) -> Response:
         deadline = asyncio.get_running_loop().time() + self.deadline_s
         chunks = backend.stream(request)
         try:
@@ -73,12 +76,16 @@ class StreamMixin:
             raise
         headers = {"x-routecast-model": first.model, "x-routecast-route": ",".join(first.route),
                    "cache-control": "no-cache", "x-accel-buffering": "no"}
-        events = self._events(first, chunks, request, endpoint, t0, ts, deadline, key)
+        if request_id is not None:
+            headers["x-routecast-request-id"] = request_id
+        ids = (request_id, key_name)
+        events = self._events(first, chunks, request, endpoint, t0, ts, deadline, key, ids)
         return EventStream(events, headers)
 
     async def _events(self, chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
                       endpoint: str, t0: float, ts: float, deadline: float,
-                      key: ClientKey | None) -> AsyncIterator[bytes]:
+                      key: ClientKey | None, ids: tuple[str | None, str | None]
+                      ) -> AsyncIterator[bytes]:
         options = request.body.get("stream_options") or {}
         wants_usage = bool(options.get("include_usage"))
         final: Completion | None = None
@@ -106,7 +113,8 @@ class StreamMixin:
             # Log (durably, if asked) before [DONE]: a client that saw the end is logged.
             recorded = True
             committed = self._record(endpoint, request.body, ts, time.perf_counter() - t0,
-                                     stream=True, completion=final)
+                                     stream=True, completion=final, request_id=ids[0],
+                                     key_name=ids[1])
             if committed is None:
                 yield summary + DONE  # one write for the two
             else:
@@ -138,12 +146,12 @@ class StreamMixin:
                 pass
             elif final is not None:
                 self._record(endpoint, request.body, ts, latency_s, stream=True,
-                             completion=final)
+                             completion=final, request_id=ids[0], key_name=ids[1])
             else:
                 status = status_of(error)[0] if error is not None else CLIENT_CLOSED
                 self._record(endpoint, request.body, ts, latency_s, stream=True,
                              status=status, error=str(error) if error else "client disconnected",
-                             route=chunk.route)
+                             route=chunk.route, request_id=ids[0], key_name=ids[1])
 
     def _final_event(self, chunk: Chunk, final: Completion, last: Mapping[str, Any], api: Api,
                      wants_usage: bool, t0: float) -> dict[str, Any]:
