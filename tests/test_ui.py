@@ -50,7 +50,9 @@ def story(url: str, request_id: str) -> dict[str, Any]:
     log_rows_until(url, request_id)
     response = Http(url).get(f"/v1/routecast/requests/{request_id}")
     assert response.status == 200, response.text
-    return dict(response.json())  # type: ignore[call-overload]
+    data = response.json()
+    assert isinstance(data, dict)
+    return data
 
 
 def log_rows_until(url: str, request_id: str, timeout_s: float = 5.0) -> None:

@@ -20,10 +20,12 @@ from tests.toy import toy_dataset
 
 def run_cli(*argv: str) -> None:
     """``routecast ARGV`` in this process; click exits, 0 on success."""
+    code: object = 0
     try:
         main(list(argv))
     except SystemExit as e:
-        assert e.code in (0, None), f"routecast {' '.join(argv)} exited with {e.code}"
+        code = e.code
+    assert code in (0, None), f"routecast {' '.join(argv)} exited with {code}"
 
 
 def saved_router(folder: Path) -> Path:

@@ -86,7 +86,7 @@ class Overview:
 def overview(db: Path, window_s: float = 3600.0, *, buckets: int = 30,
              now: float | None = None) -> Overview:
     """The overview's figures over the last ``window_s`` seconds, and latency percentiles in
-    ``buckets`` equal time buckets over the same window. Requests per second are over the
+    ``buckets`` equal time buckets from the window's first request to now. Requests per second are over the
     last minute (or the window, if shorter)."""
     now = time.time() if now is None else now
     since = now - window_s
@@ -113,14 +113,17 @@ def overview(db: Path, window_s: float = 3600.0, *, buckets: int = 30,
     for r in ok:
         models = out.mix.setdefault(r[1], {})
         models[r[2]] = models.get(r[2], 0) + 1
-    width = window_s / buckets
+    # The buckets span the traffic the window holds (first request to now), so a burst of a
+    # few seconds in an hour's window is still drawn over many buckets.
+    start = rows[0][0] if rows else since
+    width = max(now - start, 1e-3) / buckets
     grouped: list[list[tuple[Any, ...]]] = [[] for _ in range(buckets)]
     for r in rows:
-        grouped[min(buckets - 1, int((r[0] - since) / width))].append(r)
+        grouped[min(buckets - 1, int((r[0] - start) / width))].append(r)
     for k, group in enumerate(grouped):
         lat = sorted(r[7] * 1000 for r in group if r[4] == 200)
         out.series.append(LatencyPoint(
-            since + k * width, len(group), sum(1 for r in group if r[4] != 200),
+            start + k * width, len(group), sum(1 for r in group if r[4] != 200),
             _percentile(lat, 50), _percentile(lat, 95), _percentile(lat, 99)))
     return out
 

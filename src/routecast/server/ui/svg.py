@@ -27,7 +27,7 @@ class _Axes:
     def __init__(self, xs: Sequence[float], ys: Sequence[float], width: int, height: int,
                  log_x: bool) -> None:
         self.width, self.height, self.log_x = width, height, log_x
-        self.left, self.right, self.top, self.bottom = 56, 12, 10, 34
+        self.left, self.right, self.top, self.bottom = 56, 44, 10, 34
         fx = [self._fx(x) for x in xs] or [0.0, 1.0]
         self.x0, self.x1 = min(fx), max(fx)
         if self.x1 == self.x0:
@@ -79,10 +79,11 @@ def _svg(width: int, height: int, title: str, body: str) -> str:
             f'aria-label="{escape(title)}"><title>{escape(title)}</title>{body}</svg>')
 
 
-def _legend(names: Sequence[str], width: int) -> str:
+def _legend(names: Sequence[str], left: int) -> str:
+    """Top left, inside the plot: cost-quality curves rise to the right, so it stays clear."""
     parts = []
     for k, name in enumerate(names):
-        x = width - 150
+        x = left + 10
         y = 16 + 14 * k
         parts.append(f'<rect x="{x}" y="{y - 8}" width="10" height="10" '
                      f'fill="{COLOURS[k % len(COLOURS)]}"/>'
@@ -119,7 +120,7 @@ def time_chart(series: Mapping[str, Sequence[tuple[float, float | None]]], *, ti
     ticks = [(t, time.strftime("%H:%M:%S", time.localtime(t)))
              for t in (axes.x0, (axes.x0 + axes.x1) / 2, axes.x1)]
     return _svg(width, height, title, axes.frame("time", y_label, ticks) + "".join(body)
-                + _legend(list(series), width))
+                + _legend(list(series), axes.left))
 
 
 def curve_chart(curves: Mapping[str, Sequence[Point]], points: Mapping[str, Point], *,
@@ -149,4 +150,4 @@ def curve_chart(curves: Mapping[str, Sequence[Point]], points: Mapping[str, Poin
                     f'class="label">{escape(name)}</text>')
     ticks = [(10 ** e, f"${10 ** e:.3g}") for e in (axes.x0, (axes.x0 + axes.x1) / 2, axes.x1)]
     return _svg(width, height, title, axes.frame("mean USD per request (log)", "quality", ticks)
-                + "".join(body) + _legend(list(curves), width))
+                + "".join(body) + _legend(list(curves), axes.left))
