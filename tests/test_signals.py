@@ -11,11 +11,18 @@ from sklearn.metrics import roc_auc_score
 from routecast.data.dataset import Dataset
 from routecast.errors import ConfigError, DataError, NotFittedError
 from routecast.routers import make_router
-from routecast.signals import available_signals, make_signal, signal_names
+from routecast.signals import (
+    SIGNALS,
+    available_signals,
+    live_signal_names,
+    make_signal,
+    signal_names,
+)
 from tests.test_cascade import toy_with_answers
 from tests.toy import toy_dataset
 
-ALL = signal_names()
+#: Signals fitted on recorded outcomes (the live-only ones refuse, see below).
+ALL = [n for n in signal_names() if SIGNALS.load(n).offline]
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +32,16 @@ def data() -> Dataset:
 
 def test_builtins_are_registered() -> None:
     assert {"confidence", "learned", "router"} <= set(ALL)
+    # Each live judge is declared by its signal: the names are listed once.
+    assert live_signal_names() == ["confidence", "learned", "agreement", "self-verification"]
+
+
+@pytest.mark.parametrize("name", ["agreement", "self-verification"])
+def test_live_only_signals_refuse_recorded_outcomes(name: str, data: Dataset) -> None:
+    assert name in signal_names() and name not in ALL
+    assert name not in available_signals(data, include_ex_ante=True)
+    with pytest.raises(ConfigError, match="computed live only"):
+        make_signal(name).fit(data)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -14,11 +14,9 @@ import numpy as np
 
 from routecast.data.dataset import Dataset
 from routecast.errors import ConfigError
-from routecast.routers import register_router
 from routecast.routers.base import FloatArray, Router
 
 
-@register_router
 class RandomRouter(Router):
     """Predicts uniform random quality, so any policy picks at random (cost weight aside).
 
@@ -43,7 +41,6 @@ class RandomRouter(Router):
         return out
 
 
-@register_router
 class BestSingleRouter(Router):
     """Predicts each model's mean training quality for every prompt."""
 
@@ -57,7 +54,6 @@ class BestSingleRouter(Router):
         return np.tile(self.mean_quality_, (len(prompts), 1))
 
 
-@register_router
 class CheapestRouter(Router):
     """Always the model with the lowest mean training cost, whatever the policy.
 
@@ -75,7 +71,6 @@ class CheapestRouter(Router):
         return np.full((len(prompts), len(self.models_)), self.quality_)
 
 
-@register_router
 class OracleRouter(Router):
     """Knows the true outcomes of the prompts it was fitted on: evaluation only.
 

@@ -13,11 +13,9 @@ import numpy as np
 
 from routecast.data.dataset import Dataset
 from routecast.encoders import Encoder, make_encoder
-from routecast.routers import register_router
 from routecast.routers.base import FloatArray, IntArray, Router
 
 
-@register_router
 class KNNRouter(Router):
     """Mean quality of the ``k`` most similar training prompts (cosine similarity).
 

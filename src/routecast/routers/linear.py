@@ -13,11 +13,9 @@ import numpy as np
 
 from routecast.data.dataset import Dataset
 from routecast.encoders import Encoder, make_encoder
-from routecast.routers import register_router
 from routecast.routers.base import FloatArray, Router
 
 
-@register_router
 class LinearRouter(Router):
     """``P(quality | prompt)`` per model by L2-regularised logistic regression.
 

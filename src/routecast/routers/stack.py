@@ -35,7 +35,6 @@ import numpy as np
 from routecast.data.dataset import Dataset
 from routecast.encoders import Encoder, Features
 from routecast.errors import ConfigError
-from routecast.routers import register_router
 from routecast.routers._features import DenseFeatures, DenseMap, similarity
 from routecast.routers._fit import FloatArray, fit_logistic, logit, sigmoid
 from routecast.routers.base import Router
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 CLIP = 1e-3
 
 
-@register_router
 class StackRouter(DenseFeatures, PromptCost, Router):
     """Cross-fitted, per-model calibrated stack of kNN (several ``ks``), linear and MF."""
 
