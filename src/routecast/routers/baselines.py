@@ -9,12 +9,16 @@ from __future__ import annotations
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from routecast.data.dataset import Dataset
 from routecast.errors import ConfigError
 from routecast.routers.base import FloatArray, Router
+
+if TYPE_CHECKING:
+    from routecast.routers.fewshot import Labels, Prior
 
 
 class RandomRouter(Router):
@@ -40,6 +44,9 @@ class RandomRouter(Router):
             out[i] = rng.random(m)
         return out
 
+    def _add_model(self, labels: Labels, prior: Prior) -> None:
+        pass  # draws one value per model it knows: the name is all it needs
+
 
 class BestSingleRouter(Router):
     """Predicts each model's mean training quality for every prompt."""
@@ -52,6 +59,9 @@ class BestSingleRouter(Router):
     def predict(self, prompts: Sequence[str]) -> FloatArray:
         self._check_fitted()
         return np.tile(self.mean_quality_, (len(prompts), 1))
+
+    def _add_model(self, labels: Labels, prior: Prior) -> None:
+        self.mean_quality_ = np.append(self.mean_quality_, labels.quality.mean())
 
 
 class CheapestRouter(Router):
@@ -69,6 +79,9 @@ class CheapestRouter(Router):
     def predict(self, prompts: Sequence[str]) -> FloatArray:
         self._check_fitted()
         return np.full((len(prompts), len(self.models_)), self.quality_)
+
+    def _add_model(self, labels: Labels, prior: Prior) -> None:
+        pass  # one constant for all models: the new model's cost decides
 
 
 class OracleRouter(Router):
