@@ -141,13 +141,6 @@ class StackRouter(DenseFeatures, PromptCost, Router):
     def _cost_rows(self, prompts: Sequence[str]) -> Features:
         return self.encoder_.transform(list(prompts))
 
-    def base_predictions(self, prompts: Sequence[str]) -> FloatArray:
-        """Each base's predicted quality, ``(n, m, n_bases)`` (kNN per ``k``, linear, MF)."""
-        self._check_fitted()
-        z, rows = self._features(prompts)
-        return sigmoid(self._base_logits(vars(self), similarity(self, "features_", rows), rows,
-                                         z))
-
     def predict(self, prompts: Sequence[str]) -> FloatArray:
         self._check_fitted()
         if len(prompts) == 0:
