@@ -35,6 +35,12 @@ class LiveServer:
     def __init__(self, app: ASGIApp, lifespan: Literal["on", "off"] = "on") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Without TCP_NODELAY every request waits ~40 ms: the response leaves in two writes
+        # (headers, body), Nagle holds the second until the first is ACKed, and the client
+        # delays its ACK. asyncio sets it on accepted sockets only when they say IPPROTO_TCP,
+        # which a socket made as here does not; Linux copies it from the listening socket to
+        # every socket accepted from it (test_stub_upstream checks that).
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False,

@@ -198,11 +198,3 @@ def test_easy_first_tasks_takes_the_best_tasks_within_half() -> None:
     assert bandit.easy_first_tasks(task, quality) == {"a"}  # a + c would be 70 of 100
     with pytest.raises(DataError, match="at least two tasks"):
         bandit.easy_first_tasks(["a"] * 5, np.ones(5))
-
-
-def test_weighted_beta_is_proportional_with_the_given_mean() -> None:
-    beta = bandit.weighted_beta(np.array([1.0, 2.0, 3.0]), 0.2)
-    assert beta == pytest.approx([0.1, 0.2, 0.3])
-    assert bandit.weighted_beta(np.array([1.0, 100.0]), 0.9).max() == 1.0  # clipped
-    with pytest.raises(ConfigError, match="all zero"):
-        bandit.weighted_beta(np.zeros(3), 0.3)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
@@ -11,26 +9,6 @@ from routecast.cascades.cascade import Cascade, Replay
 from routecast.data.dataset import Dataset
 from routecast.errors import ConfigError
 from tests.toy import toy_dataset
-
-
-def toy_with_answers(n: int = 300, seed: int = 0) -> Dataset:
-    """The toy dataset plus what cascades read: a confidence that is higher for right answers,
-    answer texts whose words give right and wrong answers away (with 10 % noise), and
-    latency / token counts that grow with the model's size."""
-    base = toy_dataset(n, seed)
-    rng = np.random.default_rng(seed + 1)
-    right = base.quality > 0.5
-    confidence = np.where(right, rng.beta(6, 2, right.shape), rng.beta(2, 4, right.shape))
-    tell = right ^ (rng.random(right.shape) < 0.1)
-    responses = np.empty(right.shape, dtype=object)
-    for i in range(n):
-        for j in range(3):
-            responses[i, j] = (f"answer {i % 7} because steps" if tell[i, j]
-                               else f"answer {i % 5} maybe unsure guess")
-    latency = np.array([0.2, 0.5, 1.5]) * rng.uniform(0.5, 2.0, size=right.shape)
-    tokens = np.tile([10.0, 20.0, 30.0], (n, 1))
-    return replace(base, confidence=confidence, responses=responses, latency_s=latency,
-                   tokens_in=tokens, tokens_out=tokens / 10)
 
 
 def _hand_data() -> Dataset:

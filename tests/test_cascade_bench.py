@@ -17,8 +17,7 @@ from routecast.cli import cli
 from routecast.data import load_dataset
 from routecast.data.dataset import Dataset
 from routecast.signals import make_signal
-from tests.test_cascade import toy_with_answers
-from tests.toy import toy_dataset
+from tests.toy import toy_dataset, toy_with_answers
 
 KINDS = {"router", "cascade", "cascade_routing"}
 

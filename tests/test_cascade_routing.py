@@ -8,7 +8,7 @@ import pytest
 from routecast.cascades.routing import CascadeRouting, conditional_quality, fit_gamma
 from routecast.errors import CalibrationError, ConfigError
 from routecast.policy import choose
-from tests.test_cascade import toy_with_answers
+from tests.toy import toy_with_answers
 
 
 def _random_inputs(n: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,8 +11,7 @@ from routecast.cascades.tuning import CascadeSearch, tune_cascade
 from routecast.data.dataset import Dataset
 from routecast.errors import CalibrationError, ConfigError
 from routecast.signals import make_signal
-from tests.test_cascade import toy_with_answers
-from tests.toy import toy_dataset
+from tests.toy import toy_dataset, toy_with_answers
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from routecast.data.canonical import load
 from routecast.errors import UpstreamError, UpstreamTimeoutError
 from routecast.local.client import Answer, Client, Endpoint, parse_answer
 from routecast.local.llamacpp import free_port
-from routecast.local.tasks import Task, save_tasks
+from routecast.local.tasks import Task
+from tests.task_files import save_tasks
 
 CHAT = {"choices": [{"message": {"content": "Paris"},
                      "logprobs": {"content": [{"token": "Par", "logprob": -0.1},

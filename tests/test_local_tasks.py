@@ -22,8 +22,8 @@ from routecast.local.tasks import (
     fact_tasks,
     load_tasks,
     sample,
-    save_tasks,
 )
+from tests.task_files import save_tasks
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
 from routecast import metrics
 from routecast.data.dataset import Dataset
-from routecast.errors import ConfigError, NotFittedError
+from routecast.errors import ConfigError
 from routecast.policy import Policy, choose, weight_grid
 from routecast.routers import Router, make_router, router_names
+from routecast.routers.base import FloatArray
+from routecast.routers.baselines import BestSingleRouter
+from routecast.testing import check_router
 from tests.toy import toy_dataset
 
 ALL = router_names()
@@ -20,63 +25,42 @@ def data() -> Dataset:
     return toy_dataset(240)
 
 
-def _prompts(router: Router, data: Dataset) -> list[str]:
-    # The oracle only knows the prompts it was fitted on; the others see unseen test prompts.
-    part = data.subset("train") if router.evaluation_only else data.subset("test")
-    return list(part.prompts)
-
-
 def test_builtins_are_registered() -> None:
     assert {"random", "best-single", "cheapest", "oracle", "knn", "linear"} <= set(ALL)
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_init_only_stores_parameters(name: str) -> None:
-    router = make_router(name)
-    assert not [k for k in vars(router) if k.endswith("_")]
-    clone = type(router)(**router.get_params())
-    assert clone.get_params() == router.get_params()
+def test_every_router_keeps_the_contract(name: str, data: Dataset) -> None:
+    check_router(make_router(name), data)
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_use_before_fit_raises(name: str) -> None:
-    with pytest.raises(NotFittedError):
-        make_router(name).predict(["hello"])
+class _Broken(BestSingleRouter):
+    """Breaks one rule of the contract per ``how`` (the checker must catch each)."""
+
+    name = "broken"
+
+    def __init__(self, how: str = "") -> None:
+        self.how = how
+        if how == "init-learns":
+            self.learned_ = 1
+
+    def predict(self, prompts: Sequence[str]) -> FloatArray:
+        q = super().predict(prompts)
+        if self.how == "out-of-range":
+            return q + 1.0
+        if self.how == "batch-differs" and len(prompts) > 1:
+            return q * 0.5
+        return q
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_fit_predict_route_contract(name: str, data: Dataset) -> None:
-    train = data.subset("train")
-    router = make_router(name)
-    assert router.fit(train) is router
-    assert router.models_ == data.models
-    prompts = _prompts(router, data)
-    q = router.predict(prompts)
-    c = router.predict_cost(prompts)
-    assert q.shape == c.shape == (len(prompts), data.n_models)
-    assert np.all(np.isfinite(q)) and q.min() >= 0 and q.max() <= 1
-    assert np.all(c >= 0)
-    routed = router.route(prompts, Policy(10.0))
-    assert len(routed) == len(prompts) and set(routed) <= set(data.models)
-    assert router.route(prompts[0], Policy(0.0)) == router.route(prompts[:1], Policy(0.0))
-    assert router.predict([]).shape == (0, data.n_models)
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_batch_and_single_predictions_agree(name: str, data: Dataset) -> None:
-    router = make_router(name).fit(data.subset("train"))
-    prompts = _prompts(router, data)[:12]
-    batch = router.predict(prompts)
-    singles = np.vstack([router.predict([p]) for p in prompts])
-    np.testing.assert_allclose(batch, singles, atol=1e-12)
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_fitting_is_deterministic(name: str, data: Dataset) -> None:
-    a = make_router(name).fit(data.subset("train"))
-    b = make_router(name).fit(data.subset("train"))
-    prompts = _prompts(a, data)
-    np.testing.assert_array_equal(a.predict(prompts), b.predict(prompts))
+@pytest.mark.parametrize(("how", "message"), [
+    ("init-learns", "must only store its arguments"),
+    ("out-of-range", r"in \[0, 1\]"),
+    ("batch-differs", "batch and single predictions differ"),
+])
+def test_check_router_catches_a_broken_router(how: str, message: str, data: Dataset) -> None:
+    with pytest.raises(AssertionError, match=message):
+        check_router(_Broken(how), data)
 
 
 def _aiq_on_test(router: Router, data: Dataset) -> float:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from routecast.backends.base import Backend, Chunk, Completion, Request, RoutePrefix, close_stream
 from routecast.backends.fallback import CompositeBackend, attempt
-from routecast.backends.judges import LIVE_SIGNALS, Judge, confidence_score, make_judge
+from routecast.backends.judges import Judge, confidence_score, live_signals, make_judge
 from routecast.backends.retry import another_model_waiting
 from routecast.backends.trace import Step, Trace
 from routecast.errors import ConfigError, UpstreamError
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from routecast.cascades.cascade import Cascade
     from routecast.signals.live import LogprobSummary
 
-__all__ = ["LIVE_SIGNALS", "CascadeBackend"]
+__all__ = ["CascadeBackend"]
 
 
 class CascadeBackend(CompositeBackend):
@@ -55,10 +55,10 @@ class CascadeBackend(CompositeBackend):
     def __init__(self, cascade: Cascade, backends: Mapping[str, Backend], *,
                  name: str = "cascade", summary: LogprobSummary = "mean",
                  judge: Judge | None = None) -> None:
-        if cascade.signal not in LIVE_SIGNALS:
+        if cascade.signal not in (live := live_signals()):
             raise ConfigError(
                 f"endpoint {name!r}: the cascade's signal {cascade.signal!r} cannot be computed "
-                f"live; live cascades use {', '.join(LIVE_SIGNALS)}")
+                f"live; live cascades use {', '.join(live)}")
         missing = [m for m in cascade.models if m not in backends]
         if missing:
             raise ConfigError(f"endpoint {name!r}: no backend serves cascade models {missing}")

@@ -17,6 +17,10 @@ score with the step's threshold, and NaN never accepts (a cascade escalates on d
   P(correct | last user turn, answer), with the answer's log-prob confidence if it was fitted
   with one; no extra call.
 
+Each judge is declared by its signal (``Signal.judge``, see :mod:`routecast.signals`), which
+names a factory taking :class:`JudgeOptions`: :func:`make_judge` looks the signal up in the
+signal registry, so a plugin's signal brings its own judge and the names are listed once.
+
 Extra calls go to the step's own backend, concurrently, without streaming or log-probs; their
 cost is returned in :attr:`Verdict.cost_usd` for the cascade to add to the request's. An answer
 that cannot be judged scores NaN without extra calls: a tool call, an empty answer, an answer
@@ -39,9 +43,6 @@ if TYPE_CHECKING:
     from routecast.signals.learned import LearnedScorer
     from routecast.signals.live import LogprobSummary
 
-#: Signals a live cascade can compute, in the order they are documented.
-LIVE_SIGNALS = ("confidence", "agreement", "self-verification", "learned")
-
 #: AutoMix-style self-verification, short so that a small model can follow it and the call
 #: stays cheap. No "Question:" label: a base model's few-shot template adds its own.
 VERIFY_PROMPT = ("{question}\nProposed answer: {answer}\n"
@@ -62,6 +63,18 @@ class Verdict:
     score: float
     cost_usd: float = 0.0
     calls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeOptions:
+    """A cascade endpoint's judge settings (``None``: the judge's default); each judge reads
+    the ones it has a use for."""
+
+    summary: LogprobSummary = "mean"
+    samples: int | None = None
+    temperature: float | None = None
+    votes: int | None = None
+    scorer: LearnedScorer | None = None
 
 
 class Judge(Protocol):
@@ -187,6 +200,10 @@ class ConfidenceJudge:
     def __init__(self, summary: LogprobSummary = "mean") -> None:
         self.summary: LogprobSummary = summary
 
+    @classmethod
+    def from_options(cls, options: JudgeOptions) -> ConfidenceJudge:
+        return cls(options.summary)
+
     def check(self, cascade: Cascade, endpoint: str) -> None:
         pass
 
@@ -209,6 +226,11 @@ class AgreementJudge:
             raise ConfigError(f"agreement needs at least 1 sample to compare with, got {samples}")
         self.samples = samples
         self.temperature = temperature
+
+    @classmethod
+    def from_options(cls, options: JudgeOptions) -> AgreementJudge:
+        return cls(2 if options.samples is None else options.samples,
+                   0.7 if options.temperature is None else options.temperature)
 
     def check(self, cascade: Cascade, endpoint: str) -> None:
         pass
@@ -261,6 +283,11 @@ class SelfVerificationJudge:
         self.prompt = prompt
         self.max_tokens = max_tokens
 
+    @classmethod
+    def from_options(cls, options: JudgeOptions) -> SelfVerificationJudge:
+        return cls(1 if options.votes is None else options.votes,
+                   0.7 if options.temperature is None else options.temperature)
+
     def check(self, cascade: Cascade, endpoint: str) -> None:
         pass
 
@@ -311,6 +338,14 @@ class LearnedJudge:
         self.scorer = scorer
         self.summary: LogprobSummary = summary
 
+    @classmethod
+    def from_options(cls, options: JudgeOptions) -> LearnedJudge:
+        if options.scorer is None:
+            raise ConfigError("the learned signal cannot be computed live without a fitted "
+                              "scorer. Fix: give its saved folder (`scorer:` in the config, "
+                              "written by `routecast tune-cascade --signal learned`)")
+        return cls(options.scorer, options.summary)
+
     def check(self, cascade: Cascade, endpoint: str) -> None:
         unknown = [m for m in cascade.models[:-1] if m not in self.scorer.models_]
         if unknown:
@@ -342,23 +377,26 @@ class LearnedJudge:
         return Verdict(float(score[0]))
 
 
+def live_signals() -> list[str]:
+    """Signals a live cascade can compute (those that declare a judge), documented order."""
+    from routecast.signals import live_signal_names
+
+    return live_signal_names()
+
+
 def make_judge(signal: str, *, summary: LogprobSummary = "mean", samples: int | None = None,
                temperature: float | None = None, votes: int | None = None,
                scorer: LearnedScorer | None = None) -> Judge:
     """The judge of ``signal`` with its parameters (``None``: the judge's default)."""
-    if signal == "confidence":
-        return ConfidenceJudge(summary)
-    if signal == "agreement":
-        return AgreementJudge(2 if samples is None else samples,
-                              0.7 if temperature is None else temperature)
-    if signal == "self-verification":
-        return SelfVerificationJudge(1 if votes is None else votes,
-                                     0.7 if temperature is None else temperature)
-    if signal == "learned":
-        if scorer is None:
-            raise ConfigError("the learned signal cannot be computed live without a fitted "
-                              "scorer. Fix: give its saved folder (`scorer:` in the config, "
-                              "written by `routecast tune-cascade --signal learned`)")
-        return LearnedJudge(scorer, summary)
-    raise ConfigError(f"the signal {signal!r} cannot be computed live; live cascades use "
-                      f"{', '.join(LIVE_SIGNALS)}")
+    from routecast.registry import resolve
+    from routecast.signals import SIGNALS
+
+    reference = SIGNALS.load(signal).judge
+    if not reference:
+        raise ConfigError(f"the signal {signal!r} cannot be computed live; live cascades use "
+                          f"{', '.join(live_signals())}")
+    factory = resolve(reference)
+    if not callable(factory):
+        raise ConfigError(f"the {signal!r} signal's judge {reference!r} cannot be called")
+    judge: Judge = factory(JudgeOptions(summary, samples, temperature, votes, scorer))
+    return judge

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from routecast.errors import ConfigError, RequestError
+from routecast.registry import Registry
 
 #: Chat-only request fields a completion endpoint would reject or misread.
 _CHAT_ONLY = ("messages", "tools", "tool_choice", "parallel_tool_calls", "functions",
@@ -56,30 +57,40 @@ class PromptFormat:
         return "".join(parts)
 
 
-FORMATS: dict[str, PromptFormat] = {
-    "chatml": PromptFormat(
+CHATML = PromptFormat(
         system_prefix="<|im_start|>system\n", system_suffix="<|im_end|>\n",
         user_prefix="<|im_start|>user\n", user_suffix="<|im_end|>\n",
         assistant_prefix="<|im_start|>assistant\n", assistant_suffix="<|im_end|>\n",
-        stop=("<|im_end|>", "<|im_start|>")),
-    "llama3": PromptFormat(
+        stop=("<|im_end|>", "<|im_start|>"))
+LLAMA3 = PromptFormat(
         system_prefix="<|start_header_id|>system<|end_header_id|>\n\n",
         system_suffix="<|eot_id|>",
         user_prefix="<|start_header_id|>user<|end_header_id|>\n\n", user_suffix="<|eot_id|>",
         assistant_prefix="<|start_header_id|>assistant<|end_header_id|>\n\n",
-        assistant_suffix="<|eot_id|>", stop=("<|eot_id|>",)),
-    "plain": PromptFormat(
+        assistant_suffix="<|eot_id|>", stop=("<|eot_id|>",))
+PLAIN = PromptFormat(
         system_prefix="", system_suffix="\n\n", user_prefix="User: ", user_suffix="\n",
-        assistant_prefix="Assistant:", assistant_suffix="\n", stop=("\nUser:",)),
-}
+        assistant_prefix="Assistant:", assistant_suffix="\n", stop=("\nUser:",))
+
+
+def _check(name: str, obj: object) -> PromptFormat:
+    if not isinstance(obj, PromptFormat):
+        raise ConfigError(f"prompt format {name!r} is {obj!r}, not a PromptFormat")
+    return obj
+
+
+#: Every prompt format by name (a read-only mapping; plugins: ``routecast.prompt_formats``).
+FORMATS: Registry[PromptFormat] = Registry("prompt format", "routecast.prompt_formats", {
+    "chatml": f"{__name__}:CHATML", "llama3": f"{__name__}:LLAMA3", "plain": f"{__name__}:PLAIN",
+}, _check)
 
 
 def prompt_format(name: str) -> PromptFormat:
+    """The prompt format registered as ``name``."""
     try:
-        return FORMATS[name]
-    except KeyError:
-        raise ConfigError(f"unknown prompt format {name!r}; built-in formats: "
-                          f"{', '.join(FORMATS)} (or give prefixes and stop strings)") from None
+        return FORMATS.load(name)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (or give prefixes and stop strings)") from None
 
 
 def message_text(message: Mapping[str, Any]) -> str:

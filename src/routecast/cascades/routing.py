@@ -24,10 +24,12 @@ with ``gamma`` in [0, 1] fitted by maximum likelihood on calibration data
 
 ``lambda`` plays the part of a :class:`~routecast.policy.Policy`'s cost weight and is solved
 the same way, on calibration data (the validation split): :meth:`CascadeRouting.for_budget`
-and :meth:`CascadeRouting.for_quality`. The decision functions are pure and batch; the live
-server calls :meth:`CascadeRouting.first_model` and :meth:`CascadeRouting.next_model` with one
-prompt's estimates and the scores of the answers it has received, and gets exactly the choices
-the replay makes.
+and :meth:`CascadeRouting.for_quality`. The decision functions are pure and batch. Cascade
+routing is offline only for now: ``routecast bench`` replays it beside routers and cascades,
+and the server has no cascade-routing endpoint. :meth:`CascadeRouting.first_model` and
+:meth:`CascadeRouting.next_model` take one prompt's estimates and the scores of the answers
+received so far, and the tests check that they make exactly the choices the replay makes:
+they are the step-by-step form a live endpoint would call.
 """
 
 from __future__ import annotations

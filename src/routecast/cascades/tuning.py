@@ -1,7 +1,7 @@
 """Tune a cascade to a budget: pick the models, their order and the thresholds.
 
-Given the signal's scores on *tuning* data (the validation split; never train, where a fitted
-signal flatters itself), every cascade of a pruned search space is replayed exactly, and
+Given the signal's scores on *tuning* data, every cascade of a pruned search space is replayed
+exactly, and
 
 * :meth:`CascadeSearch.best_within` returns the highest mean quality whose mean cost per
   query fits a budget,
@@ -27,6 +27,12 @@ exactly: per model subset, mean quality and cost of all threshold combinations c
 few matrix products over "share of prompts still unanswered at step k", so the whole space
 costs well under a second. Latency percentiles are not sums, so they are computed only for the
 candidates a latency-constrained query actually inspects, in order of preference.
+
+What the tuning data is, is the caller's choice, with one rule: no score may have seen its own
+outcome. A fitted signal scoring the prompts it was fitted on flatters itself, so the callers
+(``routecast bench`` in :mod:`routecast.bench.cascades`, ``routecast tune-cascade``) fit the
+signal on train and tune on train *and* validation, with the train prompts scored out-of-fold
+(:meth:`~routecast.signals.base.Signal.cross_fit`); the evaluated split is never part of it.
 
 A coarse grid is also a guard against over-fitting: thresholds picked from a few hundred
 validation prompts out of a fine grid chase noise, and the tuned cascade is meant to hold on

@@ -1,12 +1,13 @@
 """Outcome data: the :class:`Dataset`, routecast's own file format, and importers.
 
-Importers register here by name; each is a module with ``detect(path) -> bool`` and
-``load(path, *, seed, name) -> Dataset``. They are imported only when used.
+Importers are one :class:`~routecast.registry.Registry` (entry-point group
+``routecast.formats``): each is a module (or any object) with ``detect(path) -> bool`` and
+``load(path, *, seed, name) -> Dataset``, imported only when used; a plugin's format joins
+the same way. Detection tries the built-ins in the order below, then plugins.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -14,6 +15,7 @@ from routecast.data import canonical
 from routecast.data.dataset import SPLITS, Dataset
 from routecast.data.splits import DEFAULT_SEED
 from routecast.errors import ConfigError, DataError
+from routecast.registry import Registry
 
 __all__ = ["IMPORTERS", "SPLITS", "Dataset", "detect_format", "load_dataset", "save_dataset"]
 
@@ -24,22 +26,27 @@ class Importer(Protocol):
     def load(self, path: str | Path, *, seed: int = ..., name: str | None = ...) -> Dataset: ...
 
 
-#: format name -> module implementing it (imported lazily).
-IMPORTERS: dict[str, str] = {
+def _check(name: str, obj: object) -> Importer:
+    if not (callable(getattr(obj, "detect", None)) and callable(getattr(obj, "load", None))):
+        raise ConfigError(f"data format {name!r} is {obj!r}, which lacks detect(path) and "
+                          "load(path, *, seed, name)")
+    return cast(Importer, obj)
+
+
+#: Every importer by format name (a read-only mapping; plugins included).
+IMPORTERS: Registry[Importer] = Registry("data format", "routecast.formats", {
     "routerbench": "routecast.data.routerbench",
     "routellm": "routecast.data.routellm",
     "cascades": "routecast.data.zellinger",
     "llmrouter": "routecast.data.llmrouter",
-}
+}, _check)
 
 
 def _importer(fmt: str) -> Importer:
-    try:
-        module = IMPORTERS[fmt]
-    except KeyError:
+    if fmt not in IMPORTERS:
         known = ", ".join(["routecast", *IMPORTERS])
-        raise ConfigError(f"unknown data format {fmt!r}; known formats: {known}") from None
-    return cast(Importer, importlib.import_module(module))
+        raise ConfigError(f"unknown data format {fmt!r}; known formats: {known}")
+    return IMPORTERS.load(fmt)
 
 
 def detect_format(path: str | Path) -> str:

@@ -1,28 +1,46 @@
 """Prompt encoders: text in, feature matrix out.
 
-Built-ins register through :func:`register_encoder`, the same path a plugin would take.
-``tfidf`` runs offline with scikit-learn only; ``minilm`` needs the ``minilm`` extra.
+Encoders are one :class:`~routecast.registry.Registry` (entry-point group
+``routecast.encoders``) of factories: callables that take keyword parameters and return an
+:class:`Encoder` (usually the class itself). ``tfidf`` runs offline with scikit-learn only;
+``minilm`` needs the ``minilm`` extra and is wrapped in the embedding cache
+(:mod:`routecast.encoders.cache`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from routecast.encoders.base import Encoder, Features
 from routecast.errors import ConfigError
+from routecast.registry import Registry
 
 __all__ = ["ENCODERS", "Encoder", "Features", "make_encoder", "register_encoder"]
 
-ENCODERS: dict[str, Callable[..., Encoder]] = {}
+EncoderFactory = Callable[..., Encoder]
 
 
-def register_encoder(name: str) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
-    """Class decorator: make an encoder constructible by name."""
+def _check(name: str, obj: object) -> EncoderFactory:
+    if not callable(obj):
+        raise ConfigError(f"encoder {name!r} is {obj!r}, not a callable that builds an encoder")
+    return cast(EncoderFactory, obj)
 
-    def deco(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
-        ENCODERS[name] = factory
-        return factory
+
+_BUILTINS = {
+    "tfidf": "routecast.encoders.tfidf:TfidfEncoder",
+    "minilm": "routecast.encoders.minilm:minilm",
+}
+
+#: Every encoder factory by name (a read-only mapping; plugins included).
+ENCODERS: Registry[EncoderFactory] = Registry("encoder", "routecast.encoders", _BUILTINS, _check)
+
+
+def register_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Class decorator: make an encoder constructible by ``name`` in this process."""
+
+    def deco(factory: EncoderFactory) -> EncoderFactory:
+        return ENCODERS.register(name, factory)
 
     return deco
 
@@ -31,16 +49,4 @@ def make_encoder(spec: str | Encoder, **params: Any) -> Encoder:
     """An encoder from its registered name, or ``spec`` itself if it is already one."""
     if not isinstance(spec, str):
         return spec
-    _load_builtins()
-    try:
-        factory = ENCODERS[spec]
-    except KeyError:
-        raise ConfigError(
-            f"unknown encoder {spec!r}; known encoders: {', '.join(sorted(ENCODERS))}"
-        ) from None
-    return factory(**params)
-
-
-def _load_builtins() -> None:
-    # Importing the modules registers them; both are light (minilm imports torch lazily).
-    from routecast.encoders import minilm, tfidf  # noqa: F401
+    return cast(Encoder, ENCODERS.make(spec, **params))

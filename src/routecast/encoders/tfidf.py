@@ -35,7 +35,6 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from routecast.encoders import register_encoder
 from routecast.encoders.base import Features
 from routecast.errors import NotFittedError
 
@@ -78,7 +77,6 @@ def analyze(text: str, ngram_range: tuple[int, int]) -> list[str]:
     return terms
 
 
-@register_encoder("tfidf")
 class TfidfEncoder:
     """Word 1-2-gram TF-IDF with sublinear term frequency, rows L2-normalised (sparse CSR)."""
 

@@ -84,22 +84,6 @@ class Stream:
         return Stream(self.confidence[order], self.local_wrong[order], self.beta[order])
 
 
-def weighted_beta(extra_cost: FloatArray, mean_beta: float) -> FloatArray:
-    """Per-query offload costs proportional to what each offload really costs (joules or
-    dollars), scaled to average ``mean_beta`` and clipped to [0, 1].
-
-    With per-query costs HI-LCB's rule depends on ``beta_t`` (keep iff ``LCB >= 1 - beta_t``),
-    a richer class than one fixed threshold, so its regret against the best fixed threshold
-    can go negative: read such runs as costs, not as regret."""
-    extra = np.asarray(extra_cost, dtype=np.float64)
-    if not 0 <= mean_beta <= 1:
-        raise ConfigError(f"the mean offload cost must lie in [0, 1], got {mean_beta}")
-    scale = float(extra.mean())
-    if not scale > 0:
-        raise ConfigError("offload costs are all zero; weighting by them is meaningless")
-    return np.asarray(np.clip(mean_beta * extra / scale, 0.0, 1.0), dtype=np.float64)
-
-
 def bin_index(confidence: FloatArray, n_bins: int) -> IntArray:
     """Bin of each confidence, ``0 .. n_bins - 1`` (a confidence of 1 is in the last bin)."""
     b = np.floor(np.asarray(confidence, dtype=np.float64) * n_bins).astype(np.int64)

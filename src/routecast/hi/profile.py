@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from routecast.errors import ConfigError
+from routecast.registry import Registry
 
 FloatArray = npt.NDArray[np.float64]
 Placement = Literal["device", "edge", "cloud"]
@@ -361,7 +362,18 @@ def _laptop() -> Device:
 
 PHONE = _phone()
 LAPTOP = _laptop()
-DEVICES: dict[str, Device] = {"phone": PHONE, "laptop": LAPTOP}
+
+
+def _check_device(name: str, obj: object) -> Device:
+    if not isinstance(obj, Device):
+        raise ConfigError(f"device profile {name!r} is {obj!r}, not a Device")
+    return obj
+
+
+#: Device profiles by name (a read-only mapping; plugins: ``routecast.devices``).
+DEVICES: Registry[Device] = Registry("device profile", "routecast.devices",
+                                     {"phone": f"{__name__}:PHONE",
+                                      "laptop": f"{__name__}:LAPTOP"}, _check_device)
 
 #: List prices of the cloud models of the cascade data, for callers without recorded costs.
 CLOUD_PROFILES: dict[str, Profile] = {
@@ -376,9 +388,5 @@ CLOUD_PROFILES: dict[str, Profile] = {
 
 
 def get_device(name: str) -> Device:
-    """A built-in device by name; a :class:`ConfigError` names the ones there are."""
-    try:
-        return DEVICES[name]
-    except KeyError:
-        raise ConfigError(f"unknown device profile {name!r}; built in: "
-                          f"{', '.join(DEVICES)}") from None
+    """A device profile by name; a :class:`ConfigError` names the ones there are."""
+    return DEVICES.load(name)

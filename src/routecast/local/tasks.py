@@ -293,15 +293,3 @@ def _task_from(raw: str, where: str) -> Task:
         raise DataFormatError("field 'category' must be a string", where=where)
     return Task(rec["id"], rec["prompt"], rec["gold"], grader, category, difficulty,
                 tuple(aliases))
-
-
-def save_tasks(tasks: Sequence[Task], path: str | Path) -> Path:
-    """Write ``tasks`` as a task file that :func:`load_tasks` reads back."""
-    path = Path(path)
-    with open(path, "w", encoding="utf-8") as f:
-        for t in tasks:
-            f.write(json.dumps({"id": t.id, "prompt": t.prompt, "gold": t.gold,
-                                "grader": t.grader, "category": t.category,
-                                "difficulty": t.difficulty, "aliases": list(t.aliases)},
-                               ensure_ascii=False) + "\n")
-    return path

@@ -16,6 +16,7 @@ from routecast.estimator import Estimator
 if TYPE_CHECKING:
     from routecast.data.dataset import Dataset
     from routecast.policy import Policy
+    from routecast.routers.fewshot import Labels, Prior
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -86,6 +87,18 @@ class Router(Estimator, ABC):
 
         add_model(self, model, data, quality, cost_usd, prior_strength=prior_strength)
         return self
+
+    def _add_model(self, labels: Labels, prior: Prior) -> None:
+        """The extension hook of :meth:`add_model`: extend every learned attribute by the new
+        model ``labels.model`` (``models_`` and ``mean_cost_usd_`` are extended after it).
+
+        ``prior`` predicts the new model from the existing ones on any prompt; a router fits
+        what it can around it (see ``routers/fewshot.py``). This default says the router
+        cannot: routers that can override it.
+        """
+        raise ConfigError(
+            f"router {self.name!r} cannot add a model in place (it defines no _add_model); "
+            "refit it on outcomes that include the new model")
 
     # -- persistence (see routers/persist.py) ------------------------------------------------
 

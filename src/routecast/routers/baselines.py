@@ -9,16 +9,18 @@ from __future__ import annotations
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from routecast.data.dataset import Dataset
 from routecast.errors import ConfigError
-from routecast.routers import register_router
 from routecast.routers.base import FloatArray, Router
 
+if TYPE_CHECKING:
+    from routecast.routers.fewshot import Labels, Prior
 
-@register_router
+
 class RandomRouter(Router):
     """Predicts uniform random quality, so any policy picks at random (cost weight aside).
 
@@ -42,8 +44,10 @@ class RandomRouter(Router):
             out[i] = rng.random(m)
         return out
 
+    def _add_model(self, labels: Labels, prior: Prior) -> None:
+        pass  # draws one value per model it knows: the name is all it needs
 
-@register_router
+
 class BestSingleRouter(Router):
     """Predicts each model's mean training quality for every prompt."""
 
@@ -56,8 +60,10 @@ class BestSingleRouter(Router):
         self._check_fitted()
         return np.tile(self.mean_quality_, (len(prompts), 1))
 
+    def _add_model(self, labels: Labels, prior: Prior) -> None:
+        self.mean_quality_ = np.append(self.mean_quality_, labels.quality.mean())
 
-@register_router
+
 class CheapestRouter(Router):
     """Always the model with the lowest mean training cost, whatever the policy.
 
@@ -74,8 +80,10 @@ class CheapestRouter(Router):
         self._check_fitted()
         return np.full((len(prompts), len(self.models_)), self.quality_)
 
+    def _add_model(self, labels: Labels, prior: Prior) -> None:
+        pass  # one constant for all models: the new model's cost decides
 
-@register_router
+
 class OracleRouter(Router):
     """Knows the true outcomes of the prompts it was fitted on: evaluation only.
 

@@ -11,7 +11,8 @@ the other models; refitting on everything needs the new model's outcomes everywh
    shrunk towards the plain average ``1/m`` (strength ``prior_strength`` pseudo-prompts).
    It says which existing models the new one behaves like, and it is defined on *every*
    prompt, labelled or not.
-2. **A specialised fit centred on that prior**, per router:
+2. **A specialised fit centred on that prior**, in each router's ``_add_model`` (the
+   extension hook every built-in implements; a plugin's router may too):
 
    * ``linear``, ``mf``, ``mlp``: one more output (a logistic regression on the router's own
      prompt representation: TF-IDF rows, MF's projected prompt, the MLP's hidden layer) whose
@@ -111,10 +112,9 @@ def add_model(router: Router, model: str, data: Dataset | Sequence[str],
     if not prior_strength > 0:
         raise ConfigError(f"prior_strength must be > 0, got {prior_strength}")
     labels = _labels(router, model, data, quality, cost_usd)
-    handler = _handler(router)
     existing = logit(router.predict(labels.prompts))
     prior = fit_prior(existing, labels.quality, prior_strength)
-    handler(router, labels, prior)
+    router._add_model(labels, prior)
     if isinstance(router, PromptCost):
         router.add_model_cost(float(labels.cost_usd.mean()))
     router.models_ = (*router.models_, model)
@@ -173,63 +173,6 @@ def _labels(router: Router, model: str, data: Dataset | Sequence[str],
         raise DataError("have a negative or missing cost", where=where,
                         fix="give costs in USD >= 0")
     return Labels(model, prompts, q, c, known)
-
-
-def _handler(router: Router) -> Callable[[Any, Labels, Prior], None]:
-    own = getattr(router, "_add_model", None)
-    if callable(own):
-        return lambda r, labels, prior: own(labels, prior)
-    from routecast.routers.baselines import BestSingleRouter, CheapestRouter, RandomRouter
-    from routecast.routers.knn import KNNRouter
-    from routecast.routers.linear import LinearRouter
-
-    builtins: dict[type, Callable[[Any, Labels, Prior], None]] = {
-        LinearRouter: _add_to_linear, KNNRouter: _add_to_knn,
-        BestSingleRouter: _add_to_best_single,
-        CheapestRouter: lambda r, labels, prior: None,  # predicts one constant for all models
-        RandomRouter: lambda r, labels, prior: None,  # draws one value per model it knows
-    }
-    handler = builtins.get(type(router))
-    if handler is None:
-        raise ConfigError(
-            f"router {router.name!r} cannot add a model in place (it defines no _add_model); "
-            "refit it on outcomes that include the new model")
-    return handler
-
-
-# -- specialised fits for the built-ins defined elsewhere ----------------------------------
-
-
-def _add_to_linear(router: Any, labels: Labels, prior: Prior) -> None:
-    rows = router.encoder_.transform(labels.prompts)
-    coef, intercept = fit_new_output(rows, labels.quality, prior, router.coef_,
-                                     router.intercept_)
-    router.coef_ = np.vstack([router.coef_, coef])
-    router.intercept_ = np.append(router.intercept_, intercept)
-
-
-def _add_to_knn(router: Any, labels: Labels, prior: Prior) -> None:
-    from routecast.routers.stack import knn_means
-
-    def existing(rows: Any) -> FloatArray:
-        # What KNNRouter.predict computes, from encoder rows instead of prompts.
-        sim = rows @ router.features_.T
-        sim = np.asarray(sim.toarray() if hasattr(sim, "toarray") else sim, dtype=np.float64)
-        return knn_means(sim, router.quality_, router.mean_quality_, [router.k_],
-                         prior=router.prior, weighted=router.weighted)[0]
-
-    rows = router.encoder_.transform(labels.prompts)
-    router.features_, router.quality_ = impute_and_append(
-        router.features_, router.quality_, rows, labels, prior, existing)
-    router.mean_quality_ = np.append(router.mean_quality_, router.quality_[:, -1].mean())
-    # KNNRouter caches the transpose of features_ on first use; appended rows must not be
-    # hidden behind a stale copy.
-    if hasattr(router, "_features_t"):
-        router._features_t = None
-
-
-def _add_to_best_single(router: Any, labels: Labels, prior: Prior) -> None:
-    router.mean_quality_ = np.append(router.mean_quality_, labels.quality.mean())
 
 
 # -- shared building blocks ----------------------------------------------------------------

@@ -7,17 +7,18 @@ so it is the learned baseline every other router is measured against.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from routecast.data.dataset import Dataset
 from routecast.encoders import Encoder, make_encoder
-from routecast.routers import register_router
 from routecast.routers.base import FloatArray, IntArray, Router
 
+if TYPE_CHECKING:
+    from routecast.routers.fewshot import Labels, Prior
 
-@register_router
+
 class KNNRouter(Router):
     """Mean quality of the ``k`` most similar training prompts (cosine similarity).
 
@@ -73,3 +74,23 @@ class KNNRouter(Router):
         num = np.einsum("nk,nkm->nm", w, neigh) + self.prior * self.mean_quality_
         den = w.sum(axis=1, keepdims=True) + self.prior
         return np.asarray(num / den, dtype=np.float64)
+
+    def _add_model(self, labels: Labels, prior: Prior) -> None:
+        """The new model's outcome on every training prompt imputed from the prior, the
+        labelled prompts joined with their true outcomes (see ``routers/fewshot.py``)."""
+        from routecast.routers.fewshot import impute_and_append
+        from routecast.routers.stack import knn_means
+
+        def existing(rows: Any) -> FloatArray:
+            # What predict computes, from encoder rows instead of prompts.
+            sim = rows @ self.features_.T
+            sim = np.asarray(sim.toarray() if hasattr(sim, "toarray") else sim,
+                             dtype=np.float64)
+            return knn_means(sim, self.quality_, self.mean_quality_, [self.k_],
+                             prior=self.prior, weighted=self.weighted)[0]
+
+        rows = self.encoder_.transform(labels.prompts)
+        self.features_, self.quality_ = impute_and_append(
+            self.features_, self.quality_, rows, labels, prior, existing)
+        self.mean_quality_ = np.append(self.mean_quality_, self.quality_[:, -1].mean())
+        self._features_t = None  # the cached transpose would hide the appended rows

@@ -8,16 +8,18 @@ which is exactly the cross-entropy with target ``q``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from routecast.data.dataset import Dataset
 from routecast.encoders import Encoder, make_encoder
-from routecast.routers import register_router
 from routecast.routers.base import FloatArray, Router
 
+if TYPE_CHECKING:
+    from routecast.routers.fewshot import Labels, Prior
 
-@register_router
+
 class LinearRouter(Router):
     """``P(quality | prompt)`` per model by L2-regularised logistic regression.
 
@@ -77,7 +79,19 @@ class LinearRouter(Router):
             z = np.asarray(self.encoder_.transform(prompts) @ self.coef_.T) + self.intercept_
         return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
 
+    def _add_model(self, labels: Labels, prior: Prior) -> None:
+        """One more logistic output on the TF-IDF rows, shrunk towards the prior's combination
+        of the existing outputs (see ``routers/fewshot.py``)."""
+        from routecast.routers.fewshot import fit_new_output
+
+        rows = self.encoder_.transform(labels.prompts)
+        coef, intercept = fit_new_output(rows, labels.quality, prior, self.coef_,
+                                         self.intercept_)
+        self.coef_ = np.vstack([self.coef_, coef])
+        self.intercept_ = np.append(self.intercept_, intercept)
+
 
 def _logit(p: float, eps: float = 1e-9) -> float:
     p = min(max(p, eps), 1 - eps)
     return float(np.log(p / (1 - p)))
+

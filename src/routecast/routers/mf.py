@@ -31,7 +31,6 @@ import numpy as np
 from routecast.data.dataset import Dataset
 from routecast.encoders import Encoder, Features
 from routecast.errors import ConfigError
-from routecast.routers import register_router
 from routecast.routers._features import DenseFeatures
 from routecast.routers._fit import FloatArray, logit, minimize, sigmoid, soft_bce
 from routecast.routers.base import Router
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
     from routecast.routers.fewshot import Labels, Prior
 
 
-@register_router
 class MFRouter(DenseFeatures, PromptCost, Router):
     """Low-rank quality model: per-model embeddings (size ``k``) times projected prompts.
 

@@ -20,7 +20,6 @@ import numpy as np
 from routecast.data.dataset import Dataset
 from routecast.encoders import Encoder, Features
 from routecast.errors import ConfigError
-from routecast.routers import register_router
 from routecast.routers._features import DenseFeatures
 from routecast.routers._fit import FloatArray, logit, minimize, sigmoid, soft_bce
 from routecast.routers.base import Router
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
     from routecast.routers.fewshot import Labels, Prior
 
 
-@register_router
 class MLPRouter(DenseFeatures, PromptCost, Router):
     """``P(quality | prompt)`` for every model from one shared ReLU hidden layer.
 

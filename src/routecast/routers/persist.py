@@ -64,9 +64,8 @@ def _json_params(router: Router) -> dict[str, Any]:
             params[key] = list(value)
             continue
         name = getattr(value, "name", None)
-        from routecast.encoders import ENCODERS, _load_builtins
+        from routecast.encoders import ENCODERS
 
-        _load_builtins()
         if isinstance(name, str) and name in ENCODERS:
             params[key] = name  # a registered encoder object is saved by name
             continue

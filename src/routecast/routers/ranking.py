@@ -34,7 +34,6 @@ import numpy as np
 from routecast.data.dataset import Dataset
 from routecast.encoders import Encoder, Features, make_encoder
 from routecast.errors import ConfigError
-from routecast.routers import register_router
 from routecast.routers._features import similarity
 from routecast.routers._fit import FloatArray, logit, sigmoid
 from routecast.routers.base import Router
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 NEWTON_STEPS = 12
 
 
-@register_router
 class SWRankingRouter(PromptCost, Router):
     """Per-prompt Bradley-Terry ratings from similarity-weighted, outcome-derived battles.
 

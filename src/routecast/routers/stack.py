@@ -35,7 +35,6 @@ import numpy as np
 from routecast.data.dataset import Dataset
 from routecast.encoders import Encoder, Features
 from routecast.errors import ConfigError
-from routecast.routers import register_router
 from routecast.routers._features import DenseFeatures, DenseMap, similarity
 from routecast.routers._fit import FloatArray, fit_logistic, logit, sigmoid
 from routecast.routers.base import Router
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 CLIP = 1e-3
 
 
-@register_router
 class StackRouter(DenseFeatures, PromptCost, Router):
     """Cross-fitted, per-model calibrated stack of kNN (several ``ks``), linear and MF."""
 
@@ -142,13 +140,6 @@ class StackRouter(DenseFeatures, PromptCost, Router):
 
     def _cost_rows(self, prompts: Sequence[str]) -> Features:
         return self.encoder_.transform(list(prompts))
-
-    def base_predictions(self, prompts: Sequence[str]) -> FloatArray:
-        """Each base's predicted quality, ``(n, m, n_bases)`` (kNN per ``k``, linear, MF)."""
-        self._check_fitted()
-        z, rows = self._features(prompts)
-        return sigmoid(self._base_logits(vars(self), similarity(self, "features_", rows), rows,
-                                         z))
 
     def predict(self, prompts: Sequence[str]) -> FloatArray:
         self._check_fitted()

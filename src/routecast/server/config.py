@@ -98,7 +98,7 @@ class ModelConfig(BaseModel):
     local: bool = False
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     kind: Literal["chat", "base"] = "chat"
-    prompt_format: Literal["chatml", "llama3", "plain"] | PromptFormatConfig = "chatml"
+    prompt_format: str | PromptFormatConfig = "chatml"  # a name in backends.prompt_format
     input_usd_per_mtok: float = Field(default=0.0, ge=0)
     output_usd_per_mtok: float = Field(default=0.0, ge=0)
     cached_usd_per_mtok: float | None = Field(default=None, ge=0)
@@ -177,12 +177,22 @@ class CascadeEndpoint(BaseModel):
     thresholds: list[float] = Field(default_factory=list)
     file: Path | None = None
     #: ``None``: the file's signal, else confidence.
-    signal: Literal["confidence", "agreement", "self-verification", "learned"] | None = None
+    signal: str | None = None  # a signal with a live judge: routecast.signals
     logprobs: Literal["mean", "min", "first", "margin", "mean_prob"] = "mean"
     samples: int | None = Field(default=None, ge=1, le=16)
     temperature: float | None = Field(default=None, ge=0, le=2)
     votes: int | None = Field(default=None, ge=1, le=16)
     scorer: Path | None = None
+
+    @field_validator("signal")
+    @classmethod
+    def _live_signal(cls, value: str | None) -> str | None:
+        from routecast.signals import live_signal_names
+
+        if value is not None and value not in (live := live_signal_names()):
+            raise ValueError(f"the signal {value!r} cannot be computed live; live cascades "
+                             f"use {', '.join(live)}")
+        return value
 
     @model_validator(mode="after")
     def _models_or_file(self) -> CascadeEndpoint:

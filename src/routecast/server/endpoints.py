@@ -85,8 +85,11 @@ def http_backend(name: str, model: ModelConfig, env: Mapping[str, str] | None = 
                 f"not set. Fix: export {model.api_key_env}=<key> before starting the server, or "
                 "remove api_key_env for a server that needs no key")
     fmt = model.prompt_format
-    prompt_format = FORMATS[fmt] if isinstance(fmt, str) else PromptFormat(
-        **{**fmt.model_dump(), "stop": tuple(fmt.stop)})
+    try:
+        prompt_format = FORMATS.load(fmt) if isinstance(fmt, str) else PromptFormat(
+            **{**fmt.model_dump(), "stop": tuple(fmt.stop)})
+    except ConfigError as e:
+        raise ConfigError(f"models.{name}.prompt_format: {e}") from None
     return OpenAIHTTPBackend(
         name, model.base_url, upstream_model=model.upstream_model, api_key=api_key,
         price=price_of(model), kind=model.kind, prompt_format=prompt_format,
@@ -216,14 +219,14 @@ def _judge(name: str, spec: CascadeEndpoint, cascade: Cascade, folder: Path | No
     """How the cascade endpoint scores early answers: its signal with the config's
     parameters; the learned signal's scorer comes from ``scorer`` (passed in), the config's
     ``scorer`` path, or the folder of its ``file``, in that order."""
-    from routecast.backends.judges import LIVE_SIGNALS, make_judge
+    from routecast.backends.judges import live_signals, make_judge
     from routecast.errors import DataError
     from routecast.signals.persist import has_scorer, load_scorer
 
     where = f"endpoints.{name}"
-    if cascade.signal not in LIVE_SIGNALS:
+    if cascade.signal not in (live := live_signals()):
         raise ConfigError(f"{where}.file: the cascade's signal {cascade.signal!r} cannot be "
-                          f"computed live. Fix: tune it for one of {', '.join(LIVE_SIGNALS)}")
+                          f"computed live. Fix: tune it for one of {', '.join(live)}")
     if spec.signal is not None and spec.signal != cascade.signal:
         raise ConfigError(f"{where}.signal: the cascade in {spec.file} was tuned for the "
                           f"{cascade.signal!r} signal, not {spec.signal!r}. Fix: remove "

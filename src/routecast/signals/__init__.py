@@ -7,23 +7,29 @@ routing reads signals as calibrated probabilities that an answer is correct. Off
 with the pure functions of :mod:`routecast.signals.live` (log-prob summaries, agreement of
 samples, self-verification votes), which need no fitting.
 
-Built-ins register through :func:`register_signal`, the same path a plugin takes, and are
-imported only when first asked for by name:
+Signals are one :class:`~routecast.registry.Registry` (entry-point group
+``routecast.signals``), imported only when first asked for by name; a plugin's signal joins
+the same way. A signal that a live cascade can compute names its live judge (a
+:class:`~routecast.backends.judges.Judge`) in its class attribute ``judge``, so each signal
+name is listed once, here:
 
-========== ====================================================== =======================
-name       what it scores                                          needs in the dataset
-========== ====================================================== =======================
-confidence the recorded model-intrinsic confidence (calibrated)    ``confidence``
-learned    P(correct | prompt, answer), FrugalGPT-style scorer     ``responses``
-router     a router's ex-ante estimate of each model's quality     nothing
-========== ====================================================== =======================
+================= ================================================ ============== ========
+name              what it scores                                   needs recorded live
+================= ================================================ ============== ========
+confidence        the model-intrinsic confidence (calibrated)      ``confidence`` log-probs
+learned           P(correct | prompt, answer), FrugalGPT-style     ``responses``  yes
+router            a router's ex-ante estimate of each model's      nothing        no
+                  quality
+agreement         agreement of k sampled answers with the kept one (live only)    yes
+self-verification the model's own votes that its answer is right   (live only)    yes
+================= ================================================ ============== ========
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from routecast.registry import Registry
+from routecast.registry import Registry, class_check
 from routecast.signals.base import Signal
 from routecast.signals.live import (
     agreement,
@@ -41,6 +47,7 @@ __all__ = [
     "Signal",
     "agreement",
     "available_signals",
+    "live_signal_names",
     "make_signal",
     "normalize_answer",
     "parse_verdict",
@@ -50,30 +57,35 @@ __all__ = [
     "summarize_logprobs",
 ]
 
-#: The built-ins, in the order they are documented (and listed), whichever was imported first.
-BUILTIN_ORDER = ("confidence", "learned", "router")
+_BUILTINS = {
+    "confidence": "routecast.signals.confidence:RecordedConfidence",
+    "learned": "routecast.signals.learned:LearnedScorer",
+    "router": "routecast.signals.router_estimate:RouterEstimate",
+    "agreement": "routecast.signals.sampled:Agreement",
+    "self-verification": "routecast.signals.sampled:SelfVerification",
+}
 
-
-def _load_builtins() -> None:
-    from routecast.signals import confidence, learned, router_estimate  # noqa: F401
-
-
-_REGISTRY = Registry[Signal]("signal", _load_builtins, BUILTIN_ORDER)
-SIGNALS: dict[str, type[Signal]] = _REGISTRY.classes
+#: Every signal class by name (a read-only mapping; plugins included).
+SIGNALS: Registry[type[Signal]] = Registry("signal", "routecast.signals", _BUILTINS,
+                                           class_check("signal", Signal))
 
 S = TypeVar("S", bound=type[Signal])
 
 
 def register_signal(cls: S) -> S:
-    """Class decorator: make a signal constructible by its ``name``."""
-    _REGISTRY.register(cls)
+    """Class decorator: make a signal constructible by its ``name`` in this process."""
+    SIGNALS.register(cls.name, cls)
     return cls
 
 
 def signal_names() -> list[str]:
-    """Registered signal names: the built-ins in documented order, then plugins in
-    registration order."""
-    return _REGISTRY.names()
+    """Signal names: the built-ins in documented order, then run-time ones, then plugins."""
+    return SIGNALS.names()
+
+
+def live_signal_names() -> list[str]:
+    """Signals a live cascade can compute: those that declare a :attr:`Signal.judge`."""
+    return [n for n in SIGNALS.names() if SIGNALS.load(n).judge]
 
 
 def available_signals(dataset: Dataset, *, include_ex_ante: bool = False) -> list[str]:
@@ -82,10 +94,13 @@ def available_signals(dataset: Dataset, *, include_ex_ante: bool = False) -> lis
     Ex-ante signals (the router estimate) never look at an answer, so they are left out unless
     ``include_ex_ante``: a cascade deferring on them would pay for answers it does not read.
     """
-    return [n for n, c in _REGISTRY.loaded().items()
-            if c.available(dataset) and (include_ex_ante or c.reads_answers)]
+    return [n for n in SIGNALS.names()
+            if (c := SIGNALS.load(n)).available(dataset)
+            and (include_ex_ante or c.reads_answers)]
 
 
 def make_signal(name: str, **params: Any) -> Signal:
     """A new, unfitted signal by registered name."""
-    return _REGISTRY.make(name, **params)
+    signal = SIGNALS.make(name, **params)
+    assert isinstance(signal, Signal)  # class_check made sure
+    return signal

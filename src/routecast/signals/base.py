@@ -46,15 +46,27 @@ class Signal(Estimator, ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     #: False for ex-ante signals, which score a model on a prompt without its answer.
     reads_answers: ClassVar[bool] = True
+    #: False for signals recorded outcomes cannot hold (sampled answers, verification
+    #: votes): they are computed live only, and :meth:`fit` says so.
+    offline: ClassVar[bool] = True
+    #: The live judge, as ``"module:attribute"`` of a callable taking a
+    #: :class:`~routecast.backends.judges.JudgeOptions` and returning a
+    #: :class:`~routecast.backends.judges.Judge`; empty for signals a live cascade cannot
+    #: compute. A string, so that importing a signal imports nothing of the server.
+    judge: ClassVar[str] = ""
 
     @classmethod
     def available(cls, dataset: Dataset) -> bool:
         """Whether ``dataset`` records everything this signal reads."""
-        return all(getattr(dataset, field) is not None for field in cls.requires)
+        return cls.offline and all(getattr(dataset, field) is not None for field in cls.requires)
 
     def fit(self, dataset: Dataset) -> Self:
         if dataset.n_prompts == 0:
             raise DataError("cannot fit a signal on an empty dataset", where=dataset.name)
+        if not self.offline:
+            raise ConfigError(f"the {self.name!r} signal is computed live only (recorded "
+                              "outcomes do not hold what it reads); use it in a live cascade, "
+                              "or tune offline with a signal the data records")
         self._check_available(dataset)
         self.models_: tuple[str, ...] = tuple(dataset.models)
         self._fit(dataset)

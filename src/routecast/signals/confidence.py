@@ -20,11 +20,9 @@ from typing import Any
 import numpy as np
 
 from routecast.data.dataset import Dataset
-from routecast.signals import register_signal
 from routecast.signals.base import FloatArray, Signal, logit
 
 
-@register_signal
 class RecordedConfidence(Signal):
     """The dataset's ``confidence``; Platt-scaled per model when ``calibrate``.
 
@@ -33,6 +31,7 @@ class RecordedConfidence(Signal):
 
     name = "confidence"
     requires = ("confidence",)
+    judge = "routecast.backends.judges:ConfidenceJudge.from_options"
 
     def __init__(self, calibrate: bool = True) -> None:
         self.calibrate = calibrate

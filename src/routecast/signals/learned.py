@@ -25,11 +25,9 @@ import numpy.typing as npt
 
 from routecast.data.dataset import Dataset
 from routecast.errors import ConfigError, DataError
-from routecast.signals import register_signal
 from routecast.signals.base import FloatArray, Signal, fold_indices, logit
 
 
-@register_signal
 class LearnedScorer(Signal):
     """Per-model logistic regression on prompt and answer features (see module docstring).
 
@@ -38,6 +36,7 @@ class LearnedScorer(Signal):
 
     name = "learned"
     requires = ("responses",)
+    judge = "routecast.backends.judges:LearnedJudge.from_options"
 
     def __init__(self, C: float = 1.0, use_confidence: bool = True,  # noqa: N803
                  max_features: int = 20_000) -> None:

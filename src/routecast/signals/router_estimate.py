@@ -13,11 +13,9 @@ from collections.abc import Sequence
 from routecast.data.dataset import Dataset
 from routecast.routers import make_router
 from routecast.routers.base import Router
-from routecast.signals import register_signal
 from routecast.signals.base import FloatArray, Signal
 
 
-@register_signal
 class RouterEstimate(Signal):
     """Expected quality from a router (a registered name or a :class:`Router`), fitted on the
     training split."""
