@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from routecast.bench.cascades import delta_ibc
 from routecast.bench.evaluate import evaluate
 from routecast.cli import cli
 from routecast.data import load_dataset
 from routecast.data.dataset import Dataset
+from routecast.metrics import delta_ibc
 from routecast.signals import make_signal
 from tests.test_cascade import toy_with_answers
 from tests.toy import toy_dataset

@@ -21,6 +21,12 @@ Notation: a policy family (a router swept over its cost weight) yields operating
   (q_strong - q_weak)``. **APGR** is the area under PGR as a function of the share of calls
   sent to the strong model, over [0, 1] (trapezoids, with the all-weak and all-strong end
   points). **CPT(x %)** is the smallest strong-call share whose PGR reaches ``x``.
+* **Delta-IBC** (AutoMix, Aggarwal et al. 2023, arXiv:2310.12963; ``ibc_lift`` in the
+  authors' code, github.com/automix-llm/automix): the incremental benefit per cost of a point
+  ``(c, q)`` over a small model (SLM), ``IBC = (q - q_SLM) / (c - c_SLM)``, against that of the
+  straight small-to-large line, ``IBC_BASE = (q_LLM - q_SLM) / (c_LLM - c_SLM)``:
+  ``Delta-IBC = (IBC - IBC_BASE) / IBC_BASE`` (AutoMix prints it x 100). Positive means the
+  point buys quality more cheaply than mixing the two models at random.
 * **Bootstrap CI**: the 2.5 and 97.5 percentiles of a statistic recomputed on the evaluated
   prompts resampled with replacement (seeded), with the cost range and best single model
   recomputed on each resample too.
@@ -29,10 +35,8 @@ Notation: a policy family (a router swept over its cost weight) yields operating
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
+from routecast.arrays import FloatArray, IntArray
 
 
 def nondecreasing_hull(cost: FloatArray, quality: FloatArray) -> FloatArray:
@@ -137,6 +141,20 @@ def cpt(strong_share: FloatArray, quality: FloatArray, q_weak: float, q_strong: 
     """Smallest share of strong calls at which PGR reaches ``target_pgr`` (e.g. 0.5)."""
     x, y = _pgr_curve(strong_share, quality, q_weak, q_strong)
     return float(x[int(np.argmax(y >= target_pgr - 1e-12))])
+
+
+def delta_ibc(quality: float, cost: float, slm: tuple[float, float],
+              llm: tuple[float, float]) -> float | None:
+    """AutoMix's Delta-IBC of the point ``(cost, quality)``; see module doc. ``slm`` and
+    ``llm`` are ``(quality, cost)`` pairs. ``None`` where a slope is undefined (equal costs, or
+    a "large" model no better than the small one)."""
+    (q_slm, c_slm), (q_llm, c_llm) = slm, llm
+    if c_llm == c_slm or cost == c_slm:
+        return None
+    base = (q_llm - q_slm) / (c_llm - c_slm)
+    if base <= 0:
+        return None
+    return float(((quality - q_slm) / (cost - c_slm) - base) / base)
 
 
 def percentile_interval(values: list[float], *, n_draws: int,

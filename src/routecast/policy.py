@@ -18,17 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
+from routecast.arrays import FloatArray, IntArray
 from routecast.errors import CalibrationError, ConfigError
 
 if TYPE_CHECKING:
     from routecast.data.dataset import Dataset
     from routecast.routers.base import Router
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-
 
 def choose(quality: FloatArray, cost: FloatArray, cost_weight: float) -> IntArray:
     """Column chosen per row: the argmax of ``quality - cost_weight * cost``, ties to cheaper."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from routecast.bench.schema import BenchResult, Calibrated
 
 COLUMNS = ("router", "AIQ [95% CI]", "vs zero", "max q", "savings@95 [95% CI]", "savings@100",
            "cal. 95%: q / cost vs best", "ΔIBC", "oracle gap", "ms/prompt")
@@ -24,31 +25,31 @@ def _ci(ci: list[float] | None, fmt: str = "{:.3f}") -> str:
     return "" if not ci else " [" + ", ".join(fmt.format(v) for v in ci) + "]"
 
 
-def _calibrated(cal: dict[str, Any] | None) -> str:
+def _calibrated(cal: Calibrated | None) -> str:
     if cal is None:
         return "n/a (evaluation only)"
-    if cal.get("quality") is None:
+    if cal["quality"] is None or "quality_vs_best" not in cal or "cost_vs_best" not in cal:
         return "unreachable"
     return f"{cal['quality_vs_best']:.1%} / {cal['cost_vs_best']:.1%}"
 
 
-def rows(result: dict[str, Any]) -> list[list[str]]:
+def rows(result: BenchResult) -> list[list[str]]:
     """One row of strings per router, in :data:`COLUMNS` order."""
     out = []
     for r in result["routers"]:
-        ci = r.get("ci") or {}
+        ci = r.get("ci")
         name = r["name"] + (" (eval only)" if r.get("evaluation_only") else "")
         out.append([
             name,
-            f"{r['aiq']:.3f}" + _ci(ci.get("aiq")),
+            f"{r['aiq']:.3f}" + _ci(ci["aiq"] if ci else None),
             f"{r['aiq_minus_zero']:+.3f}",
             f"{r['max_quality']:.3f}",
-            _pct(r["savings_at_95"]) + _ci(ci.get("savings_at_95"), "{:.1%}"),
+            _pct(r["savings_at_95"]) + _ci(ci["savings_at_95"] if ci else None, "{:.1%}"),
             _pct(r["savings_at_100"]),
-            _calibrated(r.get("calibrated_95")),
+            _calibrated(r["calibrated_95"]),
             _pct(r.get("delta_ibc")),
             f"{r['oracle_gap']:.3f}",
-            f"{r['route_ms_per_prompt']:.3f}",
+            f"{r.get('route_ms_per_prompt', 0.0):.3f}",
         ])
     return out
 
@@ -57,7 +58,7 @@ def _seconds(p50: float | None, p99: float | None) -> str:
     return "-" if p50 is None or p99 is None else f"{p50:.2f} / {p99:.2f}"
 
 
-def cascade_rows(result: dict[str, Any]) -> list[list[str]]:
+def cascade_rows(result: BenchResult) -> list[list[str]]:
     """One row per cascade or cascade-routing entry, in :data:`CASCADE_COLUMNS` order: what
     its calibrated point pays in escalations and latency (a cascade's calls run in
     sequence), beside the best single model."""
@@ -65,10 +66,10 @@ def cascade_rows(result: dict[str, Any]) -> list[list[str]]:
     reference = _seconds(best.get("latency_p50_s"), best.get("latency_p99_s"))
     out = []
     for r in result["routers"]:
-        if r.get("kind", "router") == "router":
+        if r["kind"] == "router":
             continue
-        cal = r.get("calibrated_95") or {}
-        if cal.get("quality") is None:
+        cal = r["calibrated_95"]
+        if cal is None or cal["quality"] is None:
             out.append([r["name"], "unreachable", "-", "-", "-", reference])
             continue
         out.append([r["name"], _calibrated(cal), _pct(cal.get("escalation_rate")),
@@ -77,7 +78,7 @@ def cascade_rows(result: dict[str, Any]) -> list[list[str]]:
     return out
 
 
-def header_lines(result: dict[str, Any]) -> list[str]:
+def header_lines(result: BenchResult) -> list[str]:
     best, oracle = result["best_single"], result["oracle"]
     return [
         f"{result['dataset']}: {result['n_prompts']} prompts in the {result['split']} split "
@@ -89,7 +90,7 @@ def header_lines(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def print_table(result: dict[str, Any], console: Console | None = None) -> None:
+def print_table(result: BenchResult, console: Console | None = None) -> None:
     """The benchmark table, as the CLI prints it."""
     # Not a terminal (a file, CI): wide enough that rows do not fold.
     console = console or Console(width=None if Console().is_terminal else 160)
@@ -121,7 +122,7 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
         console.print(pt)
 
 
-def markdown(result: dict[str, Any], plot_path: str | Path | None = None) -> str:
+def markdown(result: BenchResult, plot_path: str | Path | None = None) -> str:
     """A self-contained Markdown report of the result."""
     lines = [f"# routecast bench: {result['dataset']} ({result['split']} split)", ""]
     lines += [f"- {line}" for line in header_lines(result)]
