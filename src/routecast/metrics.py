@@ -9,6 +9,14 @@ Notation: a policy family (a router swept over its cost weight) yields operating
 * **AIQ** (RouterBench, Hu et al. 2024): ``AIQ = 1/(c_max - c_min) * integral_{c_min}^{c_max}
   H(c) dc`` over a cost range shared by every router of one evaluation (here: the cheapest and
   the priciest single model's mean cost). ``H`` is extended flat beyond its end points.
+* **AIQ, RouterBench's code convention** (``evaluation/AIQ.py`` in withmartian/routerbench):
+  each hull is integrated from *its own first point* ``c_0`` to the largest cost ``c_max``
+  among the curves compared (flat beyond its last vertex), and the area is divided by
+  ``c_max``: ``AIQ_RB = 1/c_max * integral_{c_0}^{c_max} H(c) dc``. It counts nothing below
+  ``c_0`` and divides by the whole cost axis from 0, so it is lower than the range-normalised
+  AIQ above by about ``c_min/c_max`` times the quality at the cheap end; gains over the zero
+  router agree closely between the two. The bench reports both (``aiq``: range-normalised,
+  ``aiq_routerbench``: this one).
 * **Zero router**: the hull of the single models' own points, i.e. randomly mixing models with
   no look at the prompt. A router has learned something only if its AIQ beats this one.
 * **Savings at x %**: ``1 - c* / c_best`` where ``c*`` is the lowest cost at which ``H``
@@ -77,6 +85,18 @@ def aiq(cost: FloatArray, quality: FloatArray, c_min: float, c_max: float) -> fl
     xs = np.r_[c_min, inner, c_max]
     ys = np.asarray(np.interp(xs, hull[:, 0], hull[:, 1]), dtype=np.float64)
     return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2) / (c_max - c_min))
+
+
+def aiq_routerbench(cost: FloatArray, quality: FloatArray, c_max: float) -> float:
+    """AIQ by RouterBench's code convention over ``[first hull point, c_max]``; see module doc."""
+    hull = nondecreasing_hull(cost, quality)
+    if not c_max > 0:
+        raise ValueError(f"the largest cost must be > 0, got {c_max}")
+    if c_max < hull[-1, 0]:
+        raise ValueError(f"c_max {c_max} lies below the hull's last point {hull[-1, 0]}")
+    xs = np.r_[hull[:, 0], c_max]
+    ys = np.r_[hull[:, 1], hull[-1, 1]]
+    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2) / c_max)
 
 
 def cost_to_reach(cost: FloatArray, quality: FloatArray, target: float) -> float | None:

@@ -41,7 +41,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from routecast.bench.curves import Sweep, bootstrap, calibrated, curve_entry, unreachable
+from routecast.bench.curves import (
+    Sweep,
+    bootstrap,
+    calibrated,
+    curve_entry,
+    unreachable,
+    with_single_models,
+)
+from routecast.bench.guaranteed import cascade_point, routing_point
 from routecast.bench.schema import (
     QUALITY_FRACTION,
     Calibrated,
@@ -138,11 +146,13 @@ def prepare(dataset: Dataset, split: str, *, seed: int = 0, router: Router | Non
 def cascade_entries(dataset: Dataset, split: str, summary: SplitSummary, *, n_boot: int,
                     seed: int, progress: Progress | None = None, done: int = 0,
                     router: Router | None = None,
-                    prepared: Sequence[CascadeInputs] | None = None) -> list[Entry]:
+                    prepared: Sequence[CascadeInputs] | None = None,
+                    confidence: float | None = None) -> list[Entry]:
     """The cascade and cascade-routing entries for ``dataset`` evaluated on ``split``
     (``summary`` is the evaluated split's summary from :mod:`routecast.bench.evaluate`).
     ``router``, if given, is the :data:`ROUTING_ROUTER` already fitted on train; ``prepared``
-    the output of :func:`prepare`, if the caller has it already."""
+    the output of :func:`prepare`, if the caller has it already. With ``confidence``, each
+    entry also gets its point calibrated with that guarantee (bench/guaranteed.py)."""
     say = progress or no_progress
     entries = []
     if prepared is None:
@@ -151,8 +161,15 @@ def cascade_entries(dataset: Dataset, split: str, summary: SplitSummary, *, n_bo
     for inputs in prepared:
         say(done, f"cascade:{inputs.signal}: search the cascades")
         entries.append(_cascade_entry(inputs, summary, n_boot=n_boot, seed=seed))
+        if confidence is not None:
+            say(done, f"cascade:{inputs.signal}: certify on validation")
+            entries[-1]["calibrated_95_guaranteed"] = cascade_point(inputs, summary,
+                                                                    confidence, seed)
         say(done, f"cascade-routing:{inputs.signal}: calibrate on validation")
         entries.append(_routing_entry(inputs, summary, n_boot=n_boot, seed=seed))
+        if confidence is not None:
+            entries[-1]["calibrated_95_guaranteed"] = routing_point(
+                inputs, inputs.routing(), summary, confidence, seed)
     return entries
 
 
@@ -176,7 +193,7 @@ def _replays_entry(name: str, kind: str, replays: list[Replay], test: Dataset,
                       np.stack([r.quality for r in replays]),
                       np.stack([r.cost_usd for r in replays]),
                       np.stack([r.answered for r in replays]))
-        entry["ci"] = bootstrap(sweep, test, n_boot, seed)
+        entry["ci"] = bootstrap(with_single_models(sweep, test), test, n_boot, seed)
     return entry
 
 

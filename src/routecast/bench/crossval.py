@@ -62,7 +62,7 @@ FOLD_METRICS = ("aiq", "aiq_minus_zero", "max_quality", "savings_at_95", "saving
 def cross_dataset(train_data: Dataset, test_data: Dataset, *,
                   routers: Sequence[str] = DEFAULT_ROUTERS, pair: tuple[str, str] | None = None,
                   n_boot: int = 200, seed: int = 0, progress: Progress | None = None,
-                  cascades: bool = True) -> BenchResult:
+                  cascades: bool = True, confidence: float | None = 0.9) -> BenchResult:
     """Fit and calibrate on ``train_data``, evaluate on all of ``test_data``.
 
     Returns the ordinary benchmark dict (README, "Benchmark JSON") with ``dataset`` named
@@ -79,7 +79,7 @@ def cross_dataset(train_data: Dataset, test_data: Dataset, *,
         np.full(test_data.n_prompts, "test"))
     combined = stack(fit_part, test, name=f"{train_data.name} -> {test_data.name}")
     result = evaluate(combined, split="test", routers=routers, pair=pair, n_boot=n_boot,
-                      seed=seed, progress=progress, cascades=cascades)
+                      seed=seed, progress=progress, cascades=cascades, confidence=confidence)
     seen = set(fit_part.prompts)
     result["cross"] = {
         "train": {"dataset": train_data.name, "n_train": result["n_train"],

@@ -5,6 +5,11 @@ tuned cascades, cascade routing swept over its weight) is a set of operating poi
 on the evaluated split. A :class:`Sweep` holds what each point chose for each prompt; the
 entry's figures (AIQ, savings, oracle gap; :mod:`routecast.metrics`) come from the points'
 means, and the bootstrap intervals from the per-prompt choices, resampled.
+
+Do no harm: every entry's figures are read off the hull of its own points (``curve``) *and*
+the single models' points (the zero router's), since any policy may mix with them
+(:mod:`routecast.mixing`), so no entry's hull lies below the zero router's. ``aiq_own`` is the
+AIQ of the entry's own points alone.
 """
 
 from __future__ import annotations
@@ -45,6 +50,16 @@ class Sweep:
         return np.asarray(self.chosen_c.mean(axis=1), dtype=np.float64)
 
 
+def with_single_models(sw: Sweep, data: Dataset) -> Sweep:
+    """``sw`` plus one point per single model (every prompt to that model)."""
+    m = data.n_models
+    picks = np.repeat(np.arange(m, dtype=np.int64)[:, None], data.n_prompts, axis=1)
+    return Sweep(np.r_[sw.weights, np.full(m, np.nan)],
+                 np.vstack([sw.chosen_q, data.quality.T]),
+                 np.vstack([sw.chosen_c, data.cost_usd.T]),
+                 np.vstack([sw.picks, picks]))
+
+
 def sweep(pred_q: FloatArray, pred_c: FloatArray, data: Dataset) -> Sweep:
     """A policy's choices on ``data`` at every cost weight of :func:`weight_grid`."""
     weights = weight_grid(pred_c)
@@ -78,11 +93,15 @@ def split_summary(data: Dataset) -> SplitSummary:
 def curve_entry(name: str, kind: str, cost: FloatArray, quality: FloatArray,
                 summary: SplitSummary, *, evaluation_only: bool = False) -> Entry:
     """The entry of one curve of operating points ``(cost[k], quality[k])`` (means on the
-    evaluated split): AIQ and its gain over the zero router, savings at 95 % and 100 % of the
-    best single model's quality and the oracle gap. ``calibrated_95`` is left ``None`` for
-    the caller to fill."""
+    evaluated split) plus the single models' points (module doc): AIQ and its gain over the
+    zero router, savings at 95 % and 100 % of the best single model's quality and the oracle
+    gap. ``calibrated_95`` is left ``None`` for the caller to fill."""
     best, oracle = summary["best_single"], summary["oracle"]
     lo, hi = summary["cost_range"]
+    own = metrics.aiq(cost, quality, lo, hi)
+    curve = [[float(c), float(q)] for c, q in zip(cost, quality, strict=True)]
+    cost = np.r_[cost, [m["cost_usd"] for m in summary["models"]]]
+    quality = np.r_[quality, [m["quality"] for m in summary["models"]]]
     aiq = metrics.aiq(cost, quality, lo, hi)
     return {
         "name": name, "kind": kind, "evaluation_only": evaluation_only,
@@ -93,8 +112,7 @@ def curve_entry(name: str, kind: str, cost: FloatArray, quality: FloatArray,
         "savings_at_100": metrics.savings_at(cost, quality, 1.0, best["quality"],
                                              best["cost_usd"]),
         "oracle_gap": metrics.oracle_gap(cost, quality, oracle["quality"], oracle["cost_usd"]),
-        "curve": [[float(c), float(q)] for c, q in zip(cost, quality, strict=True)],
-        "calibrated_95": None,
+        "curve": curve, "calibrated_95": None, "aiq_own": own,
     }
 
 

@@ -19,8 +19,17 @@ import numpy as np
 
 from routecast import metrics
 from routecast.arrays import FloatArray
-from routecast.bench.curves import bootstrap, calibrated, curve_entry, split_summary, sweep
+from routecast.bench.cascades import ROUTING_ROUTER, cascade_entries
+from routecast.bench.curves import (
+    bootstrap,
+    calibrated,
+    curve_entry,
+    split_summary,
+    sweep,
+    with_single_models,
+)
 from routecast.bench.curves import unreachable as unreachable_point
+from routecast.bench.guaranteed import add_routerbench_aiq, router_point
 from routecast.bench.schema import (
     QUALITY_FRACTION,
     BenchResult,
@@ -61,9 +70,10 @@ def _pair_metrics(test: Dataset, pred_q: FloatArray, pred_c: FloatArray,
 def router_entry(name: str, train: Dataset, val: Dataset, test: Dataset,
                  summary: SplitSummary, *, n_boot: int, seed: int,
                  pair: tuple[str, str] | None = None, say: Progress = no_progress,
-                 done: int = 0) -> tuple[Entry, Router]:
+                 done: int = 0, confidence: float | None = None) -> tuple[Entry, Router]:
     """Fit router ``name`` on ``train`` (on ``test`` if it is evaluation-only), sweep it on
-    ``test``, calibrate it on ``val``; returns its entry and the fitted router."""
+    ``test``, calibrate it on ``val`` (also with a guarantee at ``confidence``); returns its
+    entry and the fitted router."""
     say(done, f"{name}: fit")
     router = make_router(name)
     t0 = time.perf_counter()
@@ -86,9 +96,12 @@ def router_entry(name: str, train: Dataset, val: Dataset, test: Dataset,
         say(done, f"{name}: calibrate on validation")
         entry["calibrated_95"] = _calibrated(router, val, test, pred_q, pred_c,
                                              summary["best_single"])
+        if confidence is not None:
+            entry["calibrated_95_guaranteed"] = router_point(router, val, test, pred_q, pred_c,
+                                                             summary, confidence, seed)
     if n_boot > 0:
         say(done, f"{name}: bootstrap ({n_boot} resamples)")
-        entry["ci"] = bootstrap(sw, test, n_boot, seed)
+        entry["ci"] = bootstrap(with_single_models(sw, test), test, n_boot, seed)
     if pair is not None:
         entry["pair"] = _pair_metrics(test, pred_q, pred_c, pair)
     return entry, router
@@ -97,11 +110,14 @@ def router_entry(name: str, train: Dataset, val: Dataset, test: Dataset,
 def evaluate(dataset: Dataset, *, split: str = "test",
              routers: Sequence[str] = DEFAULT_ROUTERS, pair: tuple[str, str] | None = None,
              n_boot: int = 200, seed: int = 0,
-             progress: Progress | None = None, cascades: bool = True) -> BenchResult:
+             progress: Progress | None = None, cascades: bool = True,
+             confidence: float | None = 0.9) -> BenchResult:
     """Run the replay benchmark; returns the result (see module docstring).
 
     With ``cascades`` (the default), cascades and cascade routing join the routers wherever
     the data records what a deferral signal reads (see :mod:`routecast.bench.cascades`).
+    With ``confidence``, every entry also gets its point calibrated with that guarantee
+    (:mod:`routecast.bench.guaranteed`).
     """
     if split not in ("test", "validation"):
         raise ConfigError(f"evaluate on 'test' or 'validation', not {split!r}: routers are "
@@ -121,22 +137,23 @@ def evaluate(dataset: Dataset, *, split: str = "test",
         "models": summary["models"], "best_single": summary["best_single"],
         "oracle": summary["oracle"], "cost_range": summary["cost_range"],
         "zero_router_aiq": summary["zero_router_aiq"],
-        "seed": seed, "n_boot": n_boot, "routers": [],
+        "seed": seed, "n_boot": n_boot, "confidence": confidence, "routers": [],
     }
     fitted: dict[str, Router] = {}  # cascade routing reuses these (bench/cascades.py)
     for done, name in enumerate(routers):
         entry, fitted[name] = router_entry(name, train, val, test, summary, n_boot=n_boot,
-                                           seed=seed, pair=pair, say=say, done=done)
+                                           seed=seed, pair=pair, say=say, done=done,
+                                           confidence=confidence)
         result["routers"].append(entry)
     add_latency(result, test)
     if cascades:
-        from routecast.bench.cascades import ROUTING_ROUTER, cascade_entries
-
         result["routers"] += cascade_entries(dataset, split, summary, n_boot=n_boot,
                                              seed=seed, progress=say,
                                              done=len(result["routers"]),
-                                             router=fitted.get(ROUTING_ROUTER))
+                                             router=fitted.get(ROUTING_ROUTER),
+                                             confidence=confidence)
     add_delta_ibc(result)
+    add_routerbench_aiq(result)
     return result
 
 
@@ -183,9 +200,10 @@ def _calibrated(router: Router, val: Dataset, test: Dataset, pred_q: FloatArray,
         policy = Policy.for_quality(router, val, QUALITY_FRACTION)
     except CalibrationError as e:
         return unreachable_point(str(e))
-    pick = policy.choose(pred_q, pred_c)
     rows = np.arange(test.n_prompts)
+    pick = policy.choose(pred_q, pred_c, models=router.models_, prompts=list(test.prompts))
     cal = calibrated(float(test.quality[rows, pick].mean()),
                      float(test.cost_usd[rows, pick].mean()), best)
     cal["cost_weight"] = policy.cost_weight
+    cal["fallback"] = policy.fallback
     return cal

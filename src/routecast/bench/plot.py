@@ -32,7 +32,8 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     colours = plt.get_cmap("tab10")
     for k, r in enumerate(r for r in result["routers"] if not r.get("evaluation_only")):
         curve = np.asarray(r["curve"])
-        hull = metrics.nondecreasing_hull(curve[:, 0], curve[:, 1])
+        # The hull with the single models: every entry may mix with them (bench/curves.py).
+        hull = metrics.nondecreasing_hull(np.r_[curve[:, 0], costs], np.r_[curve[:, 1], quals])
         colour = colours(k % 10)
         # Cascades dashed, cascade routing dash-dotted, routers solid.
         style = {"cascade": "--", "cascade_routing": "-."}.get(r["kind"], "-")

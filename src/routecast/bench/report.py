@@ -30,7 +30,8 @@ def _calibrated(cal: Calibrated | None) -> str:
         return "n/a (evaluation only)"
     if cal["quality"] is None or "quality_vs_best" not in cal or "cost_vs_best" not in cal:
         return "unreachable"
-    return f"{cal['quality_vs_best']:.1%} / {cal['cost_vs_best']:.1%}"
+    text = f"{cal['quality_vs_best']:.1%} / {cal['cost_vs_best']:.1%}"
+    return text + (" (single-model mix)" if cal.get("fallback") else "")
 
 
 def rows(result: BenchResult) -> list[list[str]]:
@@ -51,6 +52,31 @@ def rows(result: BenchResult) -> list[list[str]]:
             f"{r['oracle_gap']:.3f}",
             f"{r.get('route_ms_per_prompt', 0.0):.3f}",
         ])
+    return out
+
+
+#: Columns of the table of points calibrated with a guarantee.
+GUARANTEE_COLUMNS = ("entry", "target (val.)", "lower bound (val.)", "realised q",
+                     "q / cost vs best",
+                     "met", "operating point")
+
+
+def guarantee_rows(result: BenchResult) -> list[list[str]]:
+    """One row per entry calibrated with a guarantee: the target and the lower confidence
+    bound on validation beside the quality realised on the evaluated split."""
+    out = []
+    for r in result["routers"]:
+        g = r.get("calibrated_95_guaranteed")
+        if g is None:
+            continue
+        if g["quality"] is None:
+            out.append([r["name"], "-", "-", "-", "not certified", "-", "-"])
+            continue
+        bound = g.get("quality_bound")
+        out.append([r["name"], f"{g.get('target', 0.0):.4f}",
+                    "-" if bound is None else f"{bound:.4f}", f"{g['quality']:.4f}",
+                    f"{g.get('quality_vs_best', 0.0):.1%} / {g.get('cost_vs_best', 0.0):.1%}",
+                    "yes" if g.get("met_target") else "no", g.get("policy", "")])
     return out
 
 
@@ -86,7 +112,9 @@ def header_lines(result: BenchResult) -> list[str]:
         f"{len(result['models'])} models",
         f"best single: {best['name']} quality {best['quality']:.4f} at "
         f"${best['cost_usd']:.3g}/query; oracle: quality {oracle['quality']:.4f} at "
-        f"${oracle['cost_usd']:.3g}/query; zero-router AIQ {result['zero_router_aiq']:.4f}",
+        f"${oracle['cost_usd']:.3g}/query; zero-router AIQ {result['zero_router_aiq']:.4f}"
+        + (f" (RouterBench code convention: {result['zero_router_aiq_routerbench']:.4f})"
+           if "zero_router_aiq_routerbench" in result else ""),
     ]
 
 
@@ -110,6 +138,15 @@ def print_table(result: BenchResult, console: Console | None = None) -> None:
         for row in cascades:
             ct.add_row(*row)
         console.print(ct)
+    guaranteed = guarantee_rows(result)
+    if guaranteed:
+        gt = Table(title=f"95 % point certified with confidence {result.get('confidence')} on "
+                         "validation (Learn then Test), realised on the evaluated split")
+        for col in GUARANTEE_COLUMNS:
+            gt.add_column(col, overflow="fold")
+        for row in guaranteed:
+            gt.add_row(*row)
+        console.print(gt)
     pairs = [r for r in result["routers"] if "pair" in r]
     if pairs:
         p0 = pairs[0]["pair"]
@@ -143,6 +180,15 @@ def markdown(result: BenchResult, plot_path: str | Path | None = None) -> str:
                   "end to end, the visited calls' recorded latencies summed.", "",
                   "| " + " | ".join(CASCADE_COLUMNS) + " |", "|" + "---|" * len(CASCADE_COLUMNS)]
         lines += ["| " + " | ".join(r) + " |" for r in cascades]
+    guaranteed = guarantee_rows(result)
+    if guaranteed:
+        lines += ["", f"## 95 % point certified with confidence {result.get('confidence')}", "",
+                  "Chosen on validation by a Learn-then-Test fixed-sequence search with a "
+                  "one-sided bound (src/routecast/guarantee.py); target and bound are "
+                  "validation figures, the quality is realised on the evaluated split.", "",
+                  "| " + " | ".join(GUARANTEE_COLUMNS) + " |",
+                  "|" + "---|" * len(GUARANTEE_COLUMNS)]
+        lines += ["| " + " | ".join(r) + " |" for r in guaranteed]
     pairs = [r for r in result["routers"] if "pair" in r]
     if pairs:
         p0 = pairs[0]["pair"]

@@ -87,6 +87,7 @@ class Calibrated(TypedDict):
     cost_weight: NotRequired[float]
     quality_vs_best: NotRequired[float]
     cost_vs_best: NotRequired[float]
+    fallback: NotRequired[str | None]
     delta_ibc: NotRequired[float | None]
     escalation_rate: NotRequired[float]
     mean_calls: NotRequired[float]
@@ -94,6 +95,23 @@ class Calibrated(TypedDict):
     latency_p95_s: NotRequired[float | None]
     latency_p99_s: NotRequired[float | None]
     cascade: NotRequired[dict[str, Any]]
+
+
+class Guaranteed(Calibrated):
+    """The operating point certified on validation to reach :data:`QUALITY_FRACTION` of the
+    best single model's quality with probability ``confidence`` (routecast.guarantee), beside
+    what it realised on the evaluated split: ``target`` and ``quality_validation`` are the
+    validation figures, ``quality_bound`` a one-sided lower confidence bound on the point's
+    quality; ``fallback`` is set when the point is a mix of single models."""
+
+    confidence: float
+    method: str
+    target: NotRequired[float]
+    quality_validation: NotRequired[float]
+    quality_bound: NotRequired[float | None]
+    fallback: NotRequired[str | None]
+    policy: NotRequired[str]
+    met_target: NotRequired[bool]
 
 
 class ReplayPoint(TypedDict):
@@ -128,6 +146,9 @@ class Entry(TypedDict):
     oracle_gap: float
     curve: list[list[float]]
     calibrated_95: Calibrated | None
+    calibrated_95_guaranteed: NotRequired[Guaranteed | None]
+    aiq_own: NotRequired[float]
+    aiq_routerbench: NotRequired[float]
     fit_s: NotRequired[float]
     route_ms_per_prompt: NotRequired[float]
     ci: NotRequired[Interval]
@@ -161,6 +182,8 @@ class FoldEntry(TypedDict):
     savings_at_100: float | None
     oracle_gap: float
     calibrated_95: Calibrated | None
+    calibrated_95_guaranteed: NotRequired[Guaranteed | None]
+    aiq_routerbench: NotRequired[float]
 
 
 class Fold(TypedDict):
@@ -197,6 +220,66 @@ class FoldsSection(TypedDict):
     summary: list[dict[str, Any]]  # {"name": str, <metric>: TStat, ...}
 
 
+class Spread(TypedDict):
+    """One figure across folds (``None`` where it exists in no fold)."""
+
+    median: float | None
+    p5: float | None
+    p95: float | None
+    min: float | None
+    max: float | None
+    n: int
+
+
+class FoldFigures(TypedDict):
+    """One entry in one fold."""
+
+    name: str
+    kind: str
+    figures: dict[str, float | None]
+    met_95: bool | None
+    met_95_guaranteed: bool | None
+    fallback: str | None
+
+
+class OutOfSampleFold(TypedDict):
+    """One fold: what it held out and every entry's figures."""
+
+    fold: str
+    n_train: int
+    n_validation: int
+    n_test: int
+    best_single: str
+    entries: list[FoldFigures]
+
+
+class EntrySpread(TypedDict):
+    """One entry across folds: the spread of each figure, and how often each calibrated
+    point met its target on the held-out prompts (of the folds where it had a point)."""
+
+    name: str
+    kind: str
+    spread: dict[str, Spread]
+    met_95_share: float | None
+    met_95_guaranteed_share: float | None
+    n_points: int
+    n_points_guaranteed: int
+    fallbacks: int
+
+
+class OutOfSample(TypedDict):
+    """``--folds task`` or ``--repeats R`` (the ``out_of_sample`` key of the bench JSON)."""
+
+    protocol: str  # "leave-one-task-out" | "repeated-splits"
+    dataset: str
+    seed: int
+    confidence: float | None
+    fraction: float
+    folds: list[OutOfSampleFold]
+    summary: list[EntrySpread]
+    skipped: NotRequired[list[str]]
+
+
 class BenchResult(SplitSummary):
     """The whole result of one ``routecast bench`` run."""
 
@@ -208,8 +291,12 @@ class BenchResult(SplitSummary):
     seed: int
     n_boot: int
     routers: list[Entry]
+    zero_router_aiq_routerbench: NotRequired[float]
+    aiq_conventions: NotRequired[dict[str, str]]
+    confidence: NotRequired[float | None]
     cross: NotRequired[CrossSection]
     folds: NotRequired[FoldsSection]
+    out_of_sample: NotRequired[OutOfSample]
 
 
 class FewLabelsScore(TypedDict):
