@@ -159,14 +159,19 @@ def zero_policy(models: Sequence[str], step: tuple[int, int, float], seed: int,
 
 def calibrate_mixed(pred_q: FloatArray, pred_c: FloatArray, data: Dataset, fraction: float,
                     confidence: float | None = None, *, method: str = "wsr",
-                    seed: int = 0) -> Policy:
+                    seed: int = 0, mean_quality: Sequence[float] | None = None) -> Policy:
     """:meth:`Policy.for_quality` over the router's estimates ``pred_q``/``pred_c`` on
-    ``data`` (module doc)."""
+    ``data`` (module doc); ``mean_quality`` orders the single-model mixes (default: the
+    mean estimates)."""
     if pred_q.shape != (data.n_prompts, data.n_models):
         raise ConfigError(f"estimates {pred_q.shape} do not match the calibration data "
                           f"{(data.n_prompts, data.n_models)}")
     weights, routed = router_family(pred_q, pred_c, data)
-    path, mixed = zero_family(pred_q.mean(axis=0), pred_c.mean(axis=0), data, seed)
+    order_q = pred_q.mean(axis=0) if mean_quality is None else np.asarray(mean_quality, float)
+    if order_q.shape != (data.n_models,):
+        raise ConfigError(f"mean_quality needs one value per model ({data.n_models}), got "
+                          f"{order_q.shape}")
+    path, mixed = zero_family(order_q, pred_c.mean(axis=0), data, seed)
     chosen = cheapest_meeting([routed, mixed], data.quality, fraction, confidence,
                               method=method, seed=seed)
     if chosen.family == 0:

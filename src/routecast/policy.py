@@ -206,7 +206,7 @@ class Policy:
     @classmethod
     def for_quality(cls, router: Router, data: Dataset, fraction: float = 0.95,
                     confidence: float | None = None, *, method: str = "wsr",
-                    seed: int = 0) -> Policy:
+                    seed: int = 0, mean_quality: Sequence[float] | None = None) -> Policy:
         """Cheapest operating point on ``data`` (the validation split) whose quality reaches
         ``fraction`` x the best single model's, among the router's cost weights and the mixes
         of single models (:mod:`routecast.mixing`); a mix of single models wins, with
@@ -216,7 +216,12 @@ class Policy:
         fixed-sequence search (Angelopoulos et al. 2021) with one-sided bounds (Bates et al.
         2021, RCPS; ``method``: ``"wsr"`` or ``"hb"``) to reach the target on new prompts
         exchangeable with ``data``, except with probability ``1 - confidence``. The target's
-        own uncertainty is accounted for by pairing (:mod:`routecast.guarantee`)."""
+        own uncertainty is accounted for by pairing (:mod:`routecast.guarantee`).
+
+        ``mean_quality`` (each model's mean quality on data *other* than ``data``, e.g. the
+        train split) orders the single-model mixes; without it, the router's mean estimates
+        on ``data``'s prompts do (never ``data``'s outcomes: the order must be fixed before
+        the test)."""
         from routecast.mixing import calibrate_mixed
 
         if not 0 < fraction <= 1.5:
@@ -227,7 +232,8 @@ class Policy:
                 f"data has {list(data.models)}; calibrate on data with the same models")
         prompts = list(data.prompts)
         return calibrate_mixed(router.predict(prompts), router.predict_cost(prompts), data,
-                               fraction, confidence, method=method, seed=seed)
+                               fraction, confidence, method=method, seed=seed,
+                               mean_quality=mean_quality)
 
 
 def _sweep(router: Router, data: Dataset) -> tuple[FloatArray, FloatArray, FloatArray]:

@@ -95,10 +95,11 @@ def router_entry(name: str, train: Dataset, val: Dataset, test: Dataset,
     if not router.evaluation_only:
         say(done, f"{name}: calibrate on validation")
         entry["calibrated_95"] = _calibrated(router, val, test, pred_q, pred_c,
-                                             summary["best_single"])
+                                             summary["best_single"], train.mean_quality())
         if confidence is not None:
-            entry["calibrated_95_guaranteed"] = router_point(router, val, test, pred_q, pred_c,
-                                                             summary, confidence, seed)
+            entry["calibrated_95_guaranteed"] = router_point(
+                router, val, test, pred_q, pred_c, summary, confidence, seed,
+                train.mean_quality())
     if n_boot > 0:
         say(done, f"{name}: bootstrap ({n_boot} resamples)")
         entry["ci"] = bootstrap(with_single_models(sw, test), test, n_boot, seed)
@@ -194,10 +195,12 @@ def add_delta_ibc(result: BenchResult) -> None:
 
 
 def _calibrated(router: Router, val: Dataset, test: Dataset, pred_q: FloatArray,
-                pred_c: FloatArray, best: ModelSummary) -> Calibrated:
-    """The operating point for 95 % of the best single quality, solved on validation only."""
+                pred_c: FloatArray, best: ModelSummary, train_quality: FloatArray) -> Calibrated:
+    """The operating point for 95 % of the best single quality, solved on validation only
+    (the router's weights and the single-model mixes, ordered by their train means)."""
     try:
-        policy = Policy.for_quality(router, val, QUALITY_FRACTION)
+        policy = Policy.for_quality(router, val, QUALITY_FRACTION,
+                                    mean_quality=train_quality.tolist())
     except CalibrationError as e:
         return unreachable_point(str(e))
     rows = np.arange(test.n_prompts)

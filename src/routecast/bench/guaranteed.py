@@ -77,11 +77,13 @@ def _zero_description(models: tuple[str, ...], step: tuple[int, int, float]) -> 
 
 def router_point(router: Router, val: Dataset, test: Dataset, pred_q: FloatArray,
                  pred_c: FloatArray, summary: SplitSummary, confidence: float,
-                 seed: int) -> Guaranteed:
-    """A router's certified point (:meth:`Policy.for_quality` with ``confidence``)."""
+                 seed: int, train_quality: FloatArray | None = None) -> Guaranteed:
+    """A router's certified point (:meth:`Policy.for_quality` with ``confidence``; the
+    single-model mixes ordered by ``train_quality``, the models' train means)."""
     try:
         policy = Policy.for_quality(router, val, QUALITY_FRACTION, confidence, method=METHOD,
-                                    seed=seed)
+                                    seed=seed, mean_quality=None if train_quality is None
+                                    else train_quality.tolist())
     except CalibrationError as e:
         return _unreachable(str(e), confidence)
     pick = policy.choose(pred_q, pred_c, models=router.models_, prompts=list(test.prompts))
