@@ -19,7 +19,7 @@ import numpy as np
 
 from routecast import metrics
 from routecast.arrays import FloatArray
-from routecast.bench.cascades import ROUTING_ROUTER, cascade_entries
+from routecast.bench.cascades import ROUTING_ROUTER, cascade_entries, prepare
 from routecast.bench.curves import (
     bootstrap,
     calibrated,
@@ -112,13 +112,15 @@ def evaluate(dataset: Dataset, *, split: str = "test",
              routers: Sequence[str] = DEFAULT_ROUTERS, pair: tuple[str, str] | None = None,
              n_boot: int = 200, seed: int = 0,
              progress: Progress | None = None, cascades: bool = True,
-             confidence: float | None = 0.9) -> BenchResult:
+             confidence: float | None = 0.9,
+             signals: Sequence[str] | None = None) -> BenchResult:
     """Run the replay benchmark; returns the result (see module docstring).
 
     With ``cascades`` (the default), cascades and cascade routing join the routers wherever
     the data records what a deferral signal reads (see :mod:`routecast.bench.cascades`).
     With ``confidence``, every entry also gets its point calibrated with that guarantee
-    (:mod:`routecast.bench.guaranteed`).
+    (:mod:`routecast.bench.guaranteed`). ``signals`` limits the cascades' deferral signals
+    (default: every one the data supports).
     """
     if split not in ("test", "validation"):
         raise ConfigError(f"evaluate on 'test' or 'validation', not {split!r}: routers are "
@@ -148,10 +150,11 @@ def evaluate(dataset: Dataset, *, split: str = "test",
         result["routers"].append(entry)
     add_latency(result, test)
     if cascades:
+        prepared = prepare(dataset, split, seed=seed, router=fitted.get(ROUTING_ROUTER),
+                           signals=signals, progress=say, done=len(result["routers"]))
         result["routers"] += cascade_entries(dataset, split, summary, n_boot=n_boot,
                                              seed=seed, progress=say,
-                                             done=len(result["routers"]),
-                                             router=fitted.get(ROUTING_ROUTER),
+                                             done=len(result["routers"]), prepared=prepared,
                                              confidence=confidence)
     add_delta_ibc(result)
     add_routerbench_aiq(result)

@@ -149,8 +149,15 @@ def summarise(folds: Sequence[OutOfSampleFold]) -> list[EntrySpread]:
 def out_of_sample(dataset: Dataset, protocol: str, *, repeats: int = 0,
                   routers: Sequence[str] = DEFAULT_ROUTERS, seed: int = 0,
                   confidence: float | None = 0.9, cascades: bool = True,
+                  signals: Sequence[str] | None = None, time_limit_s: float | None = None,
                   progress: Progress | None = None) -> OutOfSample:
-    """Run ``protocol`` ("task" or "repeats") and summarise it (module doc)."""
+    """Run ``protocol`` ("task" or "repeats") and summarise it (module doc).
+
+    ``signals`` limits the cascades' signals; past ``time_limit_s`` seconds no further fold
+    starts, and ``skipped`` says how many were left out."""
+    import time
+
+    t0 = time.monotonic()
     say = progress or no_progress
     if protocol == "task":
         splits, name = task_splits(dataset, seed), "leave-one-task-out"
@@ -161,6 +168,11 @@ def out_of_sample(dataset: Dataset, protocol: str, *, repeats: int = 0,
     folds: list[OutOfSampleFold] = []
     skipped: list[str] = []
     for i, (label, split) in enumerate(splits):
+        if time_limit_s is not None and time.monotonic() - t0 > time_limit_s:
+            skipped.append(f"{len(splits) - i} folds from {label} on: past the time limit "
+                           f"of {time_limit_s:.0f} s")
+            break
+
         def step(done: int, msg: str, i: int = i, label: str = label) -> None:
             say(i, f"{label} ({i + 1}/{len(splits)}): {msg}")
 
@@ -170,7 +182,8 @@ def out_of_sample(dataset: Dataset, protocol: str, *, repeats: int = 0,
             skipped.append(f"{label}: every model costs the same there (AIQ undefined)")
             continue
         res = evaluate(data, split="test", routers=routers, n_boot=0, seed=seed,
-                       progress=step, cascades=cascades, confidence=confidence)
+                       progress=step, cascades=cascades, confidence=confidence,
+                       signals=signals)
         folds.append({"fold": label, "n_train": res["n_train"],
                       "n_validation": res["n_validation"], "n_test": res["n_prompts"],
                       "best_single": res["best_single"]["name"],
