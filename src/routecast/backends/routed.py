@@ -258,7 +258,8 @@ class RoutedBackend(Backend):
         # A huge finite cost, not inf: 0 * inf is NaN, which would poison the argmax.
         quality[:, mask] = -np.inf
         cost[:, mask] = 1e300
-        pick = int(self.policy.choose(quality, cost)[0])
+        pick = int(self.policy.choose(quality, cost, models=self.router_models,
+                                      prompts=text)[0])
         model = self.router_models[pick]
         return model if model in usable else usable[0]
 

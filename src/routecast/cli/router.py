@@ -187,15 +187,26 @@ def align_models(router: Router, ds: Dataset) -> Dataset:
               help="which prompts of --data to calibrate on")
 @click.option("--format", "fmt", default="auto", show_default=True, help="input format")
 @click.option("--seed", default=0, show_default=True, help="seed of the data's split")
+@click.option("--confidence", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              default=None,
+              help="with --quality-fraction: the cheapest point certified to reach the target "
+                   "on new prompts with this probability (e.g. 0.9; Learn then Test)")
 def calibrate_cmd(directory: str, budget_usd: float | None, quality_fraction: float | None,
-                  data: str, split: str, fmt: str, seed: int) -> None:
-    """Solve the router's policy for a budget or a quality target and save it in DIR."""
+                  data: str, split: str, fmt: str, seed: int,
+                  confidence: float | None = None) -> None:
+    """Solve the router's policy for a budget or a quality target and save it in DIR.
+
+    A quality target searches the router's cost weights and the mixes of single models; if
+    a mix is cheaper at the target, the policy falls back to it and says so."""
     from routecast.cli.common import load_data
     from routecast.policy import Policy
     from routecast.routers.persist import load_router, save_router
 
     if (budget_usd is None) == (quality_fraction is None):
         raise ConfigError("give exactly one target: --budget-usd X or --quality-fraction F")
+    if confidence is not None and quality_fraction is None:
+        raise ConfigError("--confidence goes with --quality-fraction F (a budget is met on "
+                          "average by construction)")
     folder = Path(directory)
     router, _ = load_router(folder)
     ds = load_data(data, fmt, seed)
@@ -207,8 +218,12 @@ def calibrate_cmd(directory: str, budget_usd: float | None, quality_fraction: fl
         target: dict[str, Any] = {"target": "budget_usd", "value": budget_usd}
     else:
         assert quality_fraction is not None
-        policy = Policy.for_quality(router, cal, quality_fraction)
+        policy = Policy.for_quality(router, cal, quality_fraction, confidence)
         target = {"target": "quality_fraction", "value": quality_fraction}
+        if policy.calibration is not None:
+            target["guarantee"] = policy.calibration.to_dict()
+        target["policy"] = policy.describe()
+        target["fallback"] = policy.fallback
     record = {**target, **realised(router, policy, cal), "data": str(Path(data).resolve()),
               "dataset": ds.name, "split": split, "seed": seed, "n_prompts": cal.n_prompts,
               **calibration_curve(router, cal)}
@@ -222,7 +237,8 @@ def realised(router: Router, policy: Policy, data: Dataset) -> dict[str, Any]:
     import numpy as np
 
     prompts = list(data.prompts)
-    pick = policy.choose(router.predict(prompts), router.predict_cost(prompts))
+    pick = policy.choose(router.predict(prompts), router.predict_cost(prompts),
+                         models=router.models_, prompts=prompts)
     rows = np.arange(data.n_prompts)
     q, c = data.mean_quality(), data.mean_cost_usd()
     best = int(np.lexsort((c, -q))[0])
@@ -276,6 +292,17 @@ def describe_calibration(cost_weight: float, record: dict[str, Any]) -> str:
         vs = got["cost_usd"] / best["cost_usd"] - 1 if best["cost_usd"] > 0 else 0.0
         text += (f": quality {got['quality']:.4f} (best single {best['quality']:.4f}) at "
                  f"${got['cost_usd']:.3g} per query ({vs:+.0%} vs its ${best['cost_usd']:.3g})")
+    guarantee = record.get("guarantee") or {}
+    if guarantee.get("confidence") is not None:
+        bound = guarantee.get("quality_bound")
+        text += (f"; certified with confidence {guarantee['confidence']:g} "
+                 f"({guarantee.get('method')} bound, target {guarantee.get('target', 0):.4f}, "
+                 f"lower bound on its quality "
+                 f"{'-' if bound is None else format(bound, '.4f')})")
+    if record.get("policy"):
+        text += f"; operating point: {record['policy']}"
+    elif record.get("fallback"):
+        text += f"; fallback: {record['fallback']}"
     return text
 
 
@@ -311,10 +338,15 @@ def route_cmd(directory: str, prompt: str, as_json: bool, cost_weight: float | N
     t0 = time.perf_counter()
     quality = [float(x) for x in router.predict([prompt])[0]]
     cost = [float(x) for x in router.predict_cost([prompt])[0]]
-    pick = int(policy.choose(_row(quality), _row(cost))[0])
+    pick = int(policy.choose(_row(quality), _row(cost), models=router.models_,
+                             prompts=[prompt])[0])
     route_s = time.perf_counter() - t0
     w = policy.cost_weight
     why = explain(router.models_, quality, cost, w, pick)
+    if not policy.uses_router or policy.mix_share > 0:
+        # A mix (or a single model) decides before the estimates do: say so first.
+        why = [f"the policy is {policy.describe()}; this prompt's seeded draw sent it to "
+               f"{router.models_[pick]}"]
     scores = [None if math.isinf(w) else q - w * c for q, c in zip(quality, cost, strict=True)]
     if as_json:
         click.echo(json.dumps({
@@ -322,7 +354,8 @@ def route_cmd(directory: str, prompt: str, as_json: bool, cost_weight: float | N
             "cost_weight": None if math.isinf(w) else w,
             "models": [{"name": m, "quality": q, "cost_usd": c, "score": s}
                        for m, q, c, s in zip(router.models_, quality, cost, scores, strict=True)],
-            "why": why, "calibration": calibration,
+            "why": why, "calibration": calibration, "policy": policy.to_dict(),
+            "fallback": policy.fallback,
             "load_ms": 1e3 * load_s, "route_ms": 1e3 * route_s,
         }, indent=1, allow_nan=False))
         return
@@ -343,6 +376,8 @@ def route_cmd(directory: str, prompt: str, as_json: bool, cost_weight: float | N
     policy_text = (describe_calibration(w, calibration) if calibration
                    else f"cost weight {w:.4g} (given on the command line)")
     click.echo(f"policy: {policy_text}.")
+    if policy.fallback:
+        click.echo(f"fallback: {policy.fallback}.")
     click.echo(f"({router.name} router loaded in {1e3 * load_s:.0f} ms, "
                f"routed in {1e3 * route_s:.2f} ms)")
 
