@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import openai
     from playwright.sync_api import sync_playwright
-
-    from routecast.server.keys import add_key
     from tests.routecast_live import log_rows, make_config, serve
     from tests.stub_upstream import StubUpstream
     from tests.toy import toy_dataset
     from tests.ui_fixtures import endpoints, saved_router
+
+    from routecast.server.keys import add_key
 
     rng = random.Random(args.seed)
     prompts = list(toy_dataset().subset("test").prompts)

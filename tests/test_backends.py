@@ -331,6 +331,7 @@ def test_routed_answers_carry_the_decision() -> None:
 
 def test_batches_are_bounded() -> None:
     router = WordRouter()
+    router.models_ = ("small", "large")
     endpoint = RouteBatcher(router, Policy(), max_batch=8)
 
     async def many() -> list[str]:

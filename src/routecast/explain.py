@@ -9,6 +9,11 @@ cheaper one (too much quality lost per dollar saved).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from routecast.policy import Policy
 
 
 def explain(models: tuple[str, ...], quality: list[float], cost: list[float], weight: float,
@@ -44,3 +49,18 @@ def explain(models: tuple[str, ...], quality: list[float], cost: list[float], we
         lines.append(f"{models[j]} would save ${dc:.3g} but lose {dq:.3f} quality: "
                      f"{dq / dc:.4g} quality per $ saved, above the {weight:.4g} the policy asks")
     return lines
+
+
+def explain_decision(policy: Policy, models: Sequence[str], quality: Sequence[float],
+                     cost: Sequence[float], pick: int) -> list[str]:
+    """Why ``policy`` sent a prompt to ``models[pick]``: :func:`explain` for a policy that
+    trades the router's estimates, or the mix (or single model) that decided before the
+    estimates could, for a do-no-harm policy (:mod:`routecast.mixing`)."""
+    if not policy.uses_router or policy.mix_share > 0:
+        return [mixed_reason(policy.describe(), models[pick])]
+    return explain(tuple(models), list(quality), list(cost), policy.cost_weight, pick)
+
+
+def mixed_reason(policy_description: str, model: str) -> str:
+    return (f"the policy is {policy_description}; this prompt's seeded draw sent it to "
+            f"{model}")

@@ -143,7 +143,8 @@ class RouteBatcher:
             texts = [text for text, _ in batch]
             quality = self.router.predict(texts)
             cost = self.router.predict_cost(texts)
-            picks = self.policy.choose(quality, cost)
+            picks = self.policy.choose(quality, cost, models=self.router.models_,
+                                       prompts=texts)
         except Exception as e:  # handed to every waiting request, none left hanging
             for _, future in batch:
                 future.set_exception(e)
@@ -201,6 +202,11 @@ class RoutedBackend(Backend):
         self.route_on: RouteOn = route_on
         self.pins = SessionPins(max_sessions)
         self.batcher = RouteBatcher(router, policy, max_batch)
+        # What the routing debugger says of every routed answer (computed once, not per
+        # request): a do-no-harm mix decides before the estimates do, and says so.
+        mixed = not policy.uses_router or policy.mix_share > 0
+        self._reason = "policy mix" if mixed else "router"
+        self._policy_text = policy.describe() if mixed else None
 
     async def start(self) -> None:
         # The first route() call pays lazy imports and caches; pay it before the first client.
@@ -227,10 +233,10 @@ class RoutedBackend(Backend):
         if key is not None:
             self.pins.set(key, decision.model)
         names = self.router_models
-        return Trace("routed", decision.model, "router",
+        return Trace("routed", decision.model, self._reason,
                      estimates=dict(zip(names, decision.quality.tolist(), strict=True)),
                      costs=dict(zip(names, decision.cost.tolist(), strict=True)),
-                     cost_weight=self._weight())
+                     cost_weight=self._weight(), policy=self._policy_text)
 
     def _weight(self) -> float | None:
         w = float(self.policy.cost_weight)

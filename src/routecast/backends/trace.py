@@ -60,11 +60,13 @@ class Trace:
     cost_weight: float | None = None
     signal: str | None = None
     steps: list[Step] = field(default_factory=list)
+    policy: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "chosen": self.chosen, "reason": self.reason,
                 "estimates": self.estimates, "costs": self.costs,
                 "cost_weight": self.cost_weight, "signal": self.signal,
+                "policy": self.policy,
                 "steps": [s.as_dict() for s in self.steps]}
 
 

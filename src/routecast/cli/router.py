@@ -317,7 +317,7 @@ def describe_calibration(cost_weight: float, record: dict[str, Any]) -> str:
               help="use this cost weight instead of the calibrated policy")
 def route_cmd(directory: str, prompt: str, as_json: bool, cost_weight: float | None) -> None:
     """Route PROMPT ("-" reads it from stdin) with the router saved in DIR and say why."""
-    from routecast.explain import explain
+    from routecast.explain import explain_decision
     from routecast.policy import Policy
     from routecast.routers.persist import load_router, read_calibration
 
@@ -342,11 +342,7 @@ def route_cmd(directory: str, prompt: str, as_json: bool, cost_weight: float | N
                              prompts=[prompt])[0])
     route_s = time.perf_counter() - t0
     w = policy.cost_weight
-    why = explain(router.models_, quality, cost, w, pick)
-    if not policy.uses_router or policy.mix_share > 0:
-        # A mix (or a single model) decides before the estimates do: say so first.
-        why = [f"the policy is {policy.describe()}; this prompt's seeded draw sent it to "
-               f"{router.models_[pick]}"]
+    why = explain_decision(policy, router.models_, quality, cost, pick)
     scores = [None if math.isinf(w) else q - w * c for q, c in zip(quality, cost, strict=True)]
     if as_json:
         click.echo(json.dumps({

@@ -86,8 +86,8 @@ class Overview:
 def overview(db: Path, window_s: float = 3600.0, *, buckets: int = 30,
              now: float | None = None) -> Overview:
     """The overview's figures over the last ``window_s`` seconds, and latency percentiles in
-    ``buckets`` equal time buckets from the window's first request to now. Requests per second are over the
-    last minute (or the window, if shorter)."""
+    ``buckets`` equal time buckets from the window's first request to now. Requests per
+    second are over the last minute (or the window, if shorter)."""
     now = time.time() if now is None else now
     since = now - window_s
     out = Overview(window_s)

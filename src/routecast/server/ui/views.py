@@ -43,7 +43,7 @@ from routecast.backends.cascade import CascadeBackend
 from routecast.backends.openai_http import OpenAIHTTPBackend
 from routecast.backends.routed import RoutedBackend
 from routecast.errors import RequestError
-from routecast.explain import explain
+from routecast.explain import explain, mixed_reason
 from routecast.server.asgi import json_response
 from routecast.server.ui import queries, svg
 from routecast.server.ui.whatif import what_if
@@ -211,7 +211,9 @@ class Dashboard:
             cost = [float((trace.get("costs") or {}).get(m, 0.0)) for m in models]
             weight = trace.get("cost_weight")
             w = math.inf if weight is None else float(weight)
-            why = explain(models, quality, cost, w, models.index(trace["chosen"]))
+            why = (explain(models, quality, cost, w, models.index(trace["chosen"]))
+                   if not trace.get("policy") else [mixed_reason(trace["policy"],
+                                                                trace["chosen"])])
         return {"r": req, "trace": trace, "why": why,
                 "headers": queries.client_headers(req), "log_prompts": self.server.log_prompts,
                 "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(req["ts"]))}

@@ -17,7 +17,7 @@ from routecast.backends.base import Backend
 from routecast.backends.cascade import CascadeBackend
 from routecast.backends.fallback import FallbackBackend
 from routecast.backends.routed import RoutedBackend
-from routecast.explain import explain
+from routecast.explain import explain_decision
 
 
 @dataclass
@@ -68,14 +68,16 @@ def _routed(name: str, backend: RoutedBackend, prompt: str) -> WhatIf:
     cost = [float(x) for x in router.predict_cost([prompt])[0]]
     import numpy as np
 
-    pick = int(policy.choose(np.asarray([quality]), np.asarray([cost]))[0])
-    w = float(policy.cost_weight)
     models = backend.router_models
+    pick = int(policy.choose(np.asarray([quality]), np.asarray([cost]), models=models,
+                             prompts=[prompt])[0])
+    w = float(policy.cost_weight)
     estimates = [Estimate(m, q, c, None if math.isinf(w) else q - w * c)
                  for m, q, c in zip(models, quality, cost, strict=True)]
     estimates.sort(key=lambda e: (-(e.score if e.score is not None else -e.cost_usd),
                                   e.cost_usd))
-    return WhatIf(name, "routed", models[pick], explain(models, quality, cost, w, pick),
+    return WhatIf(name, "routed", models[pick],
+                  explain_decision(policy, models, quality, cost, pick),
                   None if math.isinf(w) else w, estimates)
 
 
