@@ -117,3 +117,12 @@ def test_a_saved_mixed_policy_routes_the_same_after_loading(data: Dataset,
     prompts = list(data.prompts[:50])
     assert loaded.route(prompts, again) == router.route(prompts, policy)
     assert set(router.route(prompts, policy)) == {data.models[0], data.models[2]}
+
+
+def test_policies_round_trip_through_json_with_infinite_weights() -> None:
+    import json
+
+    for policy in (Policy(float("inf")), Policy(0.5, mix_weight=float("inf"), mix_share=0.2),
+                   Policy(model="a", mix_model="b", mix_share=0.3, seed=2, fallback="why")):
+        text = json.dumps(policy.to_dict(), allow_nan=False)
+        assert Policy.from_dict(json.loads(text)) == policy

@@ -168,9 +168,13 @@ class Policy:
         return text + (f" (fallback: {self.fallback})" if self.fallback else "")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly form; :meth:`from_dict` reads it back."""
-        return {"cost_weight": self.cost_weight, "model": self.model,
-                "mix_share": self.mix_share, "mix_weight": self.mix_weight,
+        """A JSON-friendly form (an infinite weight is the string ``"inf"``, which
+        ``float`` reads back); :meth:`from_dict` reads it back."""
+        def weight(w: float | None) -> float | str | None:
+            return "inf" if w is not None and math.isinf(w) else w
+
+        return {"cost_weight": weight(self.cost_weight), "model": self.model,
+                "mix_share": self.mix_share, "mix_weight": weight(self.mix_weight),
                 "mix_model": self.mix_model, "seed": self.seed, "fallback": self.fallback}
 
     @classmethod

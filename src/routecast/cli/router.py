@@ -286,7 +286,9 @@ def describe_calibration(cost_weight: float, record: dict[str, Any]) -> str:
         goal = f"a budget of ${record['value']:.6g} per query"
     else:
         return f"cost weight {cost_weight:.4g} (not calibrated by routecast calibrate)"
-    text = (f"cost weight {cost_weight:.4g}, calibrated for {goal} on "
+    head = (f"cost weight {cost_weight:.4g}" if not record.get("fallback")
+            else "a mix of single models")
+    text = (f"{head}, calibrated for {goal} on "
             f"{record.get('dataset')}/{record.get('split')} ({record.get('n_prompts')} prompts)")
     if got and best:
         vs = got["cost_usd"] / best["cost_usd"] - 1 if best["cost_usd"] > 0 else 0.0
