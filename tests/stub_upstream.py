@@ -79,8 +79,10 @@ class Step:
     cut_after: int | None = None
     #: For a stream: wait this long before each chunk.
     chunk_delay_s: float = 0.0
-    #: The error message of a failing step.
+    #: The error message of a failing step, and its ``param`` and ``code``.
     message: str | None = None
+    param: str | None = None
+    code: str | None = None
 
 
 @dataclass
@@ -153,7 +155,7 @@ class StubUpstream:
         if step.status != 200:
             message = step.message or f"stub says {step.status}"
             error = {"error": {"message": message, "type": "stub",
-                               "param": None, "code": None}}
+                               "param": step.param, "code": step.code}}
             return body, step, JSONResponse(error, step.status, headers=step.headers)
         return body, step, None
 
@@ -172,10 +174,12 @@ class StubUpstream:
                            "function": {"name": fn, "arguments": json.dumps({"city": "Paris"})}}]
         if body.get("stream"):
             return self._stream_chat(body, step, model, words, tool_calls)
-        message: dict[str, Any] = {"role": "assistant", "content": " ".join(words)}
+        message: dict[str, Any] = {"role": "assistant", "content": " ".join(words),
+                                   "refusal": None}
         if tool_calls:
-            message = {"role": "assistant", "content": None, "tool_calls": tool_calls}
-        choice: dict[str, Any] = {"index": 0, "message": message,
+            message = {"role": "assistant", "content": None, "refusal": None,
+                       "tool_calls": tool_calls}
+        choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None,
                                   "finish_reason": "tool_calls" if tool_calls else "stop"}
         if body.get("logprobs"):
             lp = self.logprob.get(model, -0.1)
@@ -193,9 +197,13 @@ class StubUpstream:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-            return {"id": "chatcmpl-stub", "object": "chat.completion.chunk",
-                    "created": 1700000000, "model": f"upstream-{model}",
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            out: dict[str, Any] = {
+                "id": "chatcmpl-stub", "object": "chat.completion.chunk",
+                "created": 1700000000, "model": f"upstream-{model}",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            if include_usage:  # as OpenAI does: `null` on every chunk but the usage one
+                out["usage"] = None
+            return out
 
         async def events() -> AsyncIterator[bytes]:
             deltas: list[dict[str, Any]]
@@ -227,15 +235,20 @@ class StubUpstream:
         model = body["model"]
         words = self.answer_words(model, str(body.get("prompt", "")).split("\n")[-1])[:6]
         if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
             async def events() -> AsyncIterator[bytes]:
                 for i, w in enumerate(words):
-                    data = {"id": "cmpl-stub", "object": "text_completion",
-                            "created": 1700000000, "model": model,
-                            "choices": [{"index": 0, "text": (" " if i else "") + w,
-                                         "finish_reason": "stop" if i == len(words) - 1
-                                         else None}]}
+                    data: dict[str, Any] = {
+                        "id": "cmpl-stub", "object": "text_completion", "created": 1700000000,
+                        "model": model,
+                        "choices": [{"index": 0, "text": (" " if i else "") + w,
+                                     "finish_reason": "stop" if i == len(words) - 1 else None,
+                                     "logprobs": None}]}
+                    if include_usage:  # as vLLM does (and OpenAI for chat)
+                        data["usage"] = None
                     yield f"data: {json.dumps(data)}\n\n".encode()
-                if (body.get("stream_options") or {}).get("include_usage"):
+                if include_usage:
                     data = {"id": "cmpl-stub", "object": "text_completion",
                             "created": 1700000000, "model": model, "choices": [],
                             "usage": self.usage(body, len(words))}
@@ -243,9 +256,16 @@ class StubUpstream:
                 yield b"data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
+        logprobs = None
+        if body.get("logprobs") is not None:  # the legacy shape: parallel lists
+            lp = self.logprob.get(model, -0.1)
+            tokens = [(" " if i else "") + w for i, w in enumerate(words)]
+            offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+            logprobs = {"tokens": tokens, "token_logprobs": [lp] * len(tokens),
+                        "top_logprobs": [{t: lp} for t in tokens], "text_offset": offsets}
         out = {"id": "cmpl-stub", "object": "text_completion", "created": 1700000000,
                "model": model, "choices": [{"index": 0, "text": " ".join(words),
-                                            "finish_reason": "stop", "logprobs": None}],
+                                            "finish_reason": "stop", "logprobs": logprobs}],
                "usage": self.usage(body, len(words))}
         return JSONResponse(out)
 

@@ -190,7 +190,8 @@ def _drop_logprobs(body: dict[str, Any]) -> None:
 
 
 def _as_chunk(body: Mapping[str, Any], api: str) -> dict[str, Any]:
-    """One stream chunk carrying a whole (kept) answer."""
+    """One stream chunk carrying a whole (kept) answer, its log-probs included (the same
+    objects in a chunk as in a whole answer; ``None`` unless the client asked for them)."""
     choices = []
     for i, c in enumerate(body.get("choices") or []):
         if not isinstance(c, Mapping):
@@ -201,10 +202,12 @@ def _as_chunk(body: Mapping[str, Any], api: str) -> dict[str, Any]:
                 message["tool_calls"] = [{**tc, "index": j}
                                          for j, tc in enumerate(message["tool_calls"])]
             choices.append({"index": c.get("index", i), "delta": message,
-                            "finish_reason": c.get("finish_reason"), "logprobs": None})
+                            "finish_reason": c.get("finish_reason"),
+                            "logprobs": c.get("logprobs")})
         else:
             choices.append({"index": c.get("index", i), "text": c.get("text", ""),
-                            "finish_reason": c.get("finish_reason"), "logprobs": None})
+                            "finish_reason": c.get("finish_reason"),
+                            "logprobs": c.get("logprobs")})
     return {"id": body.get("id", ""), "created": body.get("created", int(time.time())),
             "object": "chat.completion.chunk" if api == "chat" else "text_completion",
             "model": body.get("model", ""), "choices": choices}

@@ -150,4 +150,5 @@ def _all_failed(failed: list[UpstreamError]) -> UpstreamError:
     cls = UpstreamTimeoutError if isinstance(last, UpstreamTimeoutError) else UpstreamError
     return cls(f"all {len(failed)} models failed: {reasons}", model=last.model,
                status=last.status, upstream_status=last.upstream_status,
-               retryable=last.retryable, code=last.code)
+               retryable=last.retryable, code=last.code, param=last.param,
+               upstream_code=last.upstream_code, retry_after_s=last.retry_after_s)

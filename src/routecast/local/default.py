@@ -69,15 +69,14 @@ def gemma_format() -> PromptFormatConfig:
 
 
 def _model_entry(model: str, base_url: str) -> dict[str, object]:
-    """A model of the config: local, priced by the energy of an output token (no log-probs)."""
+    """A model of the config: local, priced by the energy of an output token (no log-probs):
+    the price is how the server accounts for a local model's energy."""
     profile = BUILTIN[model].profile
     j_per_token = WATTS_PER_THREAD * profile.per_token_s
     entry: dict[str, object] = {
         "base_url": f"{base_url}/v1", "local": True,
         "kind": BUILTIN[model].kind,
         "output_usd_per_mtok": j_per_token / 3.6e6 * USD_PER_KWH * 1e6,
-        "profile": {"first_token_s": profile.base_s, "per_token_s": profile.per_token_s,
-                    "energy_j_per_token": j_per_token, "where": "device"},
     }
     if BUILTIN[model].kind == "base":
         entry["prompt_format"] = gemma_format().model_dump()

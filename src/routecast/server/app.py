@@ -1,18 +1,21 @@
 """The OpenAI-compatible server: a Starlette app over the endpoint table.
 
 Routes: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (plain JSON or SSE streams),
-``GET /v1/models``, ``GET /health``, ``GET /metrics``. The request's ``model`` names an endpoint;
-the answer's ``model`` is the model that really answered, and headers say what it took::
+``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /health``, ``GET /metrics``. The
+request's ``model`` names an endpoint; the answer's ``model`` is the model that really
+answered, and headers say what it took::
 
     x-routecast-model       the answering model
     x-routecast-route       every model asked, in order, comma-separated
     x-routecast-cost-usd    what the answer cost (non-streamed answers)
     x-routecast-latency-ms  arrival to answer, in milliseconds (non-streamed answers)
 
-A stream carries the same facts, with cost and latency, in its last event as an extra top-level
-``"routecast"`` object. Errors are OpenAI-shaped (``{"error": {"message", "type", "param",
-"code"}}``) with a meaningful status: 400 bad JSON or fields, 404 unknown endpoint, 413 body
-too large, 429 rate limited upstream, 502 upstream failed, 504 upstream timed out.
+A stream carries the same facts, with cost and latency, as an extra top-level ``"routecast"``
+object on its last chunk with a ``finish_reason`` (see :mod:`routecast.server.streaming`).
+Errors are OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``) with a
+meaningful status: 400 bad JSON or fields, 404 unknown endpoint, 413 body too large, 429 rate
+limited upstream (with its ``Retry-After``), 502 upstream failed, 504 upstream timed out. An
+upstream's ``param`` and ``code`` reach the client; its address never does (it is logged).
 
 Reliability and security (see docs in each module): every request has a deadline
 (``limits.deadline_s``, 504 past it, streams included); each model has a circuit breaker that
@@ -30,6 +33,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import secrets
 import signal
 import threading
@@ -43,7 +47,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from routecast.backends.base import Api, Completion, Request
+from routecast.backends.base import Api, Backend, Completion, Request
 from routecast.backends.routed import SESSION_HEADER
 from routecast.errors import (
     ConfigError,
@@ -109,6 +113,7 @@ class RoutecastServer(StreamMixin):
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self.retrieve_model, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.render_metrics, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
@@ -221,9 +226,17 @@ class RoutecastServer(StreamMixin):
         return await self._answer(http.headers, http.stream(), "completions")
 
     async def list_models(self, http: HTTPRequest) -> Response:
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "routecast",
-                 "models": list(backend.models)} for name, backend in self.backends.items()]
+        data = [_model_object(name, backend) for name, backend in self.backends.items()]
         return json_response({"object": "list", "data": data})
+
+    async def retrieve_model(self, http: HTTPRequest) -> Response:
+        """``GET /v1/models/{id}``: one endpoint (ids may hold ``/``), or an OpenAI-shaped 404."""
+        name = http.path_params["model"]
+        backend = self.backends.get(name)
+        if backend is None:
+            e = self._unknown_endpoint(name)
+            return json_response(error_body(str(e), 404, param="model", code=e.code), 404)
+        return json_response(_model_object(name, backend))
 
     async def health(self, http: HTTPRequest) -> Response:
         return json_response({"status": "ok", "endpoints": len(self.backends)})
@@ -250,9 +263,9 @@ class RoutecastServer(StreamMixin):
         key_name: str | None = None
         self.metrics.in_flight += 1
         try:
-            if self.keys is not None:
-                key = self.keys.authenticate(headers.get("authorization"))
-                key_name = key.name
+            client = (self.keys.authenticate(headers.get("authorization"))
+                      if self.keys is not None else None)
+            key_name = client.name if client is not None else None
             body = parse_json(await self._read_body(headers, body_parts))
             endpoint = (check_chat(body, self.max_messages) if api == "chat"
                         else check_completions(body))
@@ -266,10 +279,9 @@ class RoutecastServer(StreamMixin):
                     "model marked `local: true`; ask an endpoint with a local model",
                     status=403, param="messages", code="privacy_rule")
             request = Request(body, api, headers.get(SESSION_HEADER), allowed)
-            if self.keys is not None and key is not None:
-                self.keys.admit(key)  # from here on the key must be settled
-            else:
-                key = None
+            if self.keys is not None and client is not None:
+                self.keys.admit(client)
+                key = client  # admitted: from here on the key must be settled
             if request.stream:
                 response = await self._start_stream(backend, request, endpoint, t0, ts, key,
                                                     request_id, key_name)
@@ -282,10 +294,7 @@ class RoutecastServer(StreamMixin):
                 raise self._deadline(endpoint) from None
             cost_usd = completion.cost_usd
         except RoutecastError as e:
-            response = self._error(e, endpoint, body, t0, ts, request_id, key_name)
-            if isinstance(e, RateLimitedError):
-                response.headers["retry-after"] = str(max(1, round(e.retry_after_s + 0.5)))
-            return response
+            return self._error(e, endpoint, body, t0, ts, request_id, key_name)
         finally:
             self.metrics.in_flight -= 1
             if key is not None and self.keys is not None:
@@ -342,14 +351,19 @@ class RoutecastServer(StreamMixin):
                ts: float, request_id: str | None = None, key_name: str | None = None
                ) -> Response:
         status, code = status_of(e)
-        param = e.param if isinstance(e, RequestError) else None
+        param = e.param if isinstance(e, (RequestError, UpstreamError)) else None
         if status >= 500:
             log.warning("%s: %s", endpoint or "-", e)
         route = [e.model] if isinstance(e, UpstreamError) else []
         self._record(endpoint or "-", body, ts, time.perf_counter() - t0,
                      stream=bool(body.get("stream")), status=status, error=str(e), route=route,
                      request_id=request_id, key_name=key_name)
+        if isinstance(e, UpstreamError) and e.upstream_code:
+            code = e.upstream_code  # the upstream's own reason, which clients may act on
         response = json_response(error_body(str(e), status, param=param, code=code), status)
+        wait = e.retry_after_s if isinstance(e, (UpstreamError, RateLimitedError)) else None
+        if wait is not None:
+            response.headers["retry-after"] = str(max(1, math.ceil(wait)))
         if request_id is not None:
             response.headers["x-routecast-request-id"] = request_id
         return response
@@ -393,6 +407,12 @@ class RoutecastServer(StreamMixin):
             return self.request_log.write_durable(row)
         self.request_log.write(row)
         return None
+
+
+def _model_object(name: str, backend: Backend) -> dict[str, Any]:
+    """An endpoint as OpenAI's ``Model`` object, plus the models it may answer with."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "routecast",
+            "models": list(backend.models)}
 
 
 def create_app(config: Config, *, env: Mapping[str, str] | None = None,

@@ -14,7 +14,10 @@
         input_usd_per_mtok: 0.1       # USD per million tokens
         output_usd_per_mtok: 0.4
         cached_usd_per_mtok: 0.05     # cached prompt tokens (default: the input price)
-        profile: {first_token_s: 0.2, per_token_s: 0.01, energy_j_per_token: 0.3, where: edge}
+        read_timeout_s: 120           # the longest silence before the first byte, or in a stream
+        first_token_timeout_s: 10     # a stream's first chunk, after its response starts
+                                      # (default: read_timeout_s); then a fallback takes over
+        min_read_bytes_per_s: 1024    # a whole answer slower than this is a failure (0: off)
     endpoints:
       auto:
         type: routed                  # plain | routed | cascade
@@ -57,16 +60,6 @@ from routecast.errors import ConfigError
 _STRICT = ConfigDict(extra="forbid")
 
 
-class Profile(BaseModel):
-    """What a model costs beyond dollars: latency, energy, and where it runs."""
-
-    model_config = _STRICT
-    first_token_s: float | None = Field(default=None, ge=0)
-    per_token_s: float | None = Field(default=None, ge=0)
-    energy_j_per_token: float | None = Field(default=None, ge=0)
-    where: Literal["device", "edge", "cloud"] | None = None
-
-
 class PromptFormatConfig(BaseModel):
     """A custom prompt format for a base model (see ``routecast.backends.prompt_format``)."""
 
@@ -102,9 +95,10 @@ class ModelConfig(BaseModel):
     input_usd_per_mtok: float = Field(default=0.0, ge=0)
     output_usd_per_mtok: float = Field(default=0.0, ge=0)
     cached_usd_per_mtok: float | None = Field(default=None, ge=0)
-    profile: Profile = Field(default_factory=Profile)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=120.0, gt=0)
+    first_token_timeout_s: float | None = Field(default=None, gt=0)
+    min_read_bytes_per_s: float = Field(default=1024.0, ge=0)
     max_retries: int = Field(default=2, ge=0, le=10)
     backoff_s: float = Field(default=0.5, ge=0)
     max_backoff_s: float = Field(default=8.0, ge=0)

@@ -96,6 +96,8 @@ def http_backend(name: str, model: ModelConfig, env: Mapping[str, str] | None = 
         retry=RetryPolicy(max_retries=model.max_retries, backoff_s=model.backoff_s,
                           max_backoff_s=model.max_backoff_s),
         connect_timeout_s=model.connect_timeout_s, read_timeout_s=model.read_timeout_s,
+        first_token_timeout_s=model.first_token_timeout_s,
+        min_read_bytes_per_s=model.min_read_bytes_per_s,
         max_connections=model.max_connections, stream_usage=model.stream_usage,
         headers=model.headers,
         breaker=CircuitBreaker(model.breaker.failure_threshold, model.breaker.open_s,
