@@ -32,12 +32,14 @@ from routecast.backends.base import (
     Chunk,
     Completion,
     Request,
+    RoutePrefix,
     close_all,
     close_stream,
     start_all,
 )
 from routecast.backends.prompt_format import message_text
-from routecast.errors import ConfigError
+from routecast.capabilities import feature_tags, is_context_overflow, needs_of
+from routecast.errors import ConfigError, UpstreamError
 
 if TYPE_CHECKING:
     from routecast.policy import Policy
@@ -154,7 +156,8 @@ class RoutedBackend(Backend):
 
     def __init__(self, router: Router, policy: Policy, backends: Mapping[str, Backend], *,
                  name: str = "routed", route_on: RouteOn = "last_user",
-                 max_sessions: int = 10_000, max_batch: int = 64) -> None:
+                 max_sessions: int = 10_000, max_batch: int = 64,
+                 features: bool = False) -> None:
         models = tuple(getattr(router, "models_", ()))
         if not models:
             raise ConfigError(f"endpoint {name!r}: the router is not fitted; fit it (or load a "
@@ -174,6 +177,8 @@ class RoutedBackend(Backend):
         self.router_models: tuple[str, ...] = tuple(str(m) for m in models)
         self.models = tuple(dict.fromkeys(x for b in self.backends.values() for x in b.models))
         self.route_on: RouteOn = route_on
+        #: Prefix the routing text with the request's modality and size words.
+        self.features = features
         self.pins = SessionPins(max_sessions)
         self.batcher = RouteBatcher(router, policy, max_batch)
 
@@ -192,28 +197,46 @@ class RoutedBackend(Backend):
             pinned = self.pins.get(key)
             if pinned is not None:
                 return pinned
-        text = routing_text(request, self.route_on)
-        model = await self.batcher.route(text)
+        model = await self.batcher.route(self._text(request))
         if key is not None:
             self.pins.set(key, model)
         return model
 
+    def _text(self, request: Request) -> str:
+        """What the router reads: :func:`routing_text`, after the request's modality and size
+        words (:func:`~routecast.capabilities.feature_tags`) when ``features`` is on."""
+        text = routing_text(request, self.route_on)
+        if self.features:
+            return f"{feature_tags(needs_of(request.body, request.api))} {text}"
+        return text
+
     def usable(self, request: Request) -> bool:
         return any(b.usable(request) for b in _unique(self.backends.values()))
 
+    def _usable(self, request: Request, model: str) -> bool:
+        """Whether the router's ``model`` may answer: its backend is usable, and the model it
+        maps to (the first of its fallback chain) is one the request allows. A model the
+        request rules out (a capability it lacks, the privacy rule) is re-chosen by the
+        policy among the others, not handed to its fallbacks."""
+        backend = self.backends[model]
+        return backend.usable(request) and (not backend.models
+                                            or request.allows(backend.models[0]))
+
     def best_usable(self, request: Request, chosen: str) -> str:
-        """``chosen`` if its backend is usable, else the policy's pick among usable models
-        (``chosen`` again when none is: its backend then says why it cannot answer)."""
-        if self.backends[chosen].usable(request):
+        """``chosen`` if it is usable (:meth:`_usable`), else the policy's pick among usable
+        models (``chosen`` again when none is: its backend then says why it cannot answer)."""
+        if self._usable(request, chosen):
             return chosen
-        usable = [m for m in self.router_models if self.backends[m].usable(request)]
+        usable = [m for m in self.router_models if self._usable(request, m)]
+        if not usable:
+            usable = [m for m in self.router_models if self.backends[m].usable(request)]
         if not usable:
             return chosen
         if len(usable) == 1:
             return usable[0]
         import numpy as np
 
-        text = [routing_text(request, self.route_on)]
+        text = [self._text(request)]
         quality = np.array(self.router.predict(text), dtype=np.float64)
         cost = np.array(self.router.predict_cost(text), dtype=np.float64)
         mask = np.array([m not in usable for m in self.router_models])
@@ -228,25 +251,63 @@ class RoutedBackend(Backend):
         t0 = time.perf_counter()
         model = self.best_usable(request, await self.choose(request))
         routing_s = time.perf_counter() - t0
-        completion = await self.backends[model].complete(request)
+        overflowed: list[str] = []
+        while True:
+            try:
+                completion = await self.backends[model].complete(request)
+                break
+            except UpstreamError as e:
+                retry = self._after_overflow(request, model, e, overflowed)
+                if retry is None:
+                    raise
+                request, model = retry
+        completion.route[:0] = overflowed
         completion.routing_s += routing_s
-        completion.latency_s += routing_s
+        completion.latency_s = time.perf_counter() - t0
         return completion
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         t0 = time.perf_counter()
         model = self.best_usable(request, await self.choose(request))
         routing_s = time.perf_counter() - t0
-        chunks = self.backends[model].stream(request)
+        overflowed: list[str] = []
+        while True:  # a context overflow before the first chunk moves on to the next model
+            chunks = self.backends[model].stream(request)
+            try:
+                first = await anext(chunks)
+                break
+            except UpstreamError as e:
+                await close_stream(chunks)
+                retry = self._after_overflow(request, model, e, overflowed)
+                if retry is None:
+                    raise
+                request, model = retry
+        prefix = RoutePrefix(overflowed)
         try:
-            async for chunk in chunks:
+            chunk: Chunk | None = first
+            while chunk is not None:
                 if chunk.final is not None:
                     chunk.final.routing_s += routing_s
-                    chunk.final.latency_s += routing_s
-                yield chunk
+                    chunk.final.latency_s = time.perf_counter() - t0
+                yield prefix(chunk)
+                chunk = await anext(chunks, None)
         finally:
             await close_stream(chunks)
 
+    def _after_overflow(self, request: Request, model: str, error: UpstreamError,
+                        overflowed: list[str]) -> tuple[Request, str] | None:
+        """After ``model``'s backend said the request does not fit its context window: the
+        request without that backend's models, and the policy's pick among the router's
+        models still usable for it; ``None`` when none is (the error then stands)."""
+        if not is_context_overflow(error):
+            return None
+        gone = set(self.backends[model].models)
+        allowed = frozenset(request.allowed if request.allowed is not None else self.models)
+        request = Request(request.body, request.api, request.session, allowed - gone)
+        if not any(self._usable(request, m) for m in self.router_models):
+            return None
+        overflowed.append(error.model)
+        return request, self.best_usable(request, model)
 
 def _user(body: Mapping[str, Any]) -> str | None:
     user = body.get("user")

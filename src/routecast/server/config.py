@@ -15,6 +15,15 @@
         output_usd_per_mtok: 0.4
         cached_usd_per_mtok: 0.05     # cached prompt tokens (default: the input price)
         profile: {first_token_s: 0.2, per_token_s: 0.01, energy_j_per_token: 0.3, where: edge}
+        capabilities:                 # what it can serve (defaults: text only, no tools, no
+          input: [text, image]        # structured output, window unknown, streams); requests
+          tools: true                 # it cannot serve go to models that can, or get a 400
+          structured_output: [json_object, json_schema]
+          context_window: 128000      # prompt + max_tokens must fit (null: not checked)
+          max_output_tokens: 16384
+          streaming: true
+          # tokenize_url: http://127.0.0.1:8080/tokenize  # count prompt tokens exactly near
+                                                          # the window (llama.cpp servers)
     endpoints:
       auto:
         type: routed                  # plain | routed | cascade
@@ -87,6 +96,22 @@ class BreakerConfig(BaseModel):
     half_open_probes: int = Field(default=1, ge=1)
 
 
+class CapabilitiesConfig(BaseModel):
+    """What a model can serve (see ``routecast.capabilities``). The defaults claim little:
+    text in, no tools, no structured output, streaming; an unknown window is not checked."""
+
+    model_config = _STRICT
+    input: list[Literal["text", "image", "audio"]] = Field(default_factory=lambda: ["text"])
+    tools: bool = False
+    structured_output: list[Literal["json_object", "json_schema"]] = Field(default_factory=list)
+    context_window: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    streaming: bool = True
+    #: A tokenizer endpoint of the model's own server: llama.cpp's ``/tokenize`` or
+    #: llama-cpp-python's ``/extras/tokenize/count``.
+    tokenize_url: str | None = None
+
+
 class ModelConfig(BaseModel):
     model_config = _STRICT
     base_url: str
@@ -109,6 +134,7 @@ class ModelConfig(BaseModel):
     max_connections: int = Field(default=100, ge=1)
     stream_usage: bool = True
     headers: dict[str, str] = Field(default_factory=dict)
+    capabilities: CapabilitiesConfig = Field(default_factory=CapabilitiesConfig)
 
     @field_validator("base_url")
     @classmethod
@@ -152,6 +178,10 @@ class RoutedEndpoint(BaseModel):
     model_map: dict[str, str] = Field(default_factory=dict)
     max_sessions: int = Field(default=10_000, ge=0)
     max_batch: int = Field(default=64, ge=1)
+    #: Prefix the routing text with the request's modality and size words
+    #: (``routecast.capabilities.feature_tags``); the router must be fitted on prompts tagged
+    #: the same way (``tag_prompt``).
+    features: bool = False
 
     @model_validator(mode="after")
     def _one_policy(self) -> RoutedEndpoint:

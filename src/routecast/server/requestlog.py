@@ -35,7 +35,7 @@ SCHEMA_VERSION = 1
 COLUMNS = ("ts", "endpoint", "model", "route", "status", "stream", "prompt_tokens",
            "completion_tokens", "cached_tokens", "reasoning_tokens", "usage_estimated",
            "cost_usd", "baseline_model", "baseline_cost_usd", "latency_s", "routing_s",
-           "error", "session", "prompt")
+           "error", "session", "prompt", "excluded")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS requests (
     routing_s REAL NOT NULL,           -- of which choosing the model
     error TEXT,
     session TEXT,
-    prompt TEXT                        -- only with storage.log_prompts
+    prompt TEXT,                       -- only with storage.log_prompts
+    excluded TEXT                      -- models that could not serve it: "m (why); ..."
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 """
@@ -87,6 +88,11 @@ class LogRow:
     error: str | None = None
     session: str | None = None
     prompt: str | None = None
+    excluded: str | None = None
+
+
+#: Columns added after a table was first created: name -> SQL type.
+_ADDED = {"excluded": "TEXT"}
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -96,6 +102,10 @@ def connect(path: str | Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(_SCHEMA)
+    have = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    for name, kind in _ADDED.items():  # a log written by an older routecast
+        if name not in have:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     db.commit()
     return db
