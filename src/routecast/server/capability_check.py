@@ -74,7 +74,7 @@ class _Endpoint:
     """An endpoint's models and the limits under which none can be ruled out."""
 
     models: tuple[str, ...]
-    window: float  # the smallest known context window
+    window: float  # the smallest known context window (halved where a tokenizer counts)
     max_output: float  # the smallest known max_output_tokens
     streams: bool  # all stream
 
@@ -99,9 +99,12 @@ class CapabilityCheck:
         spec = self._endpoints.get(models)
         if spec is None:
             caps = [self.capabilities[m] for m in models if m in self.capabilities]
+            # A model with a tokenizer is counted exactly once the estimate comes near its
+            # window, so the fast path ends there.
+            windows = [c.context_window / (NEAR if m in self.tokenize_urls else 1.0)
+                       for m in models if (c := self.capabilities.get(m)) and c.context_window]
             spec = _Endpoint(
-                models,
-                min((c.context_window for c in caps if c.context_window), default=float("inf")),
+                models, min(windows, default=float("inf")),
                 min((c.max_output_tokens for c in caps if c.max_output_tokens),
                     default=float("inf")),
                 all(c.streaming for c in caps))

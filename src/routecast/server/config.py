@@ -101,7 +101,8 @@ class CapabilitiesConfig(BaseModel):
     text in, no tools, no structured output, streaming; an unknown window is not checked."""
 
     model_config = _STRICT
-    input: list[Literal["text", "image", "audio"]] = Field(default_factory=lambda: ["text"])
+    # pydantic copies a mutable default for each instance.
+    input: list[Literal["text", "image", "audio"]] = ["text"]
     tools: bool = False
     structured_output: list[Literal["json_object", "json_schema"]] = Field(default_factory=list)
     context_window: int | None = Field(default=None, ge=1)
