@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -242,7 +243,7 @@ def test_default_refuses_what_its_models_cannot_serve_and_counts_near_the_window
     import openai
 
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
-    image = [{"type": "text", "text": "What is this?"},
+    image: Any = [{"type": "text", "text": "What is this?"},
              {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=ROUTED_ENDPOINT,
