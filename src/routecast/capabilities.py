@@ -88,8 +88,9 @@ class Needs:
     @property
     def tokens(self) -> int:
         """Prompt plus requested output tokens, with the estimate's margin."""
+        # (less a hair: 900 * 1.1 is 990.0000000000001 in floating point)
         prompt = self.prompt_tokens if self.exact else math.ceil(self.prompt_tokens
-                                                                  * (1 + MARGIN))
+                                                                  * (1 + MARGIN) - 1e-9)
         return prompt + self.max_tokens
 
     def describe(self) -> str:
