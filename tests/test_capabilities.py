@@ -260,3 +260,32 @@ def test_features_option_reaches_the_routed_endpoint() -> None:
     assert on.features and not off.features
     request = Request(chat("apple river"))
     assert on._text(request) == "rcsize2 apple river" and off._text(request) == "apple river"
+
+
+def test_config_check_warns_of_requests_an_endpoint_can_never_serve(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from routecast.cli import cli
+
+    doc = {"models": {
+        "text": {"base_url": "http://127.0.0.1:9/v1", "capabilities": {"context_window": 8192}},
+        "vision": {"base_url": "http://127.0.0.1:9/v1", "capabilities": {
+            "input": ["text", "image"], "tools": True, "context_window": 128000,
+            "structured_output": ["json_object", "json_schema"]}}},
+        "endpoints": {"solo": {"type": "plain", "model": "text"},
+                      "chain": {"type": "plain", "model": "text", "fallbacks": ["vision"]}},
+        "storage": {"db": None}}
+    path = tmp_path / "routecast.yaml"
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    result = CliRunner().invoke(cli, ["config", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "warning" in line]
+    assert len(lines) == 2
+    solo = next(line for line in lines if "endpoint solo" in line)
+    assert ("image input, audio input, tools, response_format json_object, response_format "
+            "json_schema, prompts over 8192 tokens") in solo
+    chain = next(line for line in lines if "endpoint chain" in line)
+    assert "with audio input, prompts over 128000 tokens (" in chain
+    assert result.output.rstrip().endswith("ok")

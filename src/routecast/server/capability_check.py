@@ -211,6 +211,21 @@ class CapabilityCheck:
         return gaps
 
 
+def capability_warnings(config: Config, backends: Mapping[str, Any]) -> list[str]:
+    """One line per configured endpoint that some requests can never pass: the kinds no model
+    of it declares (``routecast config check`` prints them; they are not errors)."""
+    check = CapabilityCheck.from_config(config)
+    out = []
+    for name in config.endpoints:
+        backend = backends.get(name)
+        gaps = check.gaps(backend.models) if backend is not None else []
+        if gaps:
+            out.append(f"endpoint {name} can never serve requests with {', '.join(gaps)} (no "
+                       "model of it declares them; they get a 400). Fix: add a model that can, "
+                       "or declare what a model can under models.<name>.capabilities")
+    return out
+
+
 def _prompt_text(body: Mapping[str, Any], api: str) -> tuple[str, int, int]:
     """(the text a tokenizer counts, messages, image parts) of a request."""
     if api != "chat":
