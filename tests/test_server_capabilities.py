@@ -86,6 +86,7 @@ def client(stub: StubUpstream, db: Path, fitted: tuple[Router, Policy]
         # `small` served by `tiny`, whose window is not declared: only the upstream knows.
         "auto-tiny": {"type": "routed", "router": "given", "model_map": {"small": "tiny"}},
         "tiny-chain": {"type": "plain", "model": "tiny", "fallbacks": ["large"]},
+        "tiny-steps": {"type": "cascade", "models": ["tiny", "large"], "thresholds": [0.5]},
     })
     with serve(config, routers={"auto": fitted, "auto-tiny": fitted}) as url:
         yield openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
@@ -151,9 +152,10 @@ def test_plain_text_requests_are_not_restricted(client: openai.OpenAI, easy: str
     assert (model, route, excluded) == ("small", "small", "")
 
 
-def test_streams_are_checked_too(client: openai.OpenAI, easy: str) -> None:
+@pytest.mark.parametrize("endpoint", ["auto", "steps", "chain"])
+def test_streams_are_checked_too(client: openai.OpenAI, easy: str, endpoint: str) -> None:
     with client.chat.completions.with_streaming_response.create(
-            model="auto", stream=True, **request("tool", easy)) as response:
+            model=endpoint, stream=True, **request("tool", easy)) as response:
         assert "small (no tools)" in response.headers["x-routecast-excluded"]
         chunks = [json.loads(line[6:]) for line in response.iter_lines()
                   if line.startswith("data: {")]
@@ -186,13 +188,25 @@ def test_the_request_log_names_the_excluded_models(client: openai.OpenAI, db: Pa
     assert row["excluded"] == "small (no json_schema); medium (no json_schema)"
 
 
+@pytest.mark.parametrize("endpoint", ["tiny-chain", "tiny-steps"])
+@pytest.mark.parametrize("stream", [False, True])
 def test_context_overflow_is_retried_on_the_next_model(client: openai.OpenAI,
-                                                       stub: StubUpstream) -> None:
+                                                       stub: StubUpstream, endpoint: str,
+                                                       stream: bool) -> None:
     # tiny declares no window, so the check lets the long conversation through; its upstream
-    # says the prompt is too long (400, context_length_exceeded) and the chain moves on.
-    model, route, _ = ask(client, "tiny-chain", **request("long", "hello"))
+    # says the prompt is too long (400, context_length_exceeded) and the fallback chain, or
+    # the cascade, moves on (before a stream's first byte).
+    before = len(stub.received)
+    if not stream:
+        model, route, _ = ask(client, endpoint, **request("long", "hello"))
+    else:
+        with client.chat.completions.with_streaming_response.create(
+                model=endpoint, stream=True, **request("long", "hello")) as response:
+            final = [json.loads(line[6:]) for line in response.iter_lines()
+                     if line.startswith("data: {")][-1]["routecast"]
+        model, route = final["model"], ",".join(final["route"])
     assert (model, route) == ("large", "tiny,large")
-    assert [r.body["model"] for r in stub.received[-2:]] == ["tiny", "large"]
+    assert [r.body["model"] for r in stub.received[before:]] == ["tiny", "large"]
 
 
 @pytest.mark.parametrize("stream", [False, True])
