@@ -16,7 +16,11 @@ fixed cost is shared.
 Routing sees live health: when the chosen model's backend is not usable (its circuit breaker
 is open, or the privacy rule forbids it for this request), the endpoint picks the best usable
 model by the same policy, from the router's predictions with the unusable models masked out.
-That path calls the router for one prompt (a few ms), but only while a backend is down.
+That path calls the router for one prompt (a few ms), but only while a backend is down, or for
+a request that some models cannot serve (an image, tools, a long prompt: the capability check
+narrows ``request.allowed``). When the chosen model's upstream says the prompt does not fit its
+context window, the endpoint asks the policy's next pick among the models left, before a
+stream's first byte.
 """
 
 from __future__ import annotations
