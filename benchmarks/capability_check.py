@@ -26,10 +26,11 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from routecast.capabilities import Capabilities
-from routecast.server.capability_check import CapabilityCheck
+from routecast.server.capability_check import CapabilityCheck, Verdict
 from routecast.server.wire import parse_json
 
 MODELS = ("text-8k", "vision-32k", "all-128k")
@@ -80,13 +81,14 @@ def per_call_us(fn: Callable[[], object], n: int) -> float:
     return (time.thread_time_ns() - t0) / n / 1000
 
 
-def run_check(body: dict[str, Any]) -> Callable[[], object]:
-    def call() -> object:
+def run_check(body: dict[str, Any]) -> Callable[[], tuple[object, Verdict | None]]:
+    def call() -> tuple[object, Verdict | None]:
         coro = CHECK.check(body, "chat", MODELS, None, "auto")
         try:
             coro.send(None)
         except StopIteration as done:
-            return done.value
+            allowed, verdict = done.value
+            return allowed, verdict
         raise RuntimeError("the check awaited something: a tokenizer was asked")
     return call
 
@@ -97,21 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="rounds (median reported)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-    rows = []
+    rows: list[dict[str, Any]] = []
     print(f"{'request':32} {'parse us':>9} {'check us':>9} {'check/parse':>11}  excluded")
     for kind, body in kinds().items():
         raw = json.dumps(body).encode()
         check = run_check(body)
-        _, verdict = check()  # type: ignore[misc]
-        parse_us, check_us = [], []
+        verdict = check()[1]
+        parse_us: list[float] = []
+        check_us: list[float] = []
         for _ in range(args.repeats):  # interleaved, so load changes hit both alike
-            parse_us.append(per_call_us(lambda raw=raw: parse_json(raw), args.n))
+            parse_us.append(per_call_us(partial(parse_json, raw), args.n))
             check_us.append(per_call_us(check, args.n))
         p, c = statistics.median(parse_us), statistics.median(check_us)
         excluded = "-" if verdict is None else verdict.header()
         rows.append({"kind": kind, "parse_us": p, "check_us": c, "excluded": excluded})
         print(f"{kind:32} {p:9.2f} {c:9.2f} {c / p:11.2f}  {excluded}")
-    plain = max(r["check_us"] for r in rows if r["kind"].startswith("plain"))
+    plain = max(float(r["check_us"]) for r in rows if str(r["kind"]).startswith("plain"))
     print(f"\nverdict: the check of a plain text request costs {plain:.2f} us "
           f"({'under' if plain < 50 else 'OVER'} the 50 us target)")
     if args.json:
