@@ -95,7 +95,7 @@ def test_refusal_names_the_first_missing_capability() -> None:
         "context 1090 > its window 1000"
     every = Capabilities(frozenset({"text", "image", "audio"}), True,
                          frozenset({"json_object", "json_schema"}))
-    assert every.everything and refusal(every, Needs(frozenset({"image", "audio"}), True,
+    assert refusal(every, Needs(frozenset({"image", "audio"}), True,
                                                      "json_schema", 10**6, 10**5, True)) is None
 
 
@@ -289,3 +289,28 @@ def test_config_check_warns_of_requests_an_endpoint_can_never_serve(tmp_path: Pa
     chain = next(line for line in lines if "endpoint chain" in line)
     assert "with audio input, prompts over 128000 tokens (" in chain
     assert result.output.rstrip().endswith("ok")
+
+
+def test_a_request_log_from_before_gains_the_excluded_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from routecast.server.requestlog import LogRow, RequestLog
+
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)  # the table as routecast wrote it before this column
+    con.execute("CREATE TABLE requests (id INTEGER PRIMARY KEY, ts REAL NOT NULL, endpoint TEXT "
+                "NOT NULL, model TEXT, route TEXT NOT NULL, status INTEGER NOT NULL, stream "
+                "INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER "
+                "NOT NULL, cached_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL, "
+                "usage_estimated INTEGER NOT NULL, cost_usd REAL NOT NULL, baseline_model TEXT,"
+                " baseline_cost_usd REAL NOT NULL, latency_s REAL NOT NULL, routing_s REAL NOT "
+                "NULL, error TEXT, session TEXT, prompt TEXT)")
+    con.commit()
+    con.close()
+    log = RequestLog(path, batch_ms=5)
+    log.start()
+    log.write(LogRow(ts=1.0, endpoint="e", model="m", route="m", status=200, stream=False,
+                     excluded="small (no tools)"))
+    log.close()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT excluded FROM requests").fetchall() == [("small (no tools)",)]

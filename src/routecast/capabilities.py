@@ -25,12 +25,8 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-Modality = Literal["text", "image", "audio"]
-StructuredOutput = Literal["json_object", "json_schema"]
-
-MODALITIES: tuple[Modality, ...] = ("text", "image", "audio")
 #: How much larger than the estimate a prompt is taken to be when compared with a window.
 MARGIN = 0.10
 #: Tokens the chat template adds per message (role markers, separators).
@@ -55,12 +51,6 @@ class Capabilities:
     context_window: int | None = None
     max_output_tokens: int | None = None
     streaming: bool = True
-
-    @property
-    def everything(self) -> bool:
-        """Whether no request can be refused for a feature (only for size)."""
-        return (self.tools and self.streaming and len(self.structured_output) == 2
-                and len(self.modalities) == len(MODALITIES))
 
 
 @dataclass(frozen=True, slots=True)
