@@ -104,10 +104,19 @@ class StubUpstream:
         self.reasoning_tokens = reasoning_tokens
         self.send_usage = send_usage
         self.received: list[Received] = []
+        #: What each model refuses, as a real upstream would (400): more prompt tokens than
+        #: its window (code context_length_exceeded), image parts, tools, json_schema.
+        self.windows: dict[str, int] = {}
+        self.text_only: set[str] = set()
+        self.no_tools: set[str] = set()
+        self.no_json_schema: set[str] = set()
         self._steps: deque[Step] = deque()
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/completions", self._completions, methods=["POST"]),
+            # llama.cpp's tokenizer (one token per word here) and llama-cpp-python's.
+            Route("/tokenize", self._tokenize, methods=["POST"]),
+            Route("/extras/tokenize/count", self._tokenize, methods=["POST"]),
         ])
         self._live = LiveServer(self.app, lifespan="off")
 
@@ -136,7 +145,7 @@ class StubUpstream:
     @staticmethod
     def prompt_tokens(body: dict[str, Any]) -> int:
         if "messages" in body:
-            return sum(3 + len(str(m.get("content") or "").split()) for m in body["messages"])
+            return sum(3 + len(_text(m.get("content")).split()) for m in body["messages"])
         return len(str(body.get("prompt", "")).split())
 
     def usage(self, body: dict[str, Any], n_words: int) -> dict[str, Any]:
@@ -157,7 +166,44 @@ class StubUpstream:
             error = {"error": {"message": message, "type": "stub",
                                "param": step.param, "code": step.code}}
             return body, step, JSONResponse(error, step.status, headers=step.headers)
+        refused = self._refuse(body)
+        if refused is not None:
+            return body, step, refused
         return body, step, None
+
+    def _refuse(self, body: dict[str, Any]) -> Response | None:
+        """A 400 in OpenAI's shape for what the model cannot serve, else ``None``."""
+        model = body.get("model", "")
+        window = self.windows.get(model)
+        tokens = self.prompt_tokens(body)
+        message = code = None
+        if window is not None and tokens > window:
+            message = (f"This model's maximum context length is {window} tokens. However, your "
+                       f"messages resulted in {tokens} tokens. Please reduce the length of the "
+                       "messages.")
+            code = "context_length_exceeded"
+        elif model in self.text_only and any(
+                isinstance(m.get("content"), list) and any(
+                    p.get("type") == "image_url" for p in m["content"])
+                for m in body.get("messages", [])):
+            message = f"{model} does not support image input"
+        elif model in self.no_tools and body.get("tools"):
+            message = f"{model} does not support tools"
+        elif model in self.no_json_schema and (body.get("response_format") or {}).get(
+                "type") == "json_schema":
+            message = f"{model} does not support response_format json_schema"
+        if message is None:
+            return None
+        error = {"error": {"message": message, "type": "invalid_request_error",
+                           "param": "messages", "code": code}}
+        return JSONResponse(error, 400)
+
+    async def _tokenize(self, request: Request) -> Response:
+        body = await request.json()
+        self.received.append(Received(request.url.path, dict(request.headers), body))
+        if request.url.path.endswith("/count"):
+            return JSONResponse({"count": len(str(body.get("input", "")).split())})
+        return JSONResponse({"tokens": list(range(len(str(body.get("content", "")).split())))})
 
     async def _chat(self, request: Request) -> Response:
         body, step, failed = await self._begin(request)
@@ -166,7 +212,7 @@ class StubUpstream:
         model = body["model"]
         last_user: dict[str, Any] = next(
             (m for m in reversed(body["messages"]) if m["role"] == "user"), {})
-        words = self.answer_words(model, str(last_user.get("content") or ""))
+        words = self.answer_words(model, _text(last_user.get("content")))
         tool_calls = None
         if body.get("tools"):
             fn = body["tools"][0]["function"]["name"]
@@ -268,6 +314,13 @@ class StubUpstream:
                                             "finish_reason": "stop", "logprobs": logprobs}],
                "usage": self.usage(body, len(words))}
         return JSONResponse(out)
+
+
+def _text(content: Any) -> str:
+    """The text of a message's content: a string, or the text parts of a list."""
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content or "")
 
 
 def closed_port() -> int:

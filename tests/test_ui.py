@@ -233,7 +233,7 @@ def test_admin_pages_refuse_a_client_key(stub: StubUpstream, router_dir: Path,
 def test_a_version_1_log_is_migrated_in_place(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)
-    old_columns = COLUMNS[:COLUMNS.index("request_id")]
+    old_columns = COLUMNS[:COLUMNS.index("excluded")]
     old.execute(f"CREATE TABLE requests (id INTEGER PRIMARY KEY, "
                 f"{', '.join(old_columns)})")
     old.execute(f"INSERT INTO requests ({', '.join(old_columns)}) VALUES "
@@ -246,7 +246,7 @@ def test_a_version_1_log_is_migrated_in_place(tmp_path: Path) -> None:
     db = connect(path)
     try:
         names = [r[1] for r in db.execute("PRAGMA table_info(requests)")]
-        assert {"request_id", "key_name", "trace"} <= set(names)
+        assert {"excluded", "request_id", "key_name", "trace"} <= set(names)
         assert db.execute("SELECT endpoint, cost_usd, trace FROM requests").fetchall() == [
             ("e", 0.5, None)]
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2

@@ -34,8 +34,9 @@ class Request:
     backend that forwards it swaps in its upstream's model name on a shallow copy (the client's
     dict is never changed). ``session`` is the ``x-routecast-session`` header, if any.
     ``allowed`` restricts which models may see the request (``None``: any); the privacy rule
-    sets it to the local models for prompts that must not leave the premises, and every
-    composite honours it when it picks a model.
+    sets it to the local models for prompts that must not leave the premises, the capability
+    check (:mod:`routecast.server.capability_check`) leaves out models that cannot serve the
+    request, and every composite honours it when it picks a model.
     """
 
     body: dict[str, Any]

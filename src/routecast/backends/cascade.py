@@ -17,7 +17,9 @@ the step's own model and are not listed again, so ``len(route) > 1`` still means
 (they show in the cost and the latency). A step that fails before answering escalates too.
 
 Steps that are not usable for a request (an open circuit breaker, a model the privacy rule
-forbids) are skipped without a call; the last usable step then answers unconditionally.
+forbids, one that cannot serve the request: images, tools, its context window) are skipped
+without a call; the last usable step then answers unconditionally. A step whose upstream says
+the prompt does not fit its context window escalates like any failed step.
 
 Streaming: early steps must finish, and be judged, before they can be kept, so they are asked
 without streaming and judged before the first byte goes to the client; a kept early answer is

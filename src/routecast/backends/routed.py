@@ -16,7 +16,11 @@ fixed cost is shared.
 Routing sees live health: when the chosen model's backend is not usable (its circuit breaker
 is open, or the privacy rule forbids it for this request), the endpoint picks the best usable
 model by the same policy, from the router's predictions with the unusable models masked out.
-That path calls the router for one prompt (a few ms), but only while a backend is down.
+That path calls the router for one prompt (a few ms), but only while a backend is down, or for
+a request that some models cannot serve (an image, tools, a long prompt: the capability check
+narrows ``request.allowed``). When the chosen model's upstream says the prompt does not fit its
+context window, the endpoint asks the policy's next pick among the models left, before a
+stream's first byte.
 """
 
 from __future__ import annotations
@@ -32,13 +36,15 @@ from routecast.backends.base import (
     Chunk,
     Completion,
     Request,
+    RoutePrefix,
     close_all,
     close_stream,
     start_all,
 )
 from routecast.backends.prompt_format import message_text
 from routecast.backends.trace import Trace
-from routecast.errors import ConfigError
+from routecast.capabilities import feature_tags, is_context_overflow, needs_of
+from routecast.errors import ConfigError, UpstreamError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -180,7 +186,8 @@ class RoutedBackend(Backend):
 
     def __init__(self, router: Router, policy: Policy, backends: Mapping[str, Backend], *,
                  name: str = "routed", route_on: RouteOn = "last_user",
-                 max_sessions: int = 10_000, max_batch: int = 64) -> None:
+                 max_sessions: int = 10_000, max_batch: int = 64,
+                 features: bool = False) -> None:
         models = tuple(getattr(router, "models_", ()))
         if not models:
             raise ConfigError(f"endpoint {name!r}: the router is not fitted; fit it (or load a "
@@ -200,6 +207,8 @@ class RoutedBackend(Backend):
         self.router_models: tuple[str, ...] = tuple(str(m) for m in models)
         self.models = tuple(dict.fromkeys(x for b in self.backends.values() for x in b.models))
         self.route_on: RouteOn = route_on
+        #: Prefix the routing text with the request's modality and size words.
+        self.features = features
         self.pins = SessionPins(max_sessions)
         self.batcher = RouteBatcher(router, policy, max_batch)
         # What the routing debugger says of every routed answer (computed once, not per
@@ -228,8 +237,7 @@ class RoutedBackend(Backend):
             if pinned is not None:
                 return Trace("routed", pinned, "pinned session",
                              cost_weight=self._weight())
-        text = routing_text(request, self.route_on)
-        decision = await self.batcher.route(text)
+        decision = await self.batcher.route(self._text(request))
         if key is not None:
             self.pins.set(key, decision.model)
         names = self.router_models
@@ -242,22 +250,41 @@ class RoutedBackend(Backend):
         w = float(self.policy.cost_weight)
         return None if w == float("inf") else w
 
+    def _text(self, request: Request) -> str:
+        """What the router reads: :func:`routing_text`, after the request's modality and size
+        words (:func:`~routecast.capabilities.feature_tags`) when ``features`` is on."""
+        text = routing_text(request, self.route_on)
+        if self.features:
+            return f"{feature_tags(needs_of(request.body, request.api))} {text}"
+        return text
+
     def usable(self, request: Request) -> bool:
         return any(b.usable(request) for b in _unique(self.backends.values()))
 
+    def _usable(self, request: Request, model: str) -> bool:
+        """Whether the router's ``model`` may answer: its backend is usable, and the model it
+        maps to (the first of its fallback chain) is one the request allows. A model the
+        request rules out (a capability it lacks, the privacy rule) is re-chosen by the
+        policy among the others, not handed to its fallbacks."""
+        backend = self.backends[model]
+        return backend.usable(request) and (not backend.models
+                                            or request.allows(backend.models[0]))
+
     def best_usable(self, request: Request, chosen: str) -> str:
-        """``chosen`` if its backend is usable, else the policy's pick among usable models
-        (``chosen`` again when none is: its backend then says why it cannot answer)."""
-        if self.backends[chosen].usable(request):
+        """``chosen`` if it is usable (:meth:`_usable`), else the policy's pick among usable
+        models (``chosen`` again when none is: its backend then says why it cannot answer)."""
+        if self._usable(request, chosen):
             return chosen
-        usable = [m for m in self.router_models if self.backends[m].usable(request)]
+        usable = [m for m in self.router_models if self._usable(request, m)]
+        if not usable:
+            usable = [m for m in self.router_models if self.backends[m].usable(request)]
         if not usable:
             return chosen
         if len(usable) == 1:
             return usable[0]
         import numpy as np
 
-        text = [routing_text(request, self.route_on)]
+        text = [self._text(request)]
         quality = np.array(self.router.predict(text), dtype=np.float64)
         cost = np.array(self.router.predict_cost(text), dtype=np.float64)
         mask = np.array([m not in usable for m in self.router_models])
@@ -281,26 +308,75 @@ class RoutedBackend(Backend):
         t0 = time.perf_counter()
         trace = await self._pick(request)
         routing_s = time.perf_counter() - t0
-        completion = await self.backends[trace.chosen or ""].complete(request)
+        model = trace.chosen or ""
+        overflowed: list[str] = []
+        while True:
+            try:
+                completion = await self.backends[model].complete(request)
+                break
+            except UpstreamError as e:
+                retry = self._after_overflow(request, model, e, overflowed)
+                if retry is None:
+                    raise
+                request, model = retry
+        completion.route[:0] = overflowed
         completion.routing_s += routing_s
-        completion.latency_s += routing_s
-        completion.trace = trace
+        completion.latency_s = time.perf_counter() - t0
+        completion.trace = _after_retries(trace, model, overflowed)
         return completion
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         t0 = time.perf_counter()
         trace = await self._pick(request)
         routing_s = time.perf_counter() - t0
-        chunks = self.backends[trace.chosen or ""].stream(request)
+        model = trace.chosen or ""
+        overflowed: list[str] = []
+        while True:  # a context overflow before the first chunk moves on to the next model
+            chunks = self.backends[model].stream(request)
+            try:
+                first = await anext(chunks)
+                break
+            except UpstreamError as e:
+                await close_stream(chunks)
+                retry = self._after_overflow(request, model, e, overflowed)
+                if retry is None:
+                    raise
+                request, model = retry
+        prefix = RoutePrefix(overflowed)
         try:
-            async for chunk in chunks:
+            chunk: Chunk | None = first
+            while chunk is not None:
                 if chunk.final is not None:
                     chunk.final.routing_s += routing_s
-                    chunk.final.latency_s += routing_s
-                    chunk.final.trace = trace
-                yield chunk
+                    chunk.final.latency_s = time.perf_counter() - t0
+                    chunk.final.trace = _after_retries(trace, model, overflowed)
+                yield prefix(chunk)
+                chunk = await anext(chunks, None)
         finally:
             await close_stream(chunks)
+
+    def _after_overflow(self, request: Request, model: str, error: UpstreamError,
+                        overflowed: list[str]) -> tuple[Request, str] | None:
+        """After ``model``'s backend said the request does not fit its context window: the
+        request without that backend's models, and the policy's pick among the router's
+        models still usable for it; ``None`` when none is (the error then stands)."""
+        if not is_context_overflow(error):
+            return None
+        gone = set(self.backends[model].models)
+        allowed = frozenset(request.allowed if request.allowed is not None else self.models)
+        request = Request(request.body, request.api, request.session, allowed - gone)
+        if not any(self._usable(request, m) for m in self.router_models):
+            return None
+        overflowed.append(error.model)
+        return request, self.best_usable(request, model)
+
+def _after_retries(trace: Trace, model: str, overflowed: list[str]) -> Trace:
+    """The trace of an answer that came from ``model`` after the models in ``overflowed``
+    said the request does not fit their context windows."""
+    if overflowed:
+        trace.chosen = model
+        trace.reason = f"{trace.reason}; {', '.join(overflowed)} context overflow"
+    return trace
 
 
 def _user(body: Mapping[str, Any]) -> str | None:

@@ -9,6 +9,8 @@ answered, and headers say what it took::
     x-routecast-route       every model asked, in order, comma-separated
     x-routecast-cost-usd    what the answer cost (non-streamed answers)
     x-routecast-latency-ms  arrival to answer, in milliseconds (non-streamed answers)
+    x-routecast-excluded    models that cannot serve the request, and why (only when any;
+                            :mod:`routecast.server.capability_check`)
 
 A stream carries the same facts, with cost and latency, as an extra top-level ``"routecast"``
 object on its last chunk with a ``finish_reason`` (see :mod:`routecast.server.streaming`).
@@ -57,6 +59,7 @@ from routecast.errors import (
     UpstreamTimeoutError,
 )
 from routecast.server.asgi import RoutecastApp, http_error, json_response, unexpected
+from routecast.server.capability_check import EXCLUDED_HEADER, CapabilityCheck, CheckedBody
 from routecast.server.endpoints import EndpointTable, build_endpoints
 from routecast.server.gauges import breaker_gauges, routing_gauges
 from routecast.server.keys import ClientKey, KeyStore, RateLimitedError
@@ -140,6 +143,7 @@ class RoutecastServer(StreamMixin):
         local = [name for name, m in config.models.items() if m.local]
         self.privacy = (PrivacyRule(config.privacy.patterns, local)
                         if config.privacy.patterns else None)
+        self.capability = CapabilityCheck.from_config(config)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -158,6 +162,7 @@ class RoutecastServer(StreamMixin):
             for task in list(self._tasks):
                 task.cancel()
             await self.table.aclose()
+            await self.capability.aclose()
             if self.keys is not None:
                 self.keys.close()
             if self.request_log is not None:
@@ -278,6 +283,12 @@ class RoutecastServer(StreamMixin):
                     f"this prompt matches a privacy pattern and endpoint {endpoint!r} has no "
                     "model marked `local: true`; ask an endpoint with a local model",
                     status=403, param="messages", code="privacy_rule")
+            allowed, verdict = await self.capability.check(body, api, backend.models, allowed,
+                                                           endpoint)
+            if verdict is not None:
+                checked = CheckedBody(body)
+                checked.verdict = verdict
+                body = checked
             request = Request(body, api, headers.get(SESSION_HEADER), allowed)
             if self.keys is not None and client is not None:
                 self.keys.admit(client)
@@ -286,6 +297,8 @@ class RoutecastServer(StreamMixin):
                 response = await self._start_stream(backend, request, endpoint, t0, ts, key,
                                                     request_id, key_name)
                 key = None  # the stream settles it when it ends
+                if isinstance(body, CheckedBody) and body.verdict is not None:
+                    response.headers[EXCLUDED_HEADER] = body.verdict.header()
                 return response
             try:
                 async with asyncio.timeout(self.deadline_s):
@@ -305,13 +318,16 @@ class RoutecastServer(StreamMixin):
                                  key_name=key_name)
         if committed is not None:
             await committed
-        return Response(dumps(completion.body), media_type="application/json", headers={
+        response = Response(dumps(completion.body), media_type="application/json", headers={
             "x-routecast-request-id": request_id,
             "x-routecast-model": completion.model,
             "x-routecast-route": ",".join(completion.route),
             "x-routecast-cost-usd": f"{completion.cost_usd:.10g}",
             "x-routecast-latency-ms": f"{latency_s * 1000:.3f}",
         })
+        if isinstance(body, CheckedBody) and body.verdict is not None:
+            response.headers[EXCLUDED_HEADER] = body.verdict.header()
+        return response
 
     def _deadline(self, endpoint: str) -> UpstreamTimeoutError:
         return UpstreamTimeoutError(
@@ -391,6 +407,8 @@ class RoutecastServer(StreamMixin):
                      error=error, baseline_model=baseline,
                      session=user if isinstance(user, str) else None,
                      request_id=request_id, key_name=key_name)
+        if isinstance(body, CheckedBody) and body.verdict is not None:
+            row.excluded = body.verdict.header()
         if c is not None:
             u = c.usage
             row.prompt_tokens, row.completion_tokens = u.prompt_tokens, u.completion_tokens

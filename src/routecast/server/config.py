@@ -18,6 +18,15 @@
         first_token_timeout_s: 10     # a stream's first chunk, after its response starts
                                       # (default: read_timeout_s); then a fallback takes over
         min_read_bytes_per_s: 1024    # a whole answer slower than this is a failure (0: off)
+        capabilities:                 # what it can serve (defaults: text only, no tools, no
+          input: [text, image]        # structured output, window unknown, streams); requests
+          tools: true                 # it cannot serve go to models that can, or get a 400
+          structured_output: [json_object, json_schema]
+          context_window: 128000      # prompt + max_tokens must fit (null: not checked)
+          max_output_tokens: 16384
+          streaming: true
+          # tokenize_url: http://127.0.0.1:8080/tokenize  # count prompt tokens exactly near
+                                                          # the window (llama.cpp servers)
     endpoints:
       auto:
         type: routed                  # plain | routed | cascade
@@ -82,6 +91,23 @@ class BreakerConfig(BaseModel):
     half_open_probes: int = Field(default=1, ge=1)
 
 
+class CapabilitiesConfig(BaseModel):
+    """What a model can serve (see ``routecast.capabilities``). The defaults claim little:
+    text in, no tools, no structured output, streaming; an unknown window is not checked."""
+
+    model_config = _STRICT
+    # pydantic copies a mutable default for each instance.
+    input: list[Literal["text", "image", "audio"]] = ["text"]
+    tools: bool = False
+    structured_output: list[Literal["json_object", "json_schema"]] = Field(default_factory=list)
+    context_window: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    streaming: bool = True
+    #: A tokenizer endpoint of the model's own server: llama.cpp's ``/tokenize`` or
+    #: llama-cpp-python's ``/extras/tokenize/count``.
+    tokenize_url: str | None = None
+
+
 class ModelConfig(BaseModel):
     model_config = _STRICT
     base_url: str
@@ -105,6 +131,7 @@ class ModelConfig(BaseModel):
     max_connections: int = Field(default=100, ge=1)
     stream_usage: bool = True
     headers: dict[str, str] = Field(default_factory=dict)
+    capabilities: CapabilitiesConfig = Field(default_factory=CapabilitiesConfig)
 
     @field_validator("base_url")
     @classmethod
@@ -148,6 +175,10 @@ class RoutedEndpoint(BaseModel):
     model_map: dict[str, str] = Field(default_factory=dict)
     max_sessions: int = Field(default=10_000, ge=0)
     max_batch: int = Field(default=64, ge=1)
+    #: Prefix the routing text with the request's modality and size words
+    #: (``routecast.capabilities.feature_tags``); the router must be fitted on prompts tagged
+    #: the same way (``tag_prompt``).
+    features: bool = False
 
     @model_validator(mode="after")
     def _one_policy(self) -> RoutedEndpoint:

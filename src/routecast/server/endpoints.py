@@ -138,7 +138,8 @@ def build_endpoints(config: Config, *, env: Mapping[str, str] | None = None,
             backends[name] = RoutedBackend(router, policy, per_model, name=name,
                                            route_on=spec.route_on,
                                            max_sessions=spec.max_sessions,
-                                           max_batch=spec.max_batch)
+                                           max_batch=spec.max_batch,
+                                           features=spec.features)
         elif isinstance(spec, CascadeEndpoint):
             cascade, folder = _cascade(name, spec)
             unknown = [m for m in cascade.models if m not in leaves]

@@ -17,7 +17,8 @@ kill are lost with them, and no client saw those answers.
 
 Prompt text is stored only when ``log_prompts`` is on: prompts may hold personal data.
 
-Schema version 2 added ``request_id`` (the ``x-routecast-request-id`` the client got),
+Schema version 2 added ``excluded`` (the models that could not serve the request, and
+why), ``request_id`` (the ``x-routecast-request-id`` the client got),
 ``key_name`` (the client key's name, with ``auth.required``) and ``trace`` (the routing
 debugger's JSON record, :mod:`routecast.backends.trace`); a version-1 file is migrated in place
 when opened (columns added, no row changed).
@@ -46,10 +47,10 @@ SCHEMA_VERSION = 2
 COLUMNS = ("ts", "endpoint", "model", "route", "status", "stream", "prompt_tokens",
            "completion_tokens", "cached_tokens", "reasoning_tokens", "usage_estimated",
            "cost_usd", "baseline_model", "baseline_cost_usd", "latency_s", "routing_s",
-           "error", "session", "prompt", "request_id", "key_name", "trace")
+           "error", "session", "prompt", "excluded", "request_id", "key_name", "trace")
 
 #: Columns each schema version added, for migrating older files in place.
-_ADDED = {2: ("request_id TEXT", "key_name TEXT", "trace TEXT")}
+_ADDED = {2: ("excluded TEXT", "request_id TEXT", "key_name TEXT", "trace TEXT")}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -73,6 +74,7 @@ CREATE TABLE IF NOT EXISTS requests (
     error TEXT,
     session TEXT,
     prompt TEXT,                       -- only with storage.log_prompts
+    excluded TEXT,                     -- models that could not serve it: "m (why); ..."
     request_id TEXT,                   -- x-routecast-request-id (version 2)
     key_name TEXT,                     -- the client key's name (version 2)
     trace TEXT                         -- JSON: why this route (version 2)
@@ -104,6 +106,7 @@ class LogRow:
     error: str | None = None
     session: str | None = None
     prompt: str | None = None
+    excluded: str | None = None
     request_id: str | None = None
     key_name: str | None = None
     trace: Trace | None = None
