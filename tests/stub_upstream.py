@@ -100,6 +100,7 @@ class StubUpstream:
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/completions", self._completions, methods=["POST"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
         ])
         self._live = LiveServer(self.app, lifespan="off")
 
@@ -158,9 +159,11 @@ class StubUpstream:
         model = body["model"]
         last_user: dict[str, Any] = next(
             (m for m in reversed(body["messages"]) if m["role"] == "user"), {})
-        words = self.answer_words(model, str(last_user.get("content") or ""))
+        # After a tool's answer the model answers in words (an agent loop then ends).
+        answered = body["messages"][-1]["role"] == "tool"
+        words = self.answer_words(model, _text(body["messages"][-1] if answered else last_user))
         tool_calls = None
-        if body.get("tools"):
+        if body.get("tools") and not answered:
             fn = body["tools"][0]["function"]["name"]
             tool_calls = [{"id": "call_1", "type": "function",
                            "function": {"name": fn, "arguments": json.dumps({"city": "Paris"})}}]
@@ -214,6 +217,19 @@ class StubUpstream:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def _embeddings(self, request: Request) -> Response:
+        """One 3-vector per input text: (length, words, 1.0)."""
+        body, _, failed = await self._begin(request)
+        if failed is not None:
+            return failed
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i,
+                 "embedding": [float(len(t)), float(len(t.split())), 1.0]}
+                for i, t in enumerate(texts)]
+        n = sum(len(t.split()) for t in texts)
+        return JSONResponse({"object": "list", "data": data, "model": body["model"],
+                             "usage": {"prompt_tokens": n, "total_tokens": n}})
+
     async def _completions(self, request: Request) -> Response:
         body, _, failed = await self._begin(request)
         if failed is not None:
@@ -242,6 +258,14 @@ class StubUpstream:
                                             "finish_reason": "stop", "logprobs": None}],
                "usage": self.usage(body, len(words))}
         return JSONResponse(out)
+
+
+def _text(message: dict[str, Any]) -> str:
+    """A message's text: its content string, or its text parts joined."""
+    content = message.get("content")
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+    return str(content or "")
 
 
 def closed_port() -> int:

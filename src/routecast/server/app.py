@@ -50,6 +50,7 @@ from routecast.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from routecast.server.apis.routes import ApiRoutes
 from routecast.server.asgi import RoutecastApp, http_error, json_response, unexpected
 from routecast.server.endpoints import EndpointTable, build_endpoints
 from routecast.server.gauges import breaker_gauges, routing_gauges
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
 
     from routecast.policy import Policy
     from routecast.routers.base import Router
+    from routecast.server.apis.common import Dialect
     from routecast.server.config import Config
 
 log = logging.getLogger("routecast.server")
@@ -99,6 +101,7 @@ class RoutecastServer(StreamMixin):
                                *breaker_gauges(lambda: self.table)]
         self._tasks: set[asyncio.Task[None]] = set()
         self.reloads_total = 0
+        self.apis = ApiRoutes(self)  # Messages, Responses, embeddings
         self.app = RoutecastApp(
             self._answer,
             routes=[
@@ -108,6 +111,7 @@ class RoutecastServer(StreamMixin):
                 Route("/health", self.health, methods=["GET"]),
                 Route("/metrics", self.render_metrics, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
+                *self.apis.routes(),
             ],
             exception_handlers={HTTPException: http_error, Exception: unexpected},
             lifespan=self._lifespan,
@@ -146,6 +150,7 @@ class RoutecastServer(StreamMixin):
                 self.keys.close()
             if self.request_log is not None:
                 self.request_log.close()
+            self.apis.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -226,9 +231,10 @@ class RoutecastServer(StreamMixin):
     # -- one request -----------------------------------------------------------------------
 
     async def _answer(self, headers: Mapping[str, str], body_parts: AsyncIterator[bytes],
-                      api: Api) -> Response:
+                      api: Api, dialect: Dialect | None = None) -> Response:
         """One completion request: ``headers`` as a mapping with lower-case names,
-        ``body_parts`` the body as it arrives."""
+        ``body_parts`` the body as it arrives; a ``dialect`` translates another API (Messages,
+        Responses) to chat and back (:mod:`routecast.server.apis`)."""
         t0 = time.perf_counter()
         ts = time.time()
         endpoint = ""
@@ -240,6 +246,8 @@ class RoutecastServer(StreamMixin):
             if self.keys is not None:
                 key = self.keys.authenticate(headers.get("authorization"))
             body = parse_json(await self._read_body(headers, body_parts))
+            if dialect is not None:
+                body = await dialect.to_chat(body)
             endpoint = (check_chat(body, self.max_messages) if api == "chat"
                         else check_completions(body))
             backend = self.backends.get(endpoint)
@@ -252,6 +260,8 @@ class RoutecastServer(StreamMixin):
                     "model marked `local: true`; ask an endpoint with a local model",
                     status=403, param="messages", code="privacy_rule")
             request = Request(body, api, headers.get(SESSION_HEADER), allowed)
+            if dialect is not None:
+                dialect.before(backend, request)
             if self.keys is not None and key is not None:
                 self.keys.admit(key)  # from here on the key must be settled
             else:
@@ -259,7 +269,7 @@ class RoutecastServer(StreamMixin):
             if request.stream:
                 response = await self._start_stream(backend, request, endpoint, t0, ts, key)
                 key = None  # the stream settles it when it ends
-                return response
+                return response if dialect is None else dialect.stream(response)
             try:
                 async with asyncio.timeout(self.deadline_s):
                     completion = await backend.complete(request)
@@ -270,7 +280,7 @@ class RoutecastServer(StreamMixin):
             response = self._error(e, endpoint, body, t0, ts)
             if isinstance(e, RateLimitedError):
                 response.headers["retry-after"] = str(max(1, round(e.retry_after_s + 0.5)))
-            return response
+            return response if dialect is None else dialect.error(response)
         finally:
             self.metrics.in_flight -= 1
             if key is not None and self.keys is not None:
@@ -280,11 +290,14 @@ class RoutecastServer(StreamMixin):
                                  completion=completion)
         if committed is not None:
             await committed
-        return Response(dumps(completion.body), media_type="application/json", headers={
+        out, extra = (completion.body, None) if dialect is None else (
+            await dialect.answer(completion))
+        return Response(dumps(out), media_type="application/json", headers={
             "x-routecast-model": completion.model,
             "x-routecast-route": ",".join(completion.route),
             "x-routecast-cost-usd": f"{completion.cost_usd:.10g}",
             "x-routecast-latency-ms": f"{latency_s * 1000:.3f}",
+            **(extra or {}),
         })
 
     def _deadline(self, endpoint: str) -> UpstreamTimeoutError:

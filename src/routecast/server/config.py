@@ -257,6 +257,16 @@ class Privacy(BaseModel):
         return value
 
 
+class Apis(BaseModel):
+    """The Messages and Responses APIs (:mod:`routecast.server.apis`)."""
+
+    model_config = _STRICT
+    #: Route an agent's conversation once (first turn) and keep it on that model.
+    pin_conversations: bool = True
+    #: How long stored responses (``previous_response_id``) are kept.
+    response_retention_days: float = Field(default=30.0, gt=0)
+
+
 class Config(BaseModel):
     """The whole file. Relative paths are relative to the file's folder (see ``load_config``).
     """
@@ -268,6 +278,7 @@ class Config(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     auth: Auth = Field(default_factory=Auth)
     privacy: Privacy = Field(default_factory=Privacy)
+    apis: Apis = Field(default_factory=Apis)
 
     @model_validator(mode="after")
     def _known_models(self) -> Config:
