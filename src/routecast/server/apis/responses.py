@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from routecast.backends.transport import json_dumps
 from routecast.errors import RequestError
-from routecast.server.apis.common import conversation_hash, new_id, route_reason, translated
+from routecast.server.apis.common import conversation_hash, new_id, route_reason
 from routecast.server.apis.store import ResponseStore, Stored
 
 if TYPE_CHECKING:
@@ -214,7 +214,8 @@ def to_chat(body: Mapping[str, Any], history: list[dict[str, Any]]) -> tuple[
 
 def usage_of(usage: Usage) -> dict[str, Any]:
     return {"input_tokens": usage.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+            "input_tokens_details": {"cached_tokens": usage.cached_tokens,
+                                     "cache_write_tokens": 0},
             "output_tokens": usage.completion_tokens,
             "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
             "total_tokens": usage.prompt_tokens + usage.completion_tokens}
@@ -347,7 +348,7 @@ class ResponsesDialect:
 
         events: EventStream = response  # type: ignore[assignment]
         state = ResponsesStream(self)
-        events.events = state.run(translated(events.events, state.translate))
+        events.events = state.run(events.events)
         events.headers.update(self.headers)
         return events
 

@@ -103,7 +103,8 @@ class ResponseStore:
                               "responses WHERE id = ?", (response_id,)).fetchone()
         if row is None or row[5] < time.time() - self.retention_s:
             return None
-        return Stored(row[0], row[1], row[2], json_loads(row[3]), json_loads(row[4]))
+        return Stored(row[0], row[1], row[2], json_loads(row[3].encode()),
+                      json_loads(row[4].encode()))
 
     async def put(self, item: Stored) -> None:
         await asyncio.to_thread(self.put_sync, item)
