@@ -123,9 +123,12 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
         if not isinstance(message, Mapping):
             raise _bad(f"{where} must be an object with `role` and `content`", where)
         role = message.get("role")
+        content = message.get("content")
+        if role == "system":  # Claude Code sends mid-conversation system turns
+            out.append({"role": "system", "content": _text_of(content, f"{where}.content")})
+            continue
         if role not in ("user", "assistant"):
             raise _bad(f"{where}.role must be user or assistant, got {role!r}", f"{where}.role")
-        content = message.get("content")
         if isinstance(content, str):
             out.append({"role": role, "content": content})
             continue
