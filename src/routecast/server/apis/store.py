@@ -68,6 +68,8 @@ class ResponseStore:
             self.db.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self.db, check_same_thread=False, timeout=10.0)
             con.execute("PRAGMA journal_mode=WAL")
+            # As the request log: a committed row survives a crash of the server process.
+            con.execute("PRAGMA synchronous=NORMAL")
             con.executescript(_SCHEMA)
             self._con = con
         return self._con
