@@ -15,6 +15,7 @@ from routecast.backends.base import Backend, Price, close_all, start_all
 from routecast.backends.cascade import CascadeBackend
 from routecast.backends.fallback import FallbackBackend
 from routecast.backends.health import CircuitBreaker
+from routecast.backends.messages_http import MessagesHTTPBackend
 from routecast.backends.openai_http import OpenAIHTTPBackend
 from routecast.backends.prompt_format import FORMATS, PromptFormat
 from routecast.backends.retry import RetryPolicy
@@ -87,7 +88,9 @@ def http_backend(name: str, model: ModelConfig, env: Mapping[str, str] | None = 
     fmt = model.prompt_format
     prompt_format = FORMATS[fmt] if isinstance(fmt, str) else PromptFormat(
         **{**fmt.model_dump(), "stop": tuple(fmt.stop)})
-    return OpenAIHTTPBackend(
+    # A model whose server speaks Anthropic's Messages API (see backends.messages_http).
+    cls = MessagesHTTPBackend if model.api == "messages" else OpenAIHTTPBackend
+    return cls(
         name, model.base_url, upstream_model=model.upstream_model, api_key=api_key,
         price=price_of(model), kind=model.kind, prompt_format=prompt_format,
         retry=RetryPolicy(max_retries=model.max_retries, backoff_s=model.backoff_s,

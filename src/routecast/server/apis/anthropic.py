@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
+from routecast.backends.native import NATIVE_KEY, NativeRequest, native_request
 from routecast.backends.transport import json_dumps
 from routecast.errors import RequestError
 from routecast.server.apis.common import (
@@ -339,6 +340,8 @@ class MessagesDialect:
 
     async def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
         chat = to_chat(body)
+        # A model that speaks Messages upstream gets this body untranslated.
+        native_request.set(NativeRequest("messages", body, chat))
         self.key = chat.get("user")
         if self.pin and self.key is None:
             messages = chat["messages"]
@@ -354,6 +357,9 @@ class MessagesDialect:
             self.headers["x-routecast-conversation"] = key
 
     async def answer(self, completion: Completion) -> tuple[dict[str, Any], dict[str, str]]:
+        native = completion.body.get(NATIVE_KEY)
+        if isinstance(native, dict):  # the upstream spoke Messages: its answer as it was
+            return native, self.headers
         return message_of(completion.body, completion, self.message_id), self.headers
 
     def stream(self, response: Response) -> Response:

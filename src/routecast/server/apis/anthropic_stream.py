@@ -20,6 +20,9 @@ from typing import Any
 from routecast.server.apis.anthropic import STOP_REASONS, error_body
 from routecast.server.apis.common import event, new_id
 
+NATIVE_EVENTS = frozenset({"message_start", "content_block_start", "content_block_delta",
+                           "content_block_stop", "message_delta", "message_stop", "ping"})
+
 
 class MessagesStream:
     """The state of one translated stream; :meth:`translate` is fed each piece's events."""
@@ -32,6 +35,7 @@ class MessagesStream:
         self.tools: dict[int, int] = {}  # chat tool-call index -> content block index
         self.finish: str | None = None
         self.ended = False
+        self.native = False
 
     def translate(self, chunks: list[dict[str, Any]]) -> bytes:
         out: list[bytes] = []
@@ -47,6 +51,14 @@ class MessagesStream:
                 out.append(event("error", error_body(status, str(error.get("message")))))
                 self.ended = True
                 break
+            kind = chunk.get("type")
+            if kind in NATIVE_EVENTS:  # from an upstream that speaks Messages: as it is
+                self.started = self.native = True
+                out.append(event(str(kind), chunk))
+                continue
+            if self.native:  # the server's summary: the native events said it all
+                self.ended = "routecast" in chunk
+                continue
             if not self.started:
                 self._start(chunk, out)
             for choice in chunk.get("choices") or ():
