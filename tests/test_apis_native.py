@@ -1,9 +1,11 @@
-"""Upstreams that speak the Messages API natively (``api: messages`` on a model).
+"""Upstreams that speak the Messages or Responses API natively (``api: messages`` /
+``api: responses`` on a model).
 
 A Messages client's request reaches such a model untranslated and its answer comes back as the
 upstream gave it (a thinking block's signature, which chat has no field for, survives); chat and
-Responses clients reach the same model through translation. The upstream is
-:class:`tests.anthropic_stub.AnthropicStub` (a fake: the real API is on the internet).
+Responses clients reach the same model through translation; the same holds for a Responses
+model. The upstreams are :class:`tests.anthropic_stub.AnthropicStub` and
+:class:`tests.responses_stub.ResponsesStub` (fakes: the real APIs are on the internet).
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ import anthropic
 import openai
 import pytest
 from anthropic.types import Message, RawMessageStreamEvent
+from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from routecast import Policy, make_router
 from tests.anthropic_stub import AnthropicStub
 from tests.apis_live import hard_and_easy, http, sse_events
+from tests.responses_stub import ResponsesStub
 from tests.routecast_live import make_config, model_entry, serve
 from tests.stub_upstream import StubUpstream
 from tests.toy import toy_dataset
 
 SECRET = "sk-ant-upstream-secret"
 EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
+RESPONSE_EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +137,66 @@ def test_a_routed_endpoint_passes_through_to_its_native_model(
     cheap = client.messages.create(model="auto", max_tokens=100,
                                    messages=[{"role": "user", "content": easy}])
     assert cheap.model == "small" and chat_stub.received[-1].body["model"] == "small"
+
+
+@pytest.fixture(scope="module")
+def native_responses() -> Iterator[tuple[str, ResponsesStub]]:
+    with ResponsesStub() as upstream, StubUpstream() as chat_stub:
+        config = make_config(chat_stub.url, None, models={"gpt": model_entry(
+            upstream.url, "gpt", api="responses", upstream_model="gpt-upstream")})
+        with serve(config) as url:
+            yield url, upstream
+
+
+def test_responses_pass_through_untranslated(native_responses: tuple[str, ResponsesStub]
+                                             ) -> None:
+    url, upstream = native_responses
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    first = client.responses.with_raw_response.create(
+        model="gpt", input="hello", reasoning={"effort": "low"}, include=[
+            "reasoning.encrypted_content"])
+    sent = upstream.received[-1].body
+    assert sent == {"model": "gpt-upstream", "input": "hello", "reasoning": {"effort": "low"},
+                    "include": ["reasoning.encrypted_content"], "store": False}
+    answer = json.loads(first.http_response.text)
+    Response.model_validate(answer)
+    assert answer["id"].startswith("resp_") and answer["id"] != "resp_upstream"
+    assert answer["output"][0]["encrypted_content"] == "enc-xyz"  # chat has no word for it
+    assert first.parse().output_text == "gpt-upstream native: hello"
+
+    # previous_response_id is routecast's: the upstream gets the conversation spelled out.
+    second = client.responses.create(model="gpt", input="again",
+                                     previous_response_id=answer["id"])
+    assert upstream.received[-1].body["input"] == [
+        {"type": "message", "role": "user", "content": "hello"},
+        {"type": "message", "role": "assistant", "content": "gpt-upstream native: hello"},
+        {"type": "message", "role": "user", "content": "again"}]
+    assert "previous_response_id" not in upstream.received[-1].body
+    assert second.previous_response_id == answer["id"]
+
+    raw = http("POST", f"{url}/v1/responses", {"model": "gpt", "input": "streamed",
+                                               "stream": True})
+    events = sse_events(raw)
+    for name, data in events:
+        assert name == data["type"]
+        RESPONSE_EVENTS.validate_python(data)
+    ids = {d["response"]["id"] for _, d in events if "response" in d}
+    assert len(ids) == 1 and ids != {"resp_upstream"}
+    stored = client.responses.retrieve(ids.pop())
+    assert stored.output_text == "gpt-upstream native: streamed"
+
+
+def test_chat_clients_reach_a_responses_model_translated(
+        native_responses: tuple[str, ResponsesStub]) -> None:
+    url, upstream = native_responses
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    chat = client.chat.completions.create(model="gpt", max_tokens=9, messages=[
+        {"role": "system", "content": "rules"}, {"role": "user", "content": "hi"}])
+    assert chat.choices[0].message.content == "gpt-upstream native: hi"
+    assert upstream.received[-1].body == {
+        "model": "gpt-upstream", "instructions": "rules", "max_output_tokens": 9,
+        "store": False, "input": [{"type": "message", "role": "user", "content": "hi"}]}
+    stream = client.chat.completions.create(model="gpt", stream=True, messages=[
+        {"role": "user", "content": "streamed"}])
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == (
+        "gpt-upstream native: streamed")

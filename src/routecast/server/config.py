@@ -96,9 +96,9 @@ class ModelConfig(BaseModel):
     local: bool = False
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     kind: Literal["chat", "base"] = "chat"
-    #: The API the model's server speaks: OpenAI chat, or Anthropic's Messages (requests
-    #: that came in through /v1/messages then reach it untranslated).
-    api: Literal["chat", "messages"] = "chat"
+    #: The API the model's server speaks: OpenAI chat, Anthropic's Messages or OpenAI's
+    #: Responses (requests that came in through that API then reach it untranslated).
+    api: Literal["chat", "messages", "responses"] = "chat"
     prompt_format: Literal["chatml", "llama3", "plain"] | PromptFormatConfig = "chatml"
     input_usd_per_mtok: float = Field(default=0.0, ge=0)
     output_usd_per_mtok: float = Field(default=0.0, ge=0)

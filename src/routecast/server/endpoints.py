@@ -18,6 +18,7 @@ from routecast.backends.health import CircuitBreaker
 from routecast.backends.messages_http import MessagesHTTPBackend
 from routecast.backends.openai_http import OpenAIHTTPBackend
 from routecast.backends.prompt_format import FORMATS, PromptFormat
+from routecast.backends.responses_http import ResponsesHTTPBackend
 from routecast.backends.retry import RetryPolicy
 from routecast.backends.routed import RoutedBackend
 from routecast.errors import ConfigError
@@ -88,8 +89,10 @@ def http_backend(name: str, model: ModelConfig, env: Mapping[str, str] | None = 
     fmt = model.prompt_format
     prompt_format = FORMATS[fmt] if isinstance(fmt, str) else PromptFormat(
         **{**fmt.model_dump(), "stop": tuple(fmt.stop)})
-    # A model whose server speaks Anthropic's Messages API (see backends.messages_http).
-    cls = MessagesHTTPBackend if model.api == "messages" else OpenAIHTTPBackend
+    # A model whose server speaks Anthropic's Messages or OpenAI's Responses API.
+    natives: dict[str, type[OpenAIHTTPBackend]] = {"messages": MessagesHTTPBackend,
+                                                   "responses": ResponsesHTTPBackend}
+    cls = natives.get(model.api, OpenAIHTTPBackend)
     return cls(
         name, model.base_url, upstream_model=model.upstream_model, api_key=api_key,
         price=price_of(model), kind=model.kind, prompt_format=prompt_format,

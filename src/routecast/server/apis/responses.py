@@ -34,6 +34,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from routecast.backends.native import NATIVE_KEY, NativeRequest, native_request
+from routecast.backends.responses_wire import chat_items
 from routecast.backends.transport import json_dumps
 from routecast.errors import RequestError
 from routecast.server.apis.common import conversation_hash, new_id, route_reason
@@ -235,8 +237,8 @@ def call_item(item_id: str, call_id: str, name: str, arguments: str,
 
 def output_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A response's output items as chat messages, for the stored conversation."""
-    text = "".join(p.get("text", "") for item in output if item["type"] == "message"
-                   for p in item["content"])
+    text = "".join(str(p.get("text", "")) for item in output if item["type"] == "message"
+                   for p in item.get("content") or ())
     calls = [{"id": item["call_id"], "type": "function",
               "function": {"name": item["name"], "arguments": item["arguments"]}}
              for item in output if item["type"] == "function_call"]
@@ -277,6 +279,15 @@ class ResponsesDialect:
                     status=404, param="previous_response_id", code="previous_response_not_found")
             self.history = stored.messages
         chat, self.turn, dropped = to_chat(body, self.history)
+        # A model that speaks Responses upstream gets the client's body, its
+        # previous_response_id expanded into the stored conversation.
+        native = {k: v for k, v in body.items() if k != "previous_response_id"}
+        if self.history:
+            turn: Any = body.get("input")
+            if isinstance(turn, str):
+                turn = [{"type": "message", "role": "user", "content": turn}]
+            native["input"] = [*chat_items(self.history)[1], *turn]
+        native_request.set(NativeRequest("responses", native, chat))
         self.endpoint = chat["model"]
         if dropped:
             self.headers["x-routecast-dropped-tools"] = ",".join(dropped)
@@ -312,12 +323,22 @@ class ResponsesDialect:
                 "model": model, "output": output, "usage": usage,
                 "reasoning": {"effort": None, "summary": None}, **echoed}
 
-    async def finish(self, model: str, output: list[dict[str, Any]], usage: Usage,
-                     finish: str | None) -> dict[str, Any]:
-        """The completed response object; stored unless the request said ``store: false``."""
-        incomplete = "max_output_tokens" if finish == "length" else None
-        response = self.response(model, output, usage_of(usage),
-                                 "incomplete" if incomplete else "completed", incomplete)
+    async def finish(self, model: str, output: list[dict[str, Any]], usage: Usage | None,
+                     finish: str | None, native: dict[str, Any] | None = None
+                     ) -> dict[str, Any]:
+        """The completed response object (``native``: the upstream's own, given routecast's
+        id); stored unless the request said ``store: false``."""
+        if native is not None:
+            response = {**native, "id": self.response_id, "model": model,
+                        "previous_response_id": self.body.get("previous_response_id"),
+                        "store": self.body.get("store", True) is not False}
+            output = [i for i in response.get("output") or ()
+                      if i.get("type") in ("message", "function_call")]
+        else:
+            assert usage is not None
+            incomplete = "max_output_tokens" if finish == "length" else None
+            response = self.response(model, output, usage_of(usage),
+                                     "incomplete" if incomplete else "completed", incomplete)
         if self.body.get("store", True) is not False:
             messages = [*self.history, *self.turn, *output_messages(output)]
             await self.store.put(Stored(self.response_id, self.endpoint, self.key, messages,
@@ -325,6 +346,9 @@ class ResponsesDialect:
         return response
 
     async def answer(self, completion: Completion) -> tuple[dict[str, Any], dict[str, str]]:
+        native = completion.body.get(NATIVE_KEY)
+        if isinstance(native, dict):  # the upstream spoke Responses: its answer, our id
+            return await self.finish(completion.model, [], None, None, native), self.headers
         choices = completion.body.get("choices") or [{}]
         choice = choices[0] if isinstance(choices[0], Mapping) else {}
         message = choice.get("message") or {}

@@ -56,6 +56,21 @@ class ResponsesStream:
         self.finish: str | None = None
         self.summary: dict[str, Any] | None = None
         self.failed = False
+        self.native = False
+        self.native_final: dict[str, Any] | None = None
+
+    def _native(self, kind: str, chunk: dict[str, Any], out: list[bytes]) -> None:
+        """An upstream's own event, passed on with routecast's response id and model; the
+        final one is held until the response is stored."""
+        self.started = self.native = True
+        response = chunk.get("response")
+        if isinstance(response, dict):
+            self.model = self.model or str(response.get("model", ""))
+            if kind in ("response.completed", "response.incomplete"):
+                self.native_final = chunk
+                return
+            chunk = {**chunk, "response": {**response, "id": self.dialect.response_id}}
+        out.append(event(kind, chunk))
 
     def _event(self, name: str, data: dict[str, Any]) -> bytes:
         data = {"type": name, "sequence_number": self.seq, **data}
@@ -67,6 +82,12 @@ class ResponsesStream:
         try:
             async for piece in events:
                 out = self.translate(parse_events(piece))
+                if self.native_final is not None:
+                    final, self.native_final = self.native_final, None
+                    response = await self.dialect.finish(self.model, [], None, None,
+                                                         final["response"])
+                    out += event(str(final["type"]), {**final, "response": response})
+                    self.summary = None
                 if self.summary is not None:
                     out += await self._complete(self.summary)
                     self.summary = None
@@ -85,6 +106,14 @@ class ResponsesStream:
             if "error" in chunk and "choices" not in chunk:
                 self._fail(chunk["error"] if isinstance(chunk["error"], dict) else {}, out)
                 break
+            kind = chunk.get("type")
+            if isinstance(kind, str) and kind.startswith("response.") and "choices" not in chunk:
+                self._native(kind, chunk, out)  # from an upstream that speaks Responses
+                continue
+            if self.native:  # the server's summary: the native events said it all
+                if "routecast" in chunk:
+                    self.model = str(chunk["routecast"].get("model") or self.model)
+                continue
             if not self.started:
                 self._start(str(chunk.get("model", "")), out)
             for choice in chunk.get("choices") or ():
