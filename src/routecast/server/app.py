@@ -1,8 +1,10 @@
 """The OpenAI-compatible server: a Starlette app over the endpoint table.
 
 Routes: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (plain JSON or SSE streams),
-``GET /v1/models``, ``GET /health``, ``GET /metrics``. The request's ``model`` names an endpoint;
-the answer's ``model`` is the model that really answered, and headers say what it took::
+``GET /v1/models``, ``GET /health``, ``GET /metrics``; Anthropic's Messages and OpenAI's
+Responses APIs and embeddings through :mod:`routecast.server.apis`. The request's ``model``
+names an endpoint; the answer's ``model`` is the model that really answered, and headers say
+what it took::
 
     x-routecast-model       the answering model
     x-routecast-route       every model asked, in order, comma-separated
