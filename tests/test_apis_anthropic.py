@@ -263,3 +263,38 @@ def test_a_conversation_is_routed_once(client: anthropic.Anthropic, live: Live) 
     assert other.model == "small"
     rows = log_rows(live.db, 2, lambda r: r["session"] == key)
     assert [r["model"] for r in rows] == ["large", "large"]
+
+
+def test_a_conversation_that_escalated_in_a_cascade_stays_escalated(
+        client: anthropic.Anthropic, live: Live) -> None:
+    """``smart`` asks small first and keeps its answer at confidence >= 0.8. A conversation
+    whose first turn escalated to large starts its next turns at large, even when small
+    would now be confident; another conversation still starts at small."""
+    opening: Any = {"role": "user", "content": "plan the refactor"}
+    live.stub.logprob["small"] = -3.0  # confidence exp(-3) ~ 0.05: small is not kept
+    try:
+        first = client.messages.with_raw_response.create(
+            model="smart", max_tokens=20, system="coder", messages=[opening])
+    finally:
+        del live.stub.logprob["small"]
+    assert first.parse().model == "large"
+    assert first.headers["x-routecast-route"] == "small,large"
+    assert first.headers["x-routecast-route-reason"] == "conversation-first-step"
+    asked = len(live.stub.received)
+    later = client.messages.with_raw_response.create(
+        model="smart", max_tokens=20, system="coder",
+        messages=[opening, {"role": "assistant", "content": "ok"},
+                  {"role": "user", "content": "now do it"}])
+    assert later.parse().model == "large"
+    assert later.headers["x-routecast-route"] == "large"
+    assert later.headers["x-routecast-route-reason"] == "conversation-escalated"
+    assert [r.body["model"] for r in live.stub.received[asked:]] == ["large"]
+    with client.messages.stream(model="smart", max_tokens=20, system="coder", messages=[
+            opening, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "streamed turn"}]) as stream:
+        assert stream.get_final_message().model == "large"
+    fresh = client.messages.with_raw_response.create(
+        model="smart", max_tokens=20, system="coder",
+        messages=[{"role": "user", "content": "another task"}])
+    assert fresh.parse().model == "small"
+    assert fresh.headers["x-routecast-route-reason"] == "conversation-first-step"

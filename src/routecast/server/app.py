@@ -263,7 +263,7 @@ class RoutecastServer(StreamMixin):
                     status=403, param="messages", code="privacy_rule")
             request = Request(body, api, headers.get(SESSION_HEADER), allowed)
             if dialect is not None:
-                dialect.before(backend, request)
+                backend = dialect.before(backend, request)
             if self.keys is not None and key is not None:
                 self.keys.admit(key)  # from here on the key must be settled
             else:

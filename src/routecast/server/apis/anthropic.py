@@ -36,16 +36,17 @@ from routecast.backends.native import NATIVE_KEY, NativeRequest, native_request
 from routecast.backends.transport import json_dumps
 from routecast.errors import RequestError
 from routecast.server.apis.common import (
+    Conversation,
     conversation_hash,
     copy_headers,
     error_parts,
     new_id,
-    route_reason,
     translated,
 )
 
 if TYPE_CHECKING:
-    from routecast.backends.base import Backend, Completion, Request, Usage
+    from routecast.backends.base import Completion, Usage
+    from routecast.server.apis.conversations import ConversationCascades
     from routecast.server.streaming import EventStream
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
@@ -329,14 +330,13 @@ def count_tokens(body: Mapping[str, Any]) -> int:
     return max(1, size // 4)
 
 
-class MessagesDialect:
+class MessagesDialect(Conversation):
     """One ``/v1/messages`` request (see :class:`routecast.server.apis.common.Dialect`)."""
 
-    def __init__(self, pin: bool) -> None:
+    def __init__(self, pin: bool, cascades: ConversationCascades | None = None) -> None:
+        super().__init__(cascades if pin else None)
         self.pin = pin
         self.message_id = new_id("msg")
-        self.key: str | None = None
-        self.headers: dict[str, str] = {}
 
     async def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
         chat = to_chat(body)
@@ -349,12 +349,6 @@ class MessagesDialect:
             first = next((m.get("content") for m in messages if m["role"] == "user"), "")
             self.key = chat["user"] = conversation_hash(system, first)
         return chat
-
-    def before(self, backend: Backend, request: Request) -> None:
-        key = request.session or self.key
-        self.headers["x-routecast-route-reason"] = route_reason(backend, key)
-        if key is not None:
-            self.headers["x-routecast-conversation"] = key
 
     async def answer(self, completion: Completion) -> tuple[dict[str, Any], dict[str, str]]:
         native = completion.body.get(NATIVE_KEY)

@@ -17,9 +17,10 @@ later turn on the model the first turn was routed to. The key is, first match wi
 Keys of kind 3 and 4 are sent upstream as the chat ``user`` field (an opaque id, the use
 OpenAI documents for it), which is also what the request log's ``session`` column records. The
 response headers say what happened: ``x-routecast-conversation`` (the key) and
-``x-routecast-route-reason`` (``conversation-first-turn``, ``conversation-pinned`` or
-``per-request``). With ``apis.pin_conversations: false`` no key is derived and every turn is
-routed on its own.
+``x-routecast-route-reason`` (routed endpoints: ``conversation-first-turn`` or
+``conversation-pinned``; cascades: ``conversation-first-step`` or ``conversation-escalated``,
+see :mod:`routecast.server.apis.conversations`; else ``per-request``). With
+``apis.pin_conversations: false`` no key is derived and every turn is routed on its own.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from routecast.backends.base import Backend, Completion, Request
+    from routecast.server.apis.conversations import ConversationCascades
 
-__all__ = ["Dialect", "conversation_hash", "event", "new_id", "parse_events", "route_reason"]
+__all__ = ["Conversation", "Dialect", "conversation_hash", "event", "new_id", "parse_events",
+           "route_reason"]
 
 
 class Dialect(Protocol):
@@ -45,8 +48,9 @@ class Dialect(Protocol):
     async def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """The chat request for the client's ``body``; raises ``RequestError`` on bad input."""
 
-    def before(self, backend: Backend, request: Request) -> None:
-        """Called once the backend is known, before it is asked (notes the route reason)."""
+    def before(self, backend: Backend, request: Request) -> Backend:
+        """Called once the endpoint's backend is known: what to ask instead (a cascade started
+        where the conversation got to), noting why in the headers."""
 
     async def answer(self, completion: Completion) -> tuple[dict[str, Any], dict[str, str]]:
         """The client's answer body and extra headers for a finished chat completion."""
@@ -67,6 +71,28 @@ def conversation_hash(*parts: Any) -> str:
     """A short stable key for a conversation, from its opening parts (JSON-encoded)."""
     digest = hashlib.sha256(b"\x00".join(json_dumps(p) for p in parts)).hexdigest()
     return f"conv_{digest[:24]}"
+
+
+class Conversation:
+    """The conversation-routing half every dialect shares: ``key`` (set by ``to_chat``),
+    ``headers`` for the answer, and :meth:`before`."""
+
+    def __init__(self, cascades: ConversationCascades | None) -> None:
+        self.cascades = cascades
+        self.key: str | None = None
+        self.headers: dict[str, str] = {}
+
+    def before(self, backend: Backend, request: Request) -> Backend:
+        key = request.session or self.key
+        reason = route_reason(backend, key)
+        if self.cascades is not None:
+            backend, start = self.cascades.backend_for(backend, key)
+            if start is not None:  # a cascade, in a conversation
+                reason = "conversation-escalated" if start else "conversation-first-step"
+        self.headers["x-routecast-route-reason"] = reason
+        if key is not None:
+            self.headers["x-routecast-conversation"] = key
+        return backend
 
 
 def route_reason(backend: Backend, key: str | None) -> str:

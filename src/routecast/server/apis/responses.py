@@ -38,13 +38,14 @@ from routecast.backends.native import NATIVE_KEY, NativeRequest, native_request
 from routecast.backends.responses_wire import chat_items
 from routecast.backends.transport import json_dumps
 from routecast.errors import RequestError
-from routecast.server.apis.common import conversation_hash, new_id, route_reason
+from routecast.server.apis.common import Conversation, conversation_hash, new_id
 from routecast.server.apis.store import ResponseStore, Stored
 
 if TYPE_CHECKING:
     from starlette.responses import Response
 
-    from routecast.backends.base import Backend, Completion, Request, Usage
+    from routecast.backends.base import Completion, Usage
+    from routecast.server.apis.conversations import ConversationCascades
     from routecast.server.streaming import EventStream
 
 #: Request fields echoed in the response object, with the defaults OpenAI echoes.
@@ -248,10 +249,12 @@ def output_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [message]
 
 
-class ResponsesDialect:
+class ResponsesDialect(Conversation):
     """One ``/v1/responses`` request (see :class:`routecast.server.apis.common.Dialect`)."""
 
-    def __init__(self, store: ResponseStore, pin: bool) -> None:
+    def __init__(self, store: ResponseStore, pin: bool,
+                 cascades: ConversationCascades | None = None) -> None:
+        super().__init__(cascades if pin else None)
         self.store = store
         self.pin = pin
         self.response_id = new_id("resp")
@@ -259,9 +262,7 @@ class ResponsesDialect:
         self.body: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.turn: list[dict[str, Any]] = []
-        self.key: str | None = None
         self.endpoint = ""
-        self.headers: dict[str, str] = {}
 
     async def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
         self.body = body
@@ -304,12 +305,6 @@ class ResponsesDialect:
                 self.key = conversation_hash(body.get("instructions") or "", first)
             chat["user"] = self.key
         return chat
-
-    def before(self, backend: Backend, request: Request) -> None:
-        key = request.session or self.key
-        self.headers["x-routecast-route-reason"] = route_reason(backend, key)
-        if key is not None:
-            self.headers["x-routecast-conversation"] = key
 
     def response(self, model: str, output: list[dict[str, Any]], usage: dict[str, Any] | None,
                  status: str = "completed", incomplete: str | None = None) -> dict[str, Any]:

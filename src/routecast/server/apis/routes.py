@@ -28,6 +28,7 @@ from routecast.backends.transport import json_dumps, json_loads
 from routecast.errors import RequestError, RoutecastError
 from routecast.server.apis import anthropic
 from routecast.server.apis.anthropic import MessagesDialect
+from routecast.server.apis.conversations import ConversationCascades
 from routecast.server.apis.responses import ResponsesDialect
 from routecast.server.apis.store import ResponseStore
 from routecast.server.asgi import json_response
@@ -57,6 +58,7 @@ class ApiRoutes:
         self.server = server
         apis = server.config.apis
         self.store = ResponseStore(server.config.storage.db, apis.response_retention_days)
+        self.cascades = ConversationCascades()
 
     @property
     def pin(self) -> bool:
@@ -74,11 +76,11 @@ class ApiRoutes:
 
     async def messages(self, http: HTTPRequest) -> Response:
         return await self.server._answer(client_headers(http), http.stream(), "chat",
-                                         MessagesDialect(self.pin))
+                                         MessagesDialect(self.pin, self.cascades))
 
     async def responses(self, http: HTTPRequest) -> Response:
         return await self.server._answer(client_headers(http), http.stream(), "chat",
-                                         ResponsesDialect(self.store, self.pin))
+                                         ResponsesDialect(self.store, self.pin, self.cascades))
 
     async def _body(self, http: HTTPRequest, headers: Mapping[str, str]) -> dict[str, Any]:
         server = self.server
