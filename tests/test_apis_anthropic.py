@@ -27,6 +27,7 @@ from tests.apis_live import (
     sse_events,
 )
 from tests.routecast_live import log_rows
+from tests.stub_upstream import Step
 
 live = live_fixture()
 
@@ -298,3 +299,16 @@ def test_a_conversation_that_escalated_in_a_cascade_stays_escalated(
         messages=[{"role": "user", "content": "another task"}])
     assert fresh.parse().model == "small"
     assert fresh.headers["x-routecast-route-reason"] == "conversation-first-step"
+
+
+def test_an_upstream_dying_midway_ends_the_stream_with_an_error_event(live: Live) -> None:
+    live.stub.then(Step(cut_after=2))
+    raw = post(live, "/v1/messages", {"model": "small", "max_tokens": 20, "stream": True,
+                                      "messages": [{"role": "user", "content": "one two three"}]})
+    events = sse_events(raw)
+    names = [n for n, _ in events]
+    assert names[0] == "message_start" and names[-1] == "error"
+    assert "message_stop" not in names
+    error = events[-1][1]
+    assert error["type"] == "error" and error["error"]["type"] == "api_error"
+    assert "stream broke" in error["error"]["message"]

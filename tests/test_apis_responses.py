@@ -20,6 +20,7 @@ from pydantic import TypeAdapter
 
 from tests.apis_live import ENDPOINTS, Live, hard_and_easy, http, live_fixture, sse_events
 from tests.routecast_live import log_rows
+from tests.stub_upstream import Step
 
 live = live_fixture()
 
@@ -225,3 +226,18 @@ def test_embeddings_pass_through(client: openai.OpenAI, live: Live) -> None:
     with pytest.raises(openai.BadRequestError) as routed:
         client.embeddings.create(model="auto", input="x")
     assert "one model" in routed.value.message
+
+
+def test_an_upstream_dying_midway_fails_the_response(live: Live) -> None:
+    live.stub.then(Step(cut_after=2))
+    raw = http("POST", f"{live.url}/v1/responses", {"model": "small", "stream": True,
+                                                    "input": "one two three"},
+               {"authorization": f"Bearer {live.key}"})
+    events = sse_events(raw)
+    names = [n for n, _ in events]
+    assert names[:2] == ["response.created", "response.in_progress"]
+    assert names[-2:] == ["error", "response.failed"]
+    for _, data in events:
+        EVENTS.validate_python(data)
+    assert "stream broke" in events[-2][1]["message"]
+    assert events[-1][1]["response"]["status"] == "failed"
