@@ -55,7 +55,8 @@ class AgentStub:
         if last["role"] == "tool":
             said = " ".join(_text(last.get("content")).split())[:300]
             return f"{MARKER} the tool said: {said}", None
-        user = next((m for m in reversed(body["messages"]) if m["role"] == "user"), {})
+        user: dict[str, Any] = next(
+            (m for m in reversed(body["messages"]) if m["role"] == "user"), {})
         words = [w for w in _text(user.get("content")).split() if not w.startswith("<")]
         path = next((w.strip("?.,'\"") for w in words if w.startswith("/")
                      and w.strip("?.,'\"").endswith(".txt")), None)
@@ -77,7 +78,7 @@ class AgentStub:
                                             "type": "function", "function": call}]
         finish = "stop" if calls is None else "tool_calls"
         if not body.get("stream"):
-            message = {"role": "assistant", "content": text or None}
+            message: dict[str, Any] = {"role": "assistant", "content": text or None}
             if calls:
                 message["tool_calls"] = calls
             return JSONResponse({**base, "object": "chat.completion", "usage": usage,

@@ -83,8 +83,10 @@ class AnthropicStub:
             yield ev({"type": "ping"})
             for i, block in enumerate(blocks):
                 kind = block["type"]
-                empty = {"text": {"text": ""}, "thinking": {"thinking": "", "signature": ""},
-                         "tool_use": {"input": {}}}[kind]
+                empties: dict[str, dict[str, Any]] = {
+                    "text": {"text": ""}, "thinking": {"thinking": "", "signature": ""},
+                    "tool_use": {"input": {}}}
+                empty = empties[kind]
                 yield ev({"type": "content_block_start", "index": i,
                           "content_block": {**block, **empty}})
                 if kind == "text":

@@ -34,7 +34,7 @@ live = live_fixture()
 EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 MESSAGE_KEYS = {"id", "type", "role", "model", "content", "stop_reason", "stop_sequence",
                 "usage"}
-WEATHER = {"name": "get_weather", "description": "The weather in a city",
+WEATHER: Any = {"name": "get_weather", "description": "The weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
                             "required": ["city"]}}
 
@@ -150,7 +150,7 @@ def test_tools_round_trip(client: anthropic.Anthropic, live: Live, endpoint: str
     assert sent["tool_choice"] == "auto" and sent["parallel_tool_calls"] is False
 
     answer = client.messages.create(model=endpoint, max_tokens=50, tools=[WEATHER], messages=[
-        question, {"role": "assistant", "content": message.content},  # type: ignore[list-item]
+        question, {"role": "assistant", "content": message.content},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
                                       "content": "sunny and warm"}]}])
     assert answer.stop_reason == "end_turn"

@@ -67,7 +67,7 @@ def check_stream(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     added = [d["output_index"] for n, d in events if n == "response.output_item.added"]
     done = [d["output_index"] for n, d in events if n == "response.output_item.done"]
     assert added == done == list(range(len(added)))
-    final = events[-1][1]["response"]
+    final: dict[str, Any] = events[-1][1]["response"]
     check_response(final)
     assert [d["item"] for n, d in events if n == "response.output_item.done"] == final["output"]
     return final
@@ -113,7 +113,7 @@ def test_function_call_round_trip(client: openai.OpenAI, live: Live, endpoint: s
     assert live.stub.received[-1].body["tools"] == [{"type": "function", "function": {
         "name": "get_weather", "description": "The weather",
         "parameters": WEATHER["parameters"]}}]
-    output = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+    output: Any = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
 
     # The whole conversation sent back, as a stateless client does ...
     whole = client.responses.create(model=endpoint, tools=[WEATHER], input=[
@@ -169,7 +169,7 @@ def test_previous_response_id_and_retrieve(client: openai.OpenAI, live: Live) ->
 
 def test_store_false_is_honoured(client: openai.OpenAI, live: Live) -> None:
     kept = client.responses.create(model="small", input="forget me", store=False)
-    assert kept.store is False
+    assert kept.to_dict()["store"] is False
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(kept.id)
     with pytest.raises(openai.NotFoundError) as missing:
@@ -178,7 +178,7 @@ def test_store_false_is_honoured(client: openai.OpenAI, live: Live) -> None:
 
 
 def test_text_format_and_errors(client: openai.OpenAI, live: Live) -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    schema: Any = {"type": "object", "properties": {"a": {"type": "string"}}}
     client.responses.create(model="small", input="json please", max_output_tokens=30,
                             text={"format": {"type": "json_schema", "name": "thing",
                                              "schema": schema, "strict": True}})
@@ -189,8 +189,9 @@ def test_text_format_and_errors(client: openai.OpenAI, live: Live) -> None:
     with pytest.raises(openai.NotFoundError) as unknown:
         client.responses.create(model="nope", input="x")
     assert unknown.value.code == "model_not_found"
+    mystery: Any = [{"type": "mystery"}]
     with pytest.raises(openai.BadRequestError) as bad:
-        client.responses.create(model="small", input=[{"type": "mystery"}])  # type: ignore[list-item]
+        client.responses.create(model="small", input=mystery)
     assert "input[0].type" in bad.value.message
     stranger = openai.OpenAI(base_url=f"{live.url}/v1", api_key="wrong", max_retries=0)
     with stranger, pytest.raises(openai.AuthenticationError):
