@@ -18,6 +18,7 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from routecast.server.keys import add_key
 from tests.apis_live import ENDPOINTS, Live, hard_and_easy, http, live_fixture, sse_events
 from tests.routecast_live import log_rows
 from tests.stub_upstream import Step
@@ -242,3 +243,16 @@ def test_an_upstream_dying_midway_fails_the_response(live: Live) -> None:
         EVENTS.validate_python(data)
     assert "stream broke" in events[-2][1]["message"]
     assert events[-1][1]["response"]["status"] == "failed"
+
+
+def test_a_key_cannot_read_or_continue_another_keys_responses(client: openai.OpenAI,
+                                                             live: Live) -> None:
+    mine = client.responses.create(model="small", input="private notes")
+    other = openai.OpenAI(base_url=f"{live.url}/v1", api_key=add_key(live.db, "other"),
+                          max_retries=0)
+    with other:
+        with pytest.raises(openai.NotFoundError):
+            other.responses.retrieve(mine.id)
+        with pytest.raises(openai.NotFoundError):
+            other.responses.create(model="small", input="and?", previous_response_id=mine.id)
+    assert client.responses.retrieve(mine.id).output_text == mine.output_text

@@ -253,9 +253,11 @@ class ResponsesDialect(Conversation):
     """One ``/v1/responses`` request (see :class:`routecast.server.apis.common.Dialect`)."""
 
     def __init__(self, store: ResponseStore, pin: bool,
-                 cascades: ConversationCascades | None = None) -> None:
+                 cascades: ConversationCascades | None = None, owner: str | None = None
+                 ) -> None:
         super().__init__(cascades if pin else None)
         self.store = store
+        self.owner = owner  # the client key's id: its responses are its own
         self.pin = pin
         self.response_id = new_id("resp")
         self.created_at = int(time.time())
@@ -271,12 +273,13 @@ class ResponsesDialect(Conversation):
         if previous is not None:
             if not isinstance(previous, str):
                 raise _bad("`previous_response_id` must be a response id", "previous_response_id")
-            stored = await self.store.get(previous)
+            stored = await self.store.get(previous, self.owner)
             if stored is None:
                 raise RequestError(
                     f"no stored response {previous!r}: it was never stored (store: false), "
                     "is older than this server's retention (apis.response_retention_days), or "
-                    "was made by another server. Fix: send the whole conversation as `input`",
+                    "was made with another API key or by another server. Fix: send the whole "
+                    "conversation as `input`",
                     status=404, param="previous_response_id", code="previous_response_not_found")
             self.history = stored.messages
         chat, self.turn, dropped = to_chat(body, self.history)
@@ -337,7 +340,7 @@ class ResponsesDialect(Conversation):
         if self.body.get("store", True) is not False:
             messages = [*self.history, *self.turn, *output_messages(output)]
             await self.store.put(Stored(self.response_id, self.endpoint, self.key, messages,
-                                        response))
+                                        response, self.owner))
         return response
 
     async def answer(self, completion: Completion) -> tuple[dict[str, Any], dict[str, str]]:

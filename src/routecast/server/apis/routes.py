@@ -78,9 +78,19 @@ class ApiRoutes:
         return await self.server._answer(client_headers(http), http.stream(), "chat",
                                          MessagesDialect(self.pin, self.cascades))
 
+    def _owner(self, headers: Mapping[str, str]) -> str | None:
+        """The id of the request's client key (``None`` without auth); raises a 401."""
+        keys = self.server.keys
+        return None if keys is None else keys.authenticate(headers.get("authorization")).id
+
     async def responses(self, http: HTTPRequest) -> Response:
-        return await self.server._answer(client_headers(http), http.stream(), "chat",
-                                         ResponsesDialect(self.store, self.pin, self.cascades))
+        headers = client_headers(http)
+        try:
+            owner = self._owner(headers)
+        except RoutecastError:
+            owner = None  # the request path answers the 401 as for any request
+        return await self.server._answer(headers, http.stream(), "chat", ResponsesDialect(
+            self.store, self.pin, self.cascades, owner))
 
     async def _body(self, http: HTTPRequest, headers: Mapping[str, str]) -> dict[str, Any]:
         server = self.server
@@ -101,18 +111,17 @@ class ApiRoutes:
 
     async def get_response(self, http: HTTPRequest) -> Response:
         try:
-            headers = client_headers(http)
-            if self.server.keys is not None:
-                self.server.keys.authenticate(headers.get("authorization"))
+            owner = self._owner(client_headers(http))
         except RoutecastError as e:
             status, code = status_of(e)
             return json_response(error_body(str(e), status, code=code), status)
         response_id = http.path_params["response_id"]
-        stored = await self.store.get(response_id)
+        stored = await self.store.get(response_id, owner)
         if stored is None:
             return json_response(error_body(
-                f"no stored response {response_id!r} (never stored, store: false, or older "
-                "than apis.response_retention_days)", 404, param="response_id",
+                f"no stored response {response_id!r} (never stored, store: false, made with "
+                "another API key, or older than apis.response_retention_days)", 404,
+                param="response_id",
                 code="response_not_found"), 404)
         return json_response(stored.response)
 

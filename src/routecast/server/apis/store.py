@@ -4,7 +4,8 @@
 A stored response keeps what a later turn needs to carry on: the conversation so far as chat
 messages (the input items of every turn and the answers, without the ``instructions``, which
 OpenAI's reference says a new turn does not inherit), the response object as it was sent, and
-the conversation's key (see :mod:`routecast.server.apis.common`).
+the conversation's key (see :mod:`routecast.server.apis.common`), and the client key that made
+it: with ``auth.required``, only that key can fetch or continue it.
 
 Where: the table ``responses`` of the server's SQLite database (``storage.db``, next to the
 request log), written off the event loop. Without ``storage.db``, a bounded in-memory map of the
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS responses (
     ts REAL NOT NULL,            -- unix time it was created
     endpoint TEXT NOT NULL,
     conversation TEXT,           -- the conversation key its routing was pinned by
+    owner TEXT,                  -- the id of the client key that made it (NULL: no auth)
     messages TEXT NOT NULL,      -- JSON: the conversation so far as chat messages
     response TEXT NOT NULL       -- JSON: the response object as sent
 );
@@ -49,6 +51,7 @@ class Stored:
     conversation: str | None
     messages: list[dict[str, Any]]
     response: dict[str, Any]
+    owner: str | None = None
 
 
 class ResponseStore:
@@ -90,8 +93,9 @@ class ResponseStore:
         with self._lock:
             con = self._connection()
             self._purge(con, now)
-            con.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
-                        (item.id, now, item.endpoint, item.conversation,
+            con.execute("INSERT OR REPLACE INTO responses (id, ts, endpoint, conversation, "
+                        "owner, messages, response) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (item.id, now, item.endpoint, item.conversation, item.owner,
                          json_dumps(item.messages).decode(), json_dumps(item.response).decode()))
             con.commit()
 
@@ -101,18 +105,21 @@ class ResponseStore:
                 return self._memory.get(response_id)
         with self._lock:
             con = self._connection()
-            row = con.execute("SELECT id, endpoint, conversation, messages, response, ts FROM "
-                              "responses WHERE id = ?", (response_id,)).fetchone()
+            row = con.execute("SELECT id, endpoint, conversation, messages, response, ts, "
+                              "owner FROM responses WHERE id = ?", (response_id,)).fetchone()
         if row is None or row[5] < time.time() - self.retention_s:
             return None
         return Stored(row[0], row[1], row[2], json_loads(row[3].encode()),
-                      json_loads(row[4].encode()))
+                      json_loads(row[4].encode()), row[6])
 
     async def put(self, item: Stored) -> None:
         await asyncio.to_thread(self.put_sync, item)
 
-    async def get(self, response_id: str) -> Stored | None:
-        return await asyncio.to_thread(self.get_sync, response_id)
+    async def get(self, response_id: str, owner: str | None) -> Stored | None:
+        """The stored response, if ``owner`` (a client key's id, ``None`` without auth) made
+        it: one client cannot read or continue another's conversation."""
+        stored = await asyncio.to_thread(self.get_sync, response_id)
+        return stored if stored is not None and stored.owner == owner else None
 
     def close(self) -> None:
         with self._lock:
