@@ -1,13 +1,17 @@
 """What the routecast server adds on top of the model server it forwards to.
 
-Three targets, each sent the same chat requests (RouterBench test prompts), plain and streamed:
+Five targets, each sent the same requests (RouterBench test prompts), plain and streamed:
 
 * **direct**: straight to a stub OpenAI-compatible server (a few lines of raw asyncio that
   answer at once with a canned completion, so the stub costs as little as possible);
 * **plain**: through ``routecast serve`` to that stub, a plain endpoint (one model);
 * **routed**: through ``routecast serve``, a routed endpoint with the TF-IDF linear router
   fitted on the RouterBench subset's train split (policy: 95 % of the best single model's
-  quality, calibrated on validation), every model served by the stub.
+  quality, calibrated on validation), every model served by the stub;
+* **messages** and **responses**: the plain endpoint again, asked through routecast's
+  Anthropic Messages API (``/v1/messages``) and OpenAI Responses API (``/v1/responses``), which
+  routecast translates to chat and back (a Responses answer is also stored, for
+  ``previous_response_id``), next to the chat request of the **plain** row.
 
 The proxy runs pinned to one core (``taskset -c 1``); the stub and the load generator share the
 other (``taskset -c 0``). Load comes from ``wrk`` (Debian: ``apt-get install wrk``): at
@@ -17,7 +21,7 @@ requests/s give the maximum throughput. The proxy's CPU time per request comes f
 (``routecast_routing_seconds_total``), and its memory from ``/proc/PID/status``.
 
 Latency on a shared machine is noisy, so the concurrency-1 runs are repeated (``--repeats``,
-the three targets interleaved in each round) and every figure of the table is the median over
+the targets interleaved in each round) and every figure of the table is the median over
 the rounds; the added p50 of a round is measured against the direct run of the same round. The
 last lines give the verdict against the targets: added p50 at concurrency 1 at most 1 ms,
 proxy RSS under 150 MB.
@@ -345,18 +349,20 @@ def main(argv: list[str] | None = None) -> int:
 def measure(args: argparse.Namespace, work: Path, facts: dict[str, Any], stub_port: int,
             base: str, pid: int, pin: bool) -> dict[str, Any]:
     """Every wrk run: ``--repeats`` rounds at concurrency 1 (targets interleaved, so a burst of
-    load elsewhere on the machine hits all three alike), then one throughput run each."""
-    targets = {"direct": (f"http://127.0.0.1:{stub_port}", facts["plain_model"]),
-               "plain": (base, facts["plain_model"]), "routed": (base, "auto")}
+    load elsewhere on the machine hits all alike), then one throughput run each."""
+    plain = facts["plain_model"]
+    targets = {"direct": (f"http://127.0.0.1:{stub_port}", plain, "chat/completions"),
+               "plain": (base, plain, "chat/completions"),
+               "routed": (base, "auto", "chat/completions"),
+               "messages": (base, plain, "messages"), "responses": (base, plain, "responses")}
     scripts: dict[tuple[str, bool], tuple[str, Path]] = {}
     for stream in (False, True):
-        for target, (url, model) in targets.items():
-            bodies = [json.dumps({"model": model, "stream": stream, "max_tokens": 20,
-                                  "messages": [{"role": "user", "content": p}]}).encode()
+        for target, (url, model, path) in targets.items():
+            bodies = [json.dumps(request_body(path, model, p, stream)).encode()
                       for p in facts["prompts"]]
             script = work / f"{target}-{stream}.lua"
             lua_script(script, bodies)
-            endpoint = f"{url}/v1/chat/completions"
+            endpoint = f"{url}/v1/{path}"
             run_wrk(endpoint, script, 4, 1, pin)  # warm up connections, caches, JIT-free paths
             scripts[target, stream] = (endpoint, script)
     plan = [(r, stream, target, 1) for r in range(args.repeats) for stream in (False, True)
@@ -382,6 +388,14 @@ def measure(args: argparse.Namespace, work: Path, facts: dict[str, Any], stub_po
         runs.append({"round": round_, "target": target, "stream": stream,
                      "connections": connections, "load_1min": os.getloadavg()[0], **result})
     return {"runs": runs, "summary": summarise(runs)}
+
+
+def request_body(path: str, model: str, prompt: str, stream: bool) -> dict[str, Any]:
+    """One request in the API of ``path``: the same prompt and token limit in each."""
+    if path == "responses":
+        return {"model": model, "stream": stream, "max_output_tokens": 20, "input": prompt}
+    return {"model": model, "stream": stream, "max_tokens": 20,
+            "messages": [{"role": "user", "content": prompt}]}
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

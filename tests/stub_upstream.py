@@ -117,6 +117,7 @@ class StubUpstream:
             # llama.cpp's tokenizer (one token per word here) and llama-cpp-python's.
             Route("/tokenize", self._tokenize, methods=["POST"]),
             Route("/extras/tokenize/count", self._tokenize, methods=["POST"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
         ])
         self._live = LiveServer(self.app, lifespan="off")
 
@@ -212,9 +213,12 @@ class StubUpstream:
         model = body["model"]
         last_user: dict[str, Any] = next(
             (m for m in reversed(body["messages"]) if m["role"] == "user"), {})
-        words = self.answer_words(model, _text(last_user.get("content")))
+        # After a tool's answer the model answers in words (an agent loop then ends).
+        answered = body["messages"][-1]["role"] == "tool"
+        words = self.answer_words(
+            model, _text((body["messages"][-1] if answered else last_user).get("content")))
         tool_calls = None
-        if body.get("tools"):
+        if body.get("tools") and not answered:
             fn = body["tools"][0]["function"]["name"]
             tool_calls = [{"id": "call_1", "type": "function",
                            "function": {"name": fn, "arguments": json.dumps({"city": "Paris"})}}]
@@ -273,6 +277,19 @@ class StubUpstream:
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def _embeddings(self, request: Request) -> Response:
+        """One 3-vector per input text: (length, words, 1.0)."""
+        body, _, failed = await self._begin(request)
+        if failed is not None:
+            return failed
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i,
+                 "embedding": [float(len(t)), float(len(t.split())), 1.0]}
+                for i, t in enumerate(texts)]
+        n = sum(len(t.split()) for t in texts)
+        return JSONResponse({"object": "list", "data": data, "model": body["model"],
+                             "usage": {"prompt_tokens": n, "total_tokens": n}})
 
     async def _completions(self, request: Request) -> Response:
         body, _, failed = await self._begin(request)

@@ -1,7 +1,9 @@
 """The OpenAI-compatible server: a Starlette app over the endpoint table.
 
 Routes: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (plain JSON or SSE streams),
-``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /health``, ``GET /metrics``. The
+``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /health``, ``GET /metrics``;
+Anthropic's Messages and OpenAI's Responses APIs and embeddings through
+:mod:`routecast.server.apis`; the dashboard at ``/ui`` (:mod:`routecast.server.ui`). The
 request's ``model`` names an endpoint; the answer's ``model`` is the model that really
 answered, and headers say what it took::
 
@@ -58,6 +60,7 @@ from routecast.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from routecast.server.apis.routes import ApiRoutes
 from routecast.server.asgi import RoutecastApp, http_error, json_response, unexpected
 from routecast.server.capability_check import EXCLUDED_HEADER, CapabilityCheck, CheckedBody
 from routecast.server.endpoints import EndpointTable, build_endpoints
@@ -81,6 +84,7 @@ if TYPE_CHECKING:
 
     from routecast.policy import Policy
     from routecast.routers.base import Router
+    from routecast.server.apis.common import Dialect
     from routecast.server.config import Config
 
 log = logging.getLogger("routecast.server")
@@ -112,6 +116,7 @@ class RoutecastServer(StreamMixin):
         # replicas, and cheaper than random bytes per request).
         self._id_prefix = f"req-{secrets.token_hex(4)}-"
         self._ids = itertools.count(1)
+        self.apis = ApiRoutes(self)  # Messages, Responses, embeddings
         routes = [
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
@@ -120,6 +125,7 @@ class RoutecastServer(StreamMixin):
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.render_metrics, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
+            *self.apis.routes(),
         ]
         if config.ui.enabled:
             from routecast.server.ui.views import Dashboard
@@ -167,6 +173,7 @@ class RoutecastServer(StreamMixin):
                 self.keys.close()
             if self.request_log is not None:
                 self.request_log.close()
+            self.apis.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -255,9 +262,10 @@ class RoutecastServer(StreamMixin):
     # -- one request -----------------------------------------------------------------------
 
     async def _answer(self, headers: Mapping[str, str], body_parts: AsyncIterator[bytes],
-                      api: Api) -> Response:
+                      api: Api, dialect: Dialect | None = None) -> Response:
         """One completion request: ``headers`` as a mapping with lower-case names,
-        ``body_parts`` the body as it arrives."""
+        ``body_parts`` the body as it arrives; a ``dialect`` translates another API (Messages,
+        Responses) to chat and back (:mod:`routecast.server.apis`)."""
         t0 = time.perf_counter()
         ts = time.time()
         endpoint = ""
@@ -272,6 +280,8 @@ class RoutecastServer(StreamMixin):
                       if self.keys is not None else None)
             key_name = client.name if client is not None else None
             body = parse_json(await self._read_body(headers, body_parts))
+            if dialect is not None:
+                body = await dialect.to_chat(body)
             endpoint = (check_chat(body, self.max_messages) if api == "chat"
                         else check_completions(body))
             backend = self.backends.get(endpoint)
@@ -290,6 +300,8 @@ class RoutecastServer(StreamMixin):
                 checked.verdict = verdict
                 body = checked
             request = Request(body, api, headers.get(SESSION_HEADER), allowed)
+            if dialect is not None:
+                backend = dialect.before(backend, request)
             if self.keys is not None and client is not None:
                 self.keys.admit(client)
                 key = client  # admitted: from here on the key must be settled
@@ -299,7 +311,7 @@ class RoutecastServer(StreamMixin):
                 key = None  # the stream settles it when it ends
                 if isinstance(body, CheckedBody) and body.verdict is not None:
                     response.headers[EXCLUDED_HEADER] = body.verdict.header()
-                return response
+                return response if dialect is None else dialect.stream(response)
             try:
                 async with asyncio.timeout(self.deadline_s):
                     completion = await backend.complete(request)
@@ -307,7 +319,8 @@ class RoutecastServer(StreamMixin):
                 raise self._deadline(endpoint) from None
             cost_usd = completion.cost_usd
         except RoutecastError as e:
-            return self._error(e, endpoint, body, t0, ts, request_id, key_name)
+            response = self._error(e, endpoint, body, t0, ts, request_id, key_name)
+            return response if dialect is None else dialect.error(response)
         finally:
             self.metrics.in_flight -= 1
             if key is not None and self.keys is not None:
@@ -318,12 +331,15 @@ class RoutecastServer(StreamMixin):
                                  key_name=key_name)
         if committed is not None:
             await committed
-        response = Response(dumps(completion.body), media_type="application/json", headers={
+        out, extra = (completion.body, None) if dialect is None else (
+            await dialect.answer(completion))
+        response = Response(dumps(out), media_type="application/json", headers={
             "x-routecast-request-id": request_id,
             "x-routecast-model": completion.model,
             "x-routecast-route": ",".join(completion.route),
             "x-routecast-cost-usd": f"{completion.cost_usd:.10g}",
             "x-routecast-latency-ms": f"{latency_s * 1000:.3f}",
+            **(extra or {}),
         })
         if isinstance(body, CheckedBody) and body.verdict is not None:
             response.headers[EXCLUDED_HEADER] = body.verdict.header()

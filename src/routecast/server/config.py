@@ -117,6 +117,9 @@ class ModelConfig(BaseModel):
     local: bool = False
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     kind: Literal["chat", "base"] = "chat"
+    #: The API the model's server speaks: OpenAI chat, Anthropic's Messages or OpenAI's
+    #: Responses (requests that came in through that API then reach it untranslated).
+    api: Literal["chat", "messages", "responses"] = "chat"
     prompt_format: str | PromptFormatConfig = "chatml"  # a name in backends.prompt_format
     input_usd_per_mtok: float = Field(default=0.0, ge=0)
     output_usd_per_mtok: float = Field(default=0.0, ge=0)
@@ -305,6 +308,16 @@ class UIConfig(BaseModel):
     refresh_s: float = Field(default=2.0, ge=0.5, le=3600)
 
 
+class Apis(BaseModel):
+    """The Messages and Responses APIs (:mod:`routecast.server.apis`)."""
+
+    model_config = _STRICT
+    #: Route an agent's conversation once (first turn) and keep it on that model.
+    pin_conversations: bool = True
+    #: How long stored responses (``previous_response_id``) are kept.
+    response_retention_days: float = Field(default=30.0, gt=0)
+
+
 class Config(BaseModel):
     """The whole file. Relative paths are relative to the file's folder (see ``load_config``).
     """
@@ -317,6 +330,7 @@ class Config(BaseModel):
     auth: Auth = Field(default_factory=Auth)
     privacy: Privacy = Field(default_factory=Privacy)
     ui: UIConfig = Field(default_factory=UIConfig)
+    apis: Apis = Field(default_factory=Apis)
 
     @model_validator(mode="after")
     def _known_models(self) -> Config:

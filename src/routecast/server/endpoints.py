@@ -15,8 +15,10 @@ from routecast.backends.base import Backend, Price, close_all, start_all
 from routecast.backends.cascade import CascadeBackend
 from routecast.backends.fallback import FallbackBackend
 from routecast.backends.health import CircuitBreaker
+from routecast.backends.messages_http import MessagesHTTPBackend
 from routecast.backends.openai_http import OpenAIHTTPBackend
 from routecast.backends.prompt_format import FORMATS, PromptFormat
+from routecast.backends.responses_http import ResponsesHTTPBackend
 from routecast.backends.retry import RetryPolicy
 from routecast.backends.routed import RoutedBackend
 from routecast.errors import ConfigError
@@ -90,7 +92,11 @@ def http_backend(name: str, model: ModelConfig, env: Mapping[str, str] | None = 
             **{**fmt.model_dump(), "stop": tuple(fmt.stop)})
     except ConfigError as e:
         raise ConfigError(f"models.{name}.prompt_format: {e}") from None
-    return OpenAIHTTPBackend(
+    # A model whose server speaks Anthropic's Messages or OpenAI's Responses API.
+    natives: dict[str, type[OpenAIHTTPBackend]] = {"messages": MessagesHTTPBackend,
+                                                   "responses": ResponsesHTTPBackend}
+    cls = natives.get(model.api, OpenAIHTTPBackend)
+    return cls(
         name, model.base_url, upstream_model=model.upstream_model, api_key=api_key,
         price=price_of(model), kind=model.kind, prompt_format=prompt_format,
         retry=RetryPolicy(max_retries=model.max_retries, backoff_s=model.backoff_s,

@@ -172,6 +172,15 @@ def _flush(held: Chunk | None) -> bytes:
     return _piece(held) if held is not None else b""
 
 
+def _parsed(event_json: bytes) -> dict[str, Any]:
+    """One event's JSON object, or ``{}`` when it is not one."""
+    try:
+        value = json_loads(event_json)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _finishes(data: Mapping[str, Any] | None) -> bool:
     """Whether a chunk ends one of its choices (has a ``finish_reason``)."""
     if data is None:
@@ -200,7 +209,7 @@ def _ending(chunk: Chunk, held: Chunk | None, final: Completion, last: Mapping[s
     when the client asks for it (``stream_options.include_usage``), and then exactly once,
     carrying ``usage``; so does routecast. A stream with no finish_reason at all (a broken
     upstream's) has the summary on its usage chunk, if asked, else only in the headers and
-    the log.
+    the log. A native upstream's last event (Messages, Responses) is passed on as it came.
     """
     summary = {"model": final.model, "route": final.route, "cost_usd": final.cost_usd,
                "latency_ms": (time.perf_counter() - t0) * 1000,
@@ -215,14 +224,23 @@ def _ending(chunk: Chunk, held: Chunk | None, final: Completion, last: Mapping[s
             tail_last = json_loads(tail_json)
         except (ValueError, RecursionError):
             tail_last = None
+    held_before, held_last = _cut_last(held_piece) if held_piece else (b"", b"")
     if isinstance(tail_last, dict) and _finishes(tail_last):
         out = held_piece + tail_before + sse({**tail_last, "routecast": summary})
-    elif held is not None and held.data is not None:
-        out = _cut_last(held_piece)[0] + sse({**held.data, "routecast": summary}) + tail
+    elif held_piece and _finishes(_parsed(held_last)):
+        # The held piece's last event is the chat chunk that finished (a native upstream's
+        # last event, in its own API's shape, is passed on untouched instead).
+        out = held_before + sse({**_parsed(held_last), "routecast": summary}) + tail
     else:
         out = held_piece + tail
         placed = False
-    if wants_usage:
+    native = chunk.data if chunk.data is not None and "choices" not in chunk.data else None
+    if native is not None:
+        # An upstream that speaks another API (Messages, Responses) ends with its own last
+        # event, not a chat usage chunk: it goes on as it is, with the summary if still due.
+        out += sse(native if placed else {**native, "routecast": summary})
+        placed = True
+    elif wants_usage:
         data = chunk.data
         if data is None:
             data = {"id": last.get("id", ""),
