@@ -113,11 +113,11 @@ class Served:
     quality: list[float]
 
 
-def messages(data: Dataset, row: int) -> list[dict[str, str]]:
+def messages(data: Dataset, row: int) -> list[Any]:
     """The chat a client sends for one prompt: the data's system prompt (the cascade set has
     one per task) and the prompt as the user turn."""
     system = data.meta.get("system_prompts")
-    out = []
+    out: list[Any] = []
     if isinstance(system, dict) and data.task is not None and system.get(data.task[row]):
         out.append({"role": "system", "content": str(system[data.task[row]])})
     return [*out, {"role": "user", "content": data.prompts[row]}]
@@ -182,6 +182,16 @@ def replay_cascade(folder: Path, test: Dataset, train: Dataset, signal: str
     return replay.answered, replay.quality, replay.cost_usd, replay.visited, cascade
 
 
+def same_text(test: Dataset, row: int, model: str) -> dict[str, float]:
+    """The models whose recorded answer on ``row`` is ``model``'s text, with their quality."""
+    from routecast.fleet import prompt_key
+
+    assert test.responses is not None
+    text = prompt_key(str(test.responses[row, test.model_index(model)]))
+    return {m: float(test.quality[row, j]) for j, m in enumerate(test.models)
+            if prompt_key(str(test.responses[row, j])) == text}
+
+
 def compare(name: str, endpoint: str, test: Dataset, served: Served,
             cols: npt.NDArray[np.int64], quality: npt.NDArray[np.float64],
             cost: npt.NDArray[np.float64], dup_rows: set[int]) -> dict[str, Any]:
@@ -196,13 +206,18 @@ def compare(name: str, endpoint: str, test: Dataset, served: Served,
     # The judge's verdict must be the recorded quality of the model that answered.
     recorded = np.array([test.quality[i, test.model_index(m)] for i, m in
                          enumerate(served.model)])
+    judge_mismatch = [{"id": test.ids[i], "served": served.model[i],
+                       "judge": float(got_q[i]), "recorded": float(recorded[i]),
+                       "same_text": same_text(test, int(i), served.model[i])}
+                      for i in np.flatnonzero(recorded != got_q)]
     return {
         "data": name, "endpoint": endpoint, "n": len(predicted),
         "served_quality": float(got_q.mean()), "bench_quality": float(quality.mean()),
         "served_cost_usd": float(got_c.mean()), "bench_cost_usd": float(cost.mean()),
         "other_model": len(other_model),
         "other_model_on_duplicate_prompts": sum(1 for i in other_model if i in dup_rows),
-        "judge_vs_recorded_mismatches": int((recorded != got_q).sum()),
+        "judge_vs_recorded_mismatches": len(judge_mismatch),
+        "judge_mismatch_examples": judge_mismatch[:3],
         "same_model_quality_gap": float(np.abs(got_q[same] - quality[same]).max(initial=0)),
         "same_model_cost_gap_mean_usd": float(cost_gap.mean()) if same else 0.0,
         "same_model_cost_gap_max_usd": float(np.abs(cost_gap).max(initial=0)),
@@ -289,6 +304,10 @@ def print_table(results: list[dict[str, Any]]) -> None:
                  f"{r['judge_vs_recorded_mismatches']} prompts",
                  f"same-model cost gap mean {r['same_model_cost_gap_mean_usd']:+.3g} $, max "
                  f"{r['same_model_cost_gap_max_usd']:.3g} $ (whole-token rounding)"]
+        if r["judge_vs_recorded_mismatches"]:
+            notes.append("the judge differs where models gave the same text with different "
+                         "recorded grades (it cannot tell which model answered and scores "
+                         f"their mean): {r['judge_mismatch_examples']}")
         if r["other_model"]:
             notes.append(f"{r['other_model']} prompts answered by another model "
                          f"({r['other_model_on_duplicate_prompts']} of them duplicated prompt "
