@@ -321,3 +321,47 @@ def test_bad_input_is_refused_clearly(shared_data: Path) -> None:
         load_fleet(shared_data / "routerbench-subset", tasks=["gsm8k"])
     with pytest.raises(ConfigError, match="judge noise"):
         load_fleet(shared_data / "routerbench-subset", judge_noise=1.5)
+
+
+def test_a_served_cascade_escalates_as_its_replay(cascades_fleet: RunningFleet,
+                                                  tmp_path: Path) -> None:
+    """routecast serve over the fleet, a confidence cascade whose thresholds are recorded
+    confidences (ties included): every prompt stops at the step the replay says, and costs
+    what the replay says up to whole-token rounding, streamed or not."""
+    from routecast.cascades.cascade import Cascade
+    from routecast.server.config import parse_config
+    from tests.routecast_live import serve
+
+    fleet = cascades_fleet.fleet
+    assert fleet is not None and fleet.data.confidence is not None
+    rows = fleet.served_rows()[:40]
+    data = fleet.data.take(rows)
+    assert data.confidence is not None
+    steps = ["llama3.2-1b", "llama3.1-70b", "gpt-4o"]
+    thresholds = [float(np.quantile(data.confidence[:, data.model_index(m)], 0.5,
+                                    method="lower")) for m in steps[:2]]
+    cascade = Cascade(tuple(steps), tuple(thresholds))
+    replay = cascade.replay(data, data.confidence)
+    config = parse_config({"models": cascades_fleet.models_config(judge=False),
+                           "endpoints": {"c": {"type": "cascade", "models": steps,
+                                               "thresholds": thresholds}},
+                           "storage": {"db": str(tmp_path / "log.db")}})
+    with serve(config) as url:
+        c = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        for i in range(data.n_prompts):
+            chat: list[Any] = [{"role": "user", "content": data.prompts[i]}]
+            raw = c.chat.completions.with_raw_response.create(model="c", messages=chat)
+            expected = data.models[replay.answered[i]]
+            assert raw.headers["x-routecast-model"] == expected, data.ids[i]
+            assert raw.parse().choices[0].message.content == texts(data)[i, replay.answered[i]]
+            visited = [m for m in steps if replay.visited[i, data.model_index(m)]]
+            assert raw.headers["x-routecast-route"].split(",") == visited
+            tolerance = sum(half_token_usd(cascades_fleet, m) for m in visited)
+            assert abs(float(raw.headers["x-routecast-cost-usd"]) - replay.cost_usd[i]) \
+                <= tolerance
+            if i % 4 == 0:
+                streamed = "".join(ch.choices[0].delta.content or "" for ch in
+                                   c.chat.completions.create(model="c", messages=chat,
+                                                             stream=True) if ch.choices)
+                assert streamed == texts(data)[i, replay.answered[i]]
+    assert 0 < replay.escalation_rate < 1  # both ways were exercised
