@@ -17,7 +17,7 @@ For each data set (the RouterBench subset and the cascade set, test split) this 
    as ``routecast bench`` and ``tune-cascade`` do, and prints served vs replayed mean quality
    and cost per endpoint, how many prompts got a different model, and where the cost differs.
 
-Run from the project root (about 3-5 minutes on 2 busy cores, most of it fitting)::
+Run from the project root (3-6 minutes measured on 2 busy cores, half of it fitting)::
 
     .venv/bin/python benchmarks/live_parity.py [--sample 0] [--seed 0] [--json parity.json]
 """
