@@ -10,8 +10,10 @@ picks the replayed model, or the judge. Errors are OpenAI-shaped:
 
 An answer is the recorded text whatever ``max_tokens``, ``temperature``, ``seed`` or ``n``
 say (one choice), after the recorded latency times the fleet's speed (a stream spreads it
-evenly over its chunks). ``logprobs`` (chat: ``logprobs: true`` with ``top_logprobs: k``;
-completions: ``logprobs: k``) are synthesised from the recorded confidence
+evenly over its chunks). So cascade signals that resample (``agreement``) always agree, and
+``self-verification``'s questions are unknown prompts (404): over a fleet, cascades use the
+``confidence`` or ``learned`` signal. ``logprobs`` (chat: ``logprobs: true`` with
+``top_logprobs: k``; completions: ``logprobs: k``) are synthesised from the recorded confidence
 (:mod:`routecast.fleet.logprobs`) and ``null`` where the data has none. A judge answer's text
 is the score, e.g. ``1`` or ``0`` (see :meth:`Fleet.judge`), and its body carries a
 ``fleet_judge`` object saying which model's answer it recognised and whether noise flipped it.
