@@ -35,7 +35,7 @@ local: $(VENV)/.local
 
 # The README's main command: serve two local models offline and ask them real questions.
 demo: $(VENV)/.local
-	$(BIN)/routecast demo
+	$(BIN)/routecast demo --data $(DATA)
 
 bench: $(VENV)/.core
 	@mkdir -p $(OUT)

@@ -50,7 +50,9 @@ def test_summary_compares_each_endpoint_with_always_gemma() -> None:
 
 
 def test_demo_runs_on_the_real_models() -> None:
-    done = subprocess.run([sys.executable, "-m", "routecast.cli", "demo", "--questions", "1"],
+    # --no-fleet: the recorded part has its own test (tests/test_fleet_demo.py).
+    done = subprocess.run([sys.executable, "-m", "routecast.cli", "demo", "--questions", "1",
+                           "--no-fleet"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout

@@ -28,6 +28,7 @@ _BUILTINS = {
     "bench": "routecast.cli.bench:bench_cmd",
     "collect": "routecast.cli.collect:collect_cmd",
     "demo": "routecast.cli.demo:demo_cmd",
+    "fleet": "routecast.cli.fleet:fleet_cmd",
     "import": "routecast.cli.data:import_cmd",
     "info": "routecast.cli.data:info_cmd",
     "serve": "routecast.cli.serve:serve_cmd",
