@@ -63,8 +63,7 @@ class RunningFleet:
         """The ``models:`` block of a ``routecast serve`` config over this fleet."""
         def entry(price: FleetPrice) -> dict[str, Any]:
             return {"base_url": self.base_url, "input_usd_per_mtok": price.input_usd_per_mtok,
-                    "output_usd_per_mtok": price.output_usd_per_mtok,
-                    "profile": {"where": "cloud"}}
+                    "output_usd_per_mtok": price.output_usd_per_mtok}
 
         out = {m: entry(self.prices[m]) for m in self.models}
         if judge:
