@@ -58,6 +58,7 @@ def test_an_encoder_object_plugs_in() -> None:
     assert router.predict(["anything"]).shape == (1, 3)
 
 
+@pytest.mark.needs_minilm
 def test_minilm_embeds_offline_with_real_weights() -> None:
     enc = make_encoder("minilm").fit([])
     x = enc.transform(TEXTS)
@@ -68,6 +69,7 @@ def test_minilm_embeds_offline_with_real_weights() -> None:
     assert sim[0, 1] > 0.7 and sim[0, 2] < 0.3
 
 
+@pytest.mark.needs_minilm
 def test_minilm_knn_router_learns_the_toy_signal() -> None:
     data = toy_dataset(120)
     router = make_router("knn", encoder="minilm", k=10).fit(data.subset("train"))

@@ -184,6 +184,7 @@ def server() -> Iterator[Server]:
         s.stop()
 
 
+@pytest.mark.needs_local
 def test_serve_without_config_answers_on_every_endpoint(server: Server) -> None:
     import openai
 
@@ -206,6 +207,7 @@ def test_serve_without_config_answers_on_every_endpoint(server: Server) -> None:
     assert "\n" not in (gemma.choices[0].message.content or "").strip()
 
 
+@pytest.mark.needs_local
 def test_cascade_escalates_on_doubt_and_not_on_trust(
         server: Server, shipped: outcomes.LocalOutcomes) -> None:
     import openai
@@ -226,6 +228,7 @@ def test_cascade_escalates_on_doubt_and_not_on_trust(
     assert route(doubtful) == [first, second]
 
 
+@pytest.mark.needs_local
 def test_model_servers_stop_with_serve(server: Server) -> None:
     # runs last of the tests on the shared server: it stops it
     pids = server.model_pids()
