@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from routecast.bench.cascades import CascadeInputs
+    from routecast.bench.schema import BenchResult
     from routecast.data.dataset import Dataset
 
 REFERENCE = "gpt-4o"
@@ -87,12 +88,13 @@ def _point(replay: Any, ref_q: float, ref_c: float, **extra: Any) -> dict[str, A
 def cascade_fold(data: Dataset, seed: int) -> dict[str, Any]:
     """Every figure of part 1 for one fold (``data`` carries that fold's split)."""
     from routecast.bench.cascades import cascade_entries, prepare
+    from routecast.bench.curves import split_summary
     from routecast.bench.evaluate import evaluate
     from routecast.errors import CalibrationError
 
     res = evaluate(data, routers=ROUTERS, n_boot=0, seed=seed, cascades=False)
     inputs = prepare(data, "test", seed=seed)
-    summary = {k: res[k] for k in ("best_single", "oracle", "cost_range", "zero_router_aiq")}
+    summary = split_summary(data.subset("test"))
     res["routers"] += cascade_entries(data, "test", summary, n_boot=0, seed=seed,
                                       prepared=inputs)
     test = data.subset("test")
@@ -134,7 +136,7 @@ def cascade_fold(data: Dataset, seed: int) -> dict[str, Any]:
     return out
 
 
-def _best_cascade(inputs: list[CascadeInputs], res: dict[str, Any], fraction: float,
+def _best_cascade(inputs: list[CascadeInputs], res: BenchResult, fraction: float,
                   ref_q: float, ref_c: float) -> dict[str, Any] | None:
     """The cheapest cascade on the tuning data reaching ``fraction`` of the reference's
     tuning quality, over the signals, realised on the test fold; plus the hull figure."""
@@ -229,7 +231,7 @@ def print_cascade_part(folds: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def routerbench_part(path: Path, seed: int, n_boot: int) -> dict[str, Any]:
+def routerbench_part(path: Path, seed: int, n_boot: int) -> BenchResult:
     from routecast.bench import report
     from routecast.bench.evaluate import evaluate
     from routecast.data import load_dataset

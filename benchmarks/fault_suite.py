@@ -5,10 +5,15 @@ framework allows). For each, a client asks the faulty model directly and through
 with a healthy fallback, plain and streamed, and the table says what the client saw, how long
 it took against the bound, and whether anything hung::
 
-    .venv/bin/python -m benchmarks.fault_suite [--deadline-s 3]
+    .venv/bin/python -m benchmarks.fault_suite [--deadline-s 3] [--first-token-timeout-s 1]
+                                               [--min-read-bytes-per-s 1024] [--only trickle]
 
 The bound of a request is ``limits.deadline_s``; "hung" means no complete answer within the
-bound plus one second (the client's own timeout is far longer).
+bound plus one second (the client's own timeout is far longer). "handed over" is when the
+guarded endpoint's answer came from its fallback: a trickling upstream (a byte a second) never
+trips the read timeout, so only the first-token budget (streams) and the minimum read rate
+(whole answers) can hand it over in time; ``--first-token-timeout-s 0`` and
+``--min-read-bytes-per-s 0`` switch them off, to show what happens without them.
 """
 
 from __future__ import annotations
@@ -167,18 +172,25 @@ async def ask(url: str, model: str, stream: bool, bound_s: float) -> tuple[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--deadline-s", type=float, default=3.0)
+    parser.add_argument("--first-token-timeout-s", type=float, default=1.0,
+                        help="models' first_token_timeout_s (0: the read timeout, 1.5 s)")
+    parser.add_argument("--min-read-bytes-per-s", type=float, default=1024.0,
+                        help="models' min_read_bytes_per_s (0: no minimum)")
+    parser.add_argument("--only", default="", help="run only faults whose name contains this")
     args = parser.parse_args()
     bound = args.deadline_s
     rows: list[tuple[str, str, str, float, bool]] = []
     with StubUpstream() as good:
-        for kind in FAULTS:
+        for kind in [k for k in FAULTS if args.only in k]:
             if kind == "connection refused":
                 base, server = f"http://127.0.0.1:{closed_port()}/v1", None
             else:
                 server = FaultServer(fault(kind)).__enter__()
                 base = f"http://127.0.0.1:{server.port}/v1"
             common = {"max_retries": 2, "backoff_s": 0.05, "max_backoff_s": 0.2,
-                      "connect_timeout_s": 1.0, "read_timeout_s": 1.5}
+                      "connect_timeout_s": 1.0, "read_timeout_s": 1.5,
+                      "first_token_timeout_s": args.first_token_timeout_s or None,
+                      "min_read_bytes_per_s": args.min_read_bytes_per_s}
             config = parse_config({
                 "models": {"faulty": {"base_url": base, **common},
                            "good": {"base_url": good.url, **common}},
@@ -194,15 +206,22 @@ def main() -> None:
                                      seen, elapsed, hung))
             if server is not None:
                 server.__exit__()
-    print(f"deadline_s = {bound:g}; retries 2 (backoff 0.05 s), read timeout 1.5 s; "
-          "'guarded' falls back to a healthy model")
-    print(f"{'fault':<20} {'asked':<18} {'client saw':<52} {'s':>6}  within bound  hung")
+    print(f"deadline_s = {bound:g}; retries 2 (backoff 0.05 s), read timeout 1.5 s, first-token "
+          f"budget {args.first_token_timeout_s or 1.5:g} s, minimum read rate "
+          f"{args.min_read_bytes_per_s:g} B/s; 'guarded' falls back to a healthy model")
+    print(f"{'fault':<20} {'asked':<18} {'client saw':<52} {'s':>6}  within bound  hung  "
+          "handed over")
     for kind, asked, seen, elapsed, hung in rows:
         ok = "yes" if elapsed <= bound + 0.25 else "NO"
+        handed = ("-" if not asked.startswith("guarded")
+                  else "yes" if seen.endswith("answered by good") else "NO")
         print(f"{kind:<20} {asked:<18} {seen:<52} {elapsed:6.2f}  {ok:<12}  "
-              f"{'YES' if hung else 'no'}")
+              f"{'YES' if hung else 'no':<4}  {handed}")
+    guarded = [r for r in rows if r[1].startswith("guarded")]
     print(f"requests: {len(rows)}, hung: {sum(r[4] for r in rows)}, over the bound: "
-          f"{sum(r[3] > bound + 0.25 for r in rows)}")
+          f"{sum(r[3] > bound + 0.25 for r in rows)}; guarded requests answered by the "
+          f"fallback: {sum(r[2].endswith('answered by good') for r in guarded)} of "
+          f"{len(guarded)}")
 
 
 if __name__ == "__main__":

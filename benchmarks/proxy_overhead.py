@@ -170,9 +170,14 @@ def prepare(data: str, workdir: Path, stub_port: int) -> dict[str, Any]:
 
     stub = f"http://127.0.0.1:{stub_port}/v1"
     mean_cost = ds.mean_cost_usd()
+    # Declared capabilities, so every request pays the capability check as it would in a
+    # real deployment (windows known, some models text-only): these text prompts take its
+    # fast path.
     models = {m: {"base_url": stub, "input_usd_per_mtok": round(float(c) * 1e6 / 500, 4),
-                  "output_usd_per_mtok": round(float(c) * 1e6 / 100, 4), "max_retries": 0}
-              for m, c in zip(router.models_, mean_cost, strict=True)}
+                  "output_usd_per_mtok": round(float(c) * 1e6 / 100, 4), "max_retries": 0,
+                  "capabilities": {"input": ["text", "image"] if i % 2 else ["text"],
+                                   "tools": bool(i % 2), "context_window": 8192 << (i % 3)}}
+              for i, (m, c) in enumerate(zip(router.models_, mean_cost, strict=True))}
     config = {"models": models,
               "endpoints": {"auto": {"type": "routed", "router": "router"}},
               "storage": {"db": "requests.db"}}

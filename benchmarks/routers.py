@@ -121,10 +121,7 @@ def run_table(data: Any, encoder: str, n_boot: int, *, mean_cost: bool = True,
     t0 = time.perf_counter()
     result = evaluate(data, split="test", routers=routers, n_boot=n_boot, cascades=False)
     say(f"  {data.name}/{encoder}: test table in {time.perf_counter() - t0:.0f} s")
-    result["encoder"] = encoder
-    result["knn_validation_aiq"] = val_aiq
-    result["knn_best_k"] = best_k
-    return result
+    return {**result, "encoder": encoder, "knn_validation_aiq": val_aiq, "knn_best_k": best_k}
 
 
 # -- printing ----------------------------------------------------------------------------------

@@ -20,13 +20,20 @@ from tests.stub_upstream import LiveServer, StubUpstream
 #: USD per million tokens of the three toy models (input, output, cached input).
 PRICES = {"small": (0.1, 0.4, 0.05), "medium": (1.0, 4.0, 0.5), "large": (10.0, 30.0, 2.5)}
 
+#: The toy models declare every capability (the stub serves any request), so tests of other
+#: features are not refused by the capability check; tests of that check override it.
+ALL_CAPABILITIES: dict[str, Any] = {
+    "input": ["text", "image", "audio"], "tools": True,
+    "structured_output": ["json_object", "json_schema"]}
+
 
 def model_entry(base_url: str, name: str, **overrides: Any) -> dict[str, Any]:
     price_in, price_out, price_cached = PRICES.get(name, (1.0, 2.0, None))
     entry: dict[str, Any] = {
         "base_url": base_url, "input_usd_per_mtok": price_in, "output_usd_per_mtok": price_out,
         "cached_usd_per_mtok": price_cached, "max_retries": 2, "backoff_s": 0.01,
-        "max_backoff_s": 0.05, "connect_timeout_s": 2, "read_timeout_s": 5}
+        "max_backoff_s": 0.05, "connect_timeout_s": 2, "read_timeout_s": 5,
+        "capabilities": ALL_CAPABILITIES}
     entry.update(overrides)
     return entry
 

@@ -79,8 +79,10 @@ class Step:
     cut_after: int | None = None
     #: For a stream: wait this long before each chunk.
     chunk_delay_s: float = 0.0
-    #: The error message of a failing step.
+    #: The error message of a failing step, and its ``param`` and ``code``.
     message: str | None = None
+    param: str | None = None
+    code: str | None = None
 
 
 @dataclass
@@ -102,10 +104,19 @@ class StubUpstream:
         self.reasoning_tokens = reasoning_tokens
         self.send_usage = send_usage
         self.received: list[Received] = []
+        #: What each model refuses, as a real upstream would (400): more prompt tokens than
+        #: its window (code context_length_exceeded), image parts, tools, json_schema.
+        self.windows: dict[str, int] = {}
+        self.text_only: set[str] = set()
+        self.no_tools: set[str] = set()
+        self.no_json_schema: set[str] = set()
         self._steps: deque[Step] = deque()
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/completions", self._completions, methods=["POST"]),
+            # llama.cpp's tokenizer (one token per word here) and llama-cpp-python's.
+            Route("/tokenize", self._tokenize, methods=["POST"]),
+            Route("/extras/tokenize/count", self._tokenize, methods=["POST"]),
         ])
         self._live = LiveServer(self.app, lifespan="off")
 
@@ -134,7 +145,7 @@ class StubUpstream:
     @staticmethod
     def prompt_tokens(body: dict[str, Any]) -> int:
         if "messages" in body:
-            return sum(3 + len(str(m.get("content") or "").split()) for m in body["messages"])
+            return sum(3 + len(_text(m.get("content")).split()) for m in body["messages"])
         return len(str(body.get("prompt", "")).split())
 
     def usage(self, body: dict[str, Any], n_words: int) -> dict[str, Any]:
@@ -153,9 +164,46 @@ class StubUpstream:
         if step.status != 200:
             message = step.message or f"stub says {step.status}"
             error = {"error": {"message": message, "type": "stub",
-                               "param": None, "code": None}}
+                               "param": step.param, "code": step.code}}
             return body, step, JSONResponse(error, step.status, headers=step.headers)
+        refused = self._refuse(body)
+        if refused is not None:
+            return body, step, refused
         return body, step, None
+
+    def _refuse(self, body: dict[str, Any]) -> Response | None:
+        """A 400 in OpenAI's shape for what the model cannot serve, else ``None``."""
+        model = body.get("model", "")
+        window = self.windows.get(model)
+        tokens = self.prompt_tokens(body)
+        message = code = None
+        if window is not None and tokens > window:
+            message = (f"This model's maximum context length is {window} tokens. However, your "
+                       f"messages resulted in {tokens} tokens. Please reduce the length of the "
+                       "messages.")
+            code = "context_length_exceeded"
+        elif model in self.text_only and any(
+                isinstance(m.get("content"), list) and any(
+                    p.get("type") == "image_url" for p in m["content"])
+                for m in body.get("messages", [])):
+            message = f"{model} does not support image input"
+        elif model in self.no_tools and body.get("tools"):
+            message = f"{model} does not support tools"
+        elif model in self.no_json_schema and (body.get("response_format") or {}).get(
+                "type") == "json_schema":
+            message = f"{model} does not support response_format json_schema"
+        if message is None:
+            return None
+        error = {"error": {"message": message, "type": "invalid_request_error",
+                           "param": "messages", "code": code}}
+        return JSONResponse(error, 400)
+
+    async def _tokenize(self, request: Request) -> Response:
+        body = await request.json()
+        self.received.append(Received(request.url.path, dict(request.headers), body))
+        if request.url.path.endswith("/count"):
+            return JSONResponse({"count": len(str(body.get("input", "")).split())})
+        return JSONResponse({"tokens": list(range(len(str(body.get("content", "")).split())))})
 
     async def _chat(self, request: Request) -> Response:
         body, step, failed = await self._begin(request)
@@ -164,7 +212,7 @@ class StubUpstream:
         model = body["model"]
         last_user: dict[str, Any] = next(
             (m for m in reversed(body["messages"]) if m["role"] == "user"), {})
-        words = self.answer_words(model, str(last_user.get("content") or ""))
+        words = self.answer_words(model, _text(last_user.get("content")))
         tool_calls = None
         if body.get("tools"):
             fn = body["tools"][0]["function"]["name"]
@@ -172,10 +220,12 @@ class StubUpstream:
                            "function": {"name": fn, "arguments": json.dumps({"city": "Paris"})}}]
         if body.get("stream"):
             return self._stream_chat(body, step, model, words, tool_calls)
-        message: dict[str, Any] = {"role": "assistant", "content": " ".join(words)}
+        message: dict[str, Any] = {"role": "assistant", "content": " ".join(words),
+                                   "refusal": None}
         if tool_calls:
-            message = {"role": "assistant", "content": None, "tool_calls": tool_calls}
-        choice: dict[str, Any] = {"index": 0, "message": message,
+            message = {"role": "assistant", "content": None, "refusal": None,
+                       "tool_calls": tool_calls}
+        choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None,
                                   "finish_reason": "tool_calls" if tool_calls else "stop"}
         if body.get("logprobs"):
             lp = self.logprob.get(model, -0.1)
@@ -193,9 +243,13 @@ class StubUpstream:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-            return {"id": "chatcmpl-stub", "object": "chat.completion.chunk",
-                    "created": 1700000000, "model": f"upstream-{model}",
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            out: dict[str, Any] = {
+                "id": "chatcmpl-stub", "object": "chat.completion.chunk",
+                "created": 1700000000, "model": f"upstream-{model}",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            if include_usage:  # as OpenAI does: `null` on every chunk but the usage one
+                out["usage"] = None
+            return out
 
         async def events() -> AsyncIterator[bytes]:
             deltas: list[dict[str, Any]]
@@ -227,15 +281,20 @@ class StubUpstream:
         model = body["model"]
         words = self.answer_words(model, str(body.get("prompt", "")).split("\n")[-1])[:6]
         if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
             async def events() -> AsyncIterator[bytes]:
                 for i, w in enumerate(words):
-                    data = {"id": "cmpl-stub", "object": "text_completion",
-                            "created": 1700000000, "model": model,
-                            "choices": [{"index": 0, "text": (" " if i else "") + w,
-                                         "finish_reason": "stop" if i == len(words) - 1
-                                         else None}]}
+                    data: dict[str, Any] = {
+                        "id": "cmpl-stub", "object": "text_completion", "created": 1700000000,
+                        "model": model,
+                        "choices": [{"index": 0, "text": (" " if i else "") + w,
+                                     "finish_reason": "stop" if i == len(words) - 1 else None,
+                                     "logprobs": None}]}
+                    if include_usage:  # as vLLM does (and OpenAI for chat)
+                        data["usage"] = None
                     yield f"data: {json.dumps(data)}\n\n".encode()
-                if (body.get("stream_options") or {}).get("include_usage"):
+                if include_usage:
                     data = {"id": "cmpl-stub", "object": "text_completion",
                             "created": 1700000000, "model": model, "choices": [],
                             "usage": self.usage(body, len(words))}
@@ -243,11 +302,25 @@ class StubUpstream:
                 yield b"data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
+        logprobs = None
+        if body.get("logprobs") is not None:  # the legacy shape: parallel lists
+            lp = self.logprob.get(model, -0.1)
+            tokens = [(" " if i else "") + w for i, w in enumerate(words)]
+            offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+            logprobs = {"tokens": tokens, "token_logprobs": [lp] * len(tokens),
+                        "top_logprobs": [{t: lp} for t in tokens], "text_offset": offsets}
         out = {"id": "cmpl-stub", "object": "text_completion", "created": 1700000000,
                "model": model, "choices": [{"index": 0, "text": " ".join(words),
-                                            "finish_reason": "stop", "logprobs": None}],
+                                            "finish_reason": "stop", "logprobs": logprobs}],
                "usage": self.usage(body, len(words))}
         return JSONResponse(out)
+
+
+def _text(content: Any) -> str:
+    """The text of a message's content: a string, or the text parts of a list."""
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content or "")
 
 
 def closed_port() -> int:

@@ -8,6 +8,7 @@ import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 
 from routecast.backends import (
@@ -269,7 +270,8 @@ def test_fallback_stops_on_a_rejected_request_and_reports_every_failure() -> Non
 
 
 class WordRouter(Router):
-    """Routes prompts containing "hard" to ``large``; counts route() calls and batch sizes."""
+    """Predicts that only ``large`` answers prompts containing "hard" (and only ``small`` the
+    rest); counts predict() calls and batch sizes."""
 
     name = "word-test"
 
@@ -280,11 +282,11 @@ class WordRouter(Router):
         pass
 
     def predict(self, prompts: Sequence[str]) -> Any:
-        raise NotImplementedError
-
-    def route(self, prompts: Sequence[str], policy: Policy) -> list[str]:
         self.batches.append(len(prompts))
-        return ["large" if "hard" in p else "small" for p in prompts]
+        return np.array([[0.0, 1.0] if "hard" in p else [1.0, 0.0] for p in prompts])
+
+    def predict_cost(self, prompts: Sequence[str]) -> Any:
+        return np.tile([0.1, 1.0], (len(prompts), 1))
 
 
 def routed(router: WordRouter, **kw: Any) -> RoutedBackend:
@@ -308,12 +310,33 @@ def test_concurrent_requests_are_routed_in_one_batch() -> None:
     assert router.batches == [20]
 
 
+def test_routed_answers_carry_the_decision() -> None:
+    endpoint = routed(WordRouter())
+
+    async def ask(text: str, session: str | None = None) -> Any:
+        return await endpoint.complete(
+            Request({"messages": [{"role": "user", "content": text}]}, session=session))
+
+    done = asyncio.run(ask("a hard one", session="s1"))
+    trace = done.trace
+    assert trace is not None and (trace.kind, trace.chosen, trace.reason) == (
+        "routed", "large", "router")
+    assert trace.estimates == {"small": 0.0, "large": 1.0}
+    assert trace.costs == {"small": 0.1, "large": 1.0}
+    assert trace.cost_weight == 0.0
+    again = asyncio.run(ask("easy now", session="s1")).trace  # the session stays on large
+    assert again is not None and (again.chosen, again.reason, again.estimates) == (
+        "large", "pinned session", None)
+
+
 def test_batches_are_bounded() -> None:
     router = WordRouter()
+    router.models_ = ("small", "large")
     endpoint = RouteBatcher(router, Policy(), max_batch=8)
 
     async def many() -> list[str]:
-        return list(await asyncio.gather(*(endpoint.route("x") for _ in range(20))))
+        done = await asyncio.gather(*(endpoint.route("x") for _ in range(20)))
+        return [d.model for d in done]
 
     assert asyncio.run(many()) == ["small"] * 20
     assert router.batches == [8, 8, 4]

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from routecast.bench.cascades import delta_ibc
 from routecast.bench.evaluate import evaluate
+from routecast.bench.schema import BenchResult
 from routecast.cli import cli
 from routecast.data import load_dataset
 from routecast.data.dataset import Dataset
+from routecast.metrics import delta_ibc
 from routecast.signals import make_signal
 from tests.toy import toy_dataset, toy_with_answers
 
@@ -23,7 +24,7 @@ KINDS = {"router", "cascade", "cascade_routing"}
 
 
 @pytest.fixture(scope="module")
-def zellinger(shared_data: Path) -> tuple[Dataset, dict[str, Any]]:
+def zellinger(shared_data: Path) -> tuple[Dataset, BenchResult]:
     data = load_dataset(shared_data / "llm-cascades-zellinger")
     return data, evaluate(data, routers=("best-single", "linear"), n_boot=5)
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from routecast.cli import main
-from routecast.cli.router import explain, parse_param
+from routecast.cli.router import parse_param
 from routecast.data import load_dataset, save_dataset
 from routecast.errors import ConfigError
+from routecast.explain import explain
 from routecast.policy import Policy, choose
 from routecast.routers import make_router
 from routecast.routers.persist import load_router, read_calibration, save_router

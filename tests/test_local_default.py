@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -226,6 +227,44 @@ def test_cascade_escalates_on_doubt_and_not_on_trust(
 
     assert route(sure) == [first]
     assert route(doubtful) == [first, second]
+
+
+def test_default_declares_text_only_models_with_their_served_windows() -> None:
+    config = default_config(URLS, tuned()[0].cascade)
+    for model in (SMALL, LARGE):
+        caps = config.models[model].capabilities
+        assert (caps.input, caps.tools, caps.structured_output) == (["text"], False, [])
+        assert caps.tokenize_url == f"{URLS[model]}/extras/tokenize/count"
+    # llama.cpp serves a 2,048-token context; Gemma's prompts also carry the few-shot template
+    assert config.models[SMALL].capabilities.context_window == 2048
+    assert 1800 < (config.models[LARGE].capabilities.context_window or 0) < 2048
+
+
+@pytest.mark.needs_local
+def test_default_refuses_what_its_models_cannot_serve_and_counts_near_the_window(
+        server: Server) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    image: Any = [{"type": "text", "text": "What is this?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=ROUTED_ENDPOINT,
+                                       messages=[{"role": "user", "content": image}])
+    assert "image input" in str(caught.value)
+    assert f"{SMALL} (no image input)" in str(caught.value)
+    assert f"{LARGE} (no image input)" in str(caught.value)
+    # ~2,500 tokens by the estimate, ~1,500 by SmolLM2's own tokenizer (asked through the
+    # llama.cpp server): it fits the 2,048-token window, and SmolLM2 answers.
+    near = " ".join(["hello"] * 1500)
+    answer = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": near}], max_tokens=1)
+    assert answer.model == SMALL
+    assert 1400 < (answer.usage.prompt_tokens if answer.usage else 0) < 2048
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="smollm2", messages=[{"role": "user", "content": f"{near} {near}"}])
+    assert "window 2048" in str(caught.value)
 
 
 @pytest.mark.needs_local

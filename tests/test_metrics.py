@@ -94,3 +94,53 @@ def test_percentile_interval_needs_enough_defined_draws() -> None:
     values = [float(v) for v in range(101)]
     assert metrics.percentile_interval(values, n_draws=101) == pytest.approx([2.5, 97.5])
     assert metrics.percentile_interval(values[:40], n_draws=101) is None
+
+
+def _envelope(cost: np.ndarray, quality: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The non-decreasing concave envelope by brute force, from its definition: at cost x,
+    the best quality of any randomisation of two points whose mean cost is at most x."""
+    out = np.full(len(grid), np.nan)
+    for i in range(len(cost)):
+        for j in range(len(cost)):
+            lo, hi = min(cost[i], cost[j]), max(cost[i], cost[j])
+            qa, qb = (quality[i], quality[j]) if cost[i] <= cost[j] else (quality[j], quality[i])
+            t = np.clip((grid - lo) / (hi - lo), 0, 1) if hi > lo else (grid >= lo) * 1.0
+            val = np.where(grid >= lo, qa + t * (qb - qa), np.nan)
+            out = np.fmax(out, val)
+    return np.fmax.accumulate(out)  # spending more never has to lower quality
+
+
+def test_aiq_routerbench_matches_a_recomputation_from_its_definition() -> None:
+    """RouterBench's evaluation/AIQ.py: from the hull's first point to the largest cost, flat
+    after the last vertex, divided by the largest cost; recomputed by brute force."""
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        cost = rng.uniform(0.1, 5.0, 12)
+        quality = rng.uniform(0.2, 0.9, 12)
+        c_max = 6.0
+        grid = np.linspace(cost.min(), c_max, 20001)
+        env = _envelope(cost, quality, grid)
+        expected = float(np.sum((grid[1:] - grid[:-1]) * (env[1:] + env[:-1]) / 2)) / c_max
+        assert metrics.aiq_routerbench(cost, quality, c_max) == pytest.approx(expected, abs=1e-4)
+        # The range convention on the same hull: [c_min, c_max] divided by its width.
+        inner = np.linspace(cost.min(), cost.max(), 20001)
+        env = _envelope(cost, quality, inner)
+        area = float(np.sum((inner[1:] - inner[:-1]) * (env[1:] + env[:-1]) / 2))
+        assert metrics.aiq(cost, quality, cost.min(), cost.max()) == pytest.approx(
+            area / (cost.max() - cost.min()), abs=1e-4)
+
+
+def test_aiq_conventions_by_hand() -> None:
+    cost, quality = np.array([1.0, 2.0, 4.0]), np.array([0.5, 0.8, 0.9])
+    # Area from 1 to 4: 1 x 0.65 + 2 x 0.85 = 2.35.
+    assert metrics.aiq_routerbench(cost, quality, 4.0) == pytest.approx(2.35 / 4)
+    assert metrics.aiq(cost, quality, 1.0, 4.0) == pytest.approx(2.35 / 3)
+    # A larger c_max extends the last quality flat: + 1 x 0.9.
+    assert metrics.aiq_routerbench(cost, quality, 5.0) == pytest.approx(3.25 / 5)
+    with pytest.raises(ValueError, match="below the hull"):
+        metrics.aiq_routerbench(cost, quality, 3.0)
+
+
+def test_delta_ibc_lives_in_metrics() -> None:
+    assert metrics.delta_ibc(0.7, 3.0, (0.5, 1.0), (0.9, 5.0)) == pytest.approx(0.0)
+    assert metrics.delta_ibc(0.8, 3.0, (0.5, 1.0), (0.9, 5.0)) == pytest.approx(0.5)

@@ -89,7 +89,10 @@ def test_stream_matches_the_plain_answer_and_its_cost(client: openai.OpenAI,
     # The upstream was asked for the usage chunk although the client was not.
     assert stub.received[-1].body["stream_options"] == {"include_usage": True}
     final = chunks[-1]
-    assert final.choices == []
+    # No usage chunk unless asked (OpenAI's contract): the last chunk is the finishing one,
+    # and it carries the summary.
+    assert [c.choices[0].finish_reason for c in chunks][-1] == "stop"
+    assert all(c.choices for c in chunks)
     assert final.usage is None  # the client did not ask for usage, so it gets none
     summary = (final.model_extra or {})["routecast"]
     assert summary["model"] == "large"
@@ -105,10 +108,13 @@ def test_stream_with_usage_requested(client: openai.OpenAI) -> None:
         model="small", messages=MESSAGES, stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     final = chunks[-1]
-    assert final.usage is not None
+    assert final.usage is not None and final.choices == []
+    assert [c for c in chunks if not c.choices] == [final]  # exactly one usage chunk
+    assert all(c.usage is None for c in chunks[:-1])
     words = len(["small", "says:", "name", "three", "colours"])
     assert final.usage.completion_tokens == words
-    summary = (final.model_extra or {})["routecast"]
+    summary = (chunks[-2].model_extra or {})["routecast"]  # on the finishing chunk
+    assert chunks[-2].choices[0].finish_reason == "stop"
     cost = expected_cost("small", final.usage.prompt_tokens, words, CACHED)
     assert summary["cost_usd"] == pytest.approx(cost, rel=1e-9)
 

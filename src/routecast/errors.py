@@ -90,16 +90,24 @@ class UpstreamError(RoutecastError):
     the upstream said (``None`` when no answer came). ``retryable`` errors (429, 5xx,
     connection failures, timeouts) are retried with backoff and may fall back to another
     model; a request the upstream rejected as invalid is neither.
+
+    ``param`` and ``upstream_code`` are the upstream's own ``param`` and ``code`` (of a request
+    it rejected, or a rate limit), which the client is told; ``code`` stays routecast's reason.
+    ``retry_after_s`` is the wait a rate-limited upstream asked for.
     """
 
     def __init__(self, message: str, *, model: str, status: int = 502,
                  upstream_status: int | None = None, retryable: bool = False,
-                 code: str = "upstream_error"):
+                 code: str = "upstream_error", param: str | None = None,
+                 upstream_code: str | None = None, retry_after_s: float | None = None):
         self.model = model
         self.status = status
         self.upstream_status = upstream_status
         self.retryable = retryable
         self.code = code
+        self.param = param
+        self.upstream_code = upstream_code
+        self.retry_after_s = retry_after_s
         super().__init__(message)
 
 

@@ -9,6 +9,14 @@ Notation: a policy family (a router swept over its cost weight) yields operating
 * **AIQ** (RouterBench, Hu et al. 2024): ``AIQ = 1/(c_max - c_min) * integral_{c_min}^{c_max}
   H(c) dc`` over a cost range shared by every router of one evaluation (here: the cheapest and
   the priciest single model's mean cost). ``H`` is extended flat beyond its end points.
+* **AIQ, RouterBench's code convention** (``evaluation/AIQ.py`` in withmartian/routerbench):
+  each hull is integrated from *its own first point* ``c_0`` to the largest cost ``c_max``
+  among the curves compared (flat beyond its last vertex), and the area is divided by
+  ``c_max``: ``AIQ_RB = 1/c_max * integral_{c_0}^{c_max} H(c) dc``. It counts nothing below
+  ``c_0`` and divides by the whole cost axis from 0, so it is lower than the range-normalised
+  AIQ above by about ``c_min/c_max`` times the quality at the cheap end; gains over the zero
+  router agree closely between the two. The bench reports both (``aiq``: range-normalised,
+  ``aiq_routerbench``: this one).
 * **Zero router**: the hull of the single models' own points, i.e. randomly mixing models with
   no look at the prompt. A router has learned something only if its AIQ beats this one.
 * **Savings at x %**: ``1 - c* / c_best`` where ``c*`` is the lowest cost at which ``H``
@@ -21,6 +29,12 @@ Notation: a policy family (a router swept over its cost weight) yields operating
   (q_strong - q_weak)``. **APGR** is the area under PGR as a function of the share of calls
   sent to the strong model, over [0, 1] (trapezoids, with the all-weak and all-strong end
   points). **CPT(x %)** is the smallest strong-call share whose PGR reaches ``x``.
+* **Delta-IBC** (AutoMix, Aggarwal et al. 2023, arXiv:2310.12963; ``ibc_lift`` in the
+  authors' code, github.com/automix-llm/automix): the incremental benefit per cost of a point
+  ``(c, q)`` over a small model (SLM), ``IBC = (q - q_SLM) / (c - c_SLM)``, against that of the
+  straight small-to-large line, ``IBC_BASE = (q_LLM - q_SLM) / (c_LLM - c_SLM)``:
+  ``Delta-IBC = (IBC - IBC_BASE) / IBC_BASE`` (AutoMix prints it x 100). Positive means the
+  point buys quality more cheaply than mixing the two models at random.
 * **Bootstrap CI**: the 2.5 and 97.5 percentiles of a statistic recomputed on the evaluated
   prompts resampled with replacement (seeded), with the cost range and best single model
   recomputed on each resample too.
@@ -29,10 +43,8 @@ Notation: a policy family (a router swept over its cost weight) yields operating
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
+from routecast.arrays import FloatArray, IntArray
 
 
 def nondecreasing_hull(cost: FloatArray, quality: FloatArray) -> FloatArray:
@@ -73,6 +85,18 @@ def aiq(cost: FloatArray, quality: FloatArray, c_min: float, c_max: float) -> fl
     xs = np.r_[c_min, inner, c_max]
     ys = np.asarray(np.interp(xs, hull[:, 0], hull[:, 1]), dtype=np.float64)
     return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2) / (c_max - c_min))
+
+
+def aiq_routerbench(cost: FloatArray, quality: FloatArray, c_max: float) -> float:
+    """AIQ by RouterBench's code convention over ``[first hull point, c_max]``; see module doc."""
+    hull = nondecreasing_hull(cost, quality)
+    if not c_max > 0:
+        raise ValueError(f"the largest cost must be > 0, got {c_max}")
+    if c_max < hull[-1, 0]:
+        raise ValueError(f"c_max {c_max} lies below the hull's last point {hull[-1, 0]}")
+    xs = np.r_[hull[:, 0], c_max]
+    ys = np.r_[hull[:, 1], hull[-1, 1]]
+    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2) / c_max)
 
 
 def cost_to_reach(cost: FloatArray, quality: FloatArray, target: float) -> float | None:
@@ -137,6 +161,20 @@ def cpt(strong_share: FloatArray, quality: FloatArray, q_weak: float, q_strong: 
     """Smallest share of strong calls at which PGR reaches ``target_pgr`` (e.g. 0.5)."""
     x, y = _pgr_curve(strong_share, quality, q_weak, q_strong)
     return float(x[int(np.argmax(y >= target_pgr - 1e-12))])
+
+
+def delta_ibc(quality: float, cost: float, slm: tuple[float, float],
+              llm: tuple[float, float]) -> float | None:
+    """AutoMix's Delta-IBC of the point ``(cost, quality)``; see module doc. ``slm`` and
+    ``llm`` are ``(quality, cost)`` pairs. ``None`` where a slope is undefined (equal costs, or
+    a "large" model no better than the small one)."""
+    (q_slm, c_slm), (q_llm, c_llm) = slm, llm
+    if c_llm == c_slm or cost == c_slm:
+        return None
+    base = (q_llm - q_slm) / (c_llm - c_slm)
+    if base <= 0:
+        return None
+    return float(((quality - q_slm) / (cost - c_slm) - base) / base)
 
 
 def percentile_interval(values: list[float], *, n_draws: int,

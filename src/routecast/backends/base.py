@@ -17,7 +17,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from routecast.backends.trace import Trace
 
 #: Which OpenAI route a request came in on: ``/v1/chat/completions`` or ``/v1/completions``.
 Api = Literal["chat", "completions"]
@@ -31,8 +34,9 @@ class Request:
     backend that forwards it swaps in its upstream's model name on a shallow copy (the client's
     dict is never changed). ``session`` is the ``x-routecast-session`` header, if any.
     ``allowed`` restricts which models may see the request (``None``: any); the privacy rule
-    sets it to the local models for prompts that must not leave the premises, and every
-    composite honours it when it picks a model.
+    sets it to the local models for prompts that must not leave the premises, the capability
+    check (:mod:`routecast.server.capability_check`) leaves out models that cannot serve the
+    request, and every composite honours it when it picks a model.
     """
 
     body: dict[str, Any]
@@ -126,7 +130,8 @@ class Completion:
     model that really answered. ``route`` is the escalation path: every model asked, in order,
     the answering one last (``len(route) > 1`` means a fallback or a cascade escalated).
     ``latency_s`` is wall time inside the backend, ``routing_s`` the part of it spent choosing
-    a model.
+    a model. ``trace`` is a composite's record of why (the routing debugger's,
+    :mod:`routecast.backends.trace`), ``None`` for a plain model.
     """
 
     body: dict[str, Any]
@@ -136,6 +141,7 @@ class Completion:
     latency_s: float
     route: list[str]
     routing_s: float = 0.0
+    trace: Trace | None = None
 
 
 @dataclass(slots=True)

@@ -17,7 +17,9 @@ the step's own model and are not listed again, so ``len(route) > 1`` still means
 (they show in the cost and the latency). A step that fails before answering escalates too.
 
 Steps that are not usable for a request (an open circuit breaker, a model the privacy rule
-forbids) are skipped without a call; the last usable step then answers unconditionally.
+forbids, one that cannot serve the request: images, tools, its context window) are skipped
+without a call; the last usable step then answers unconditionally. A step whose upstream says
+the prompt does not fit its context window escalates like any failed step.
 
 Streaming: early steps must finish, and be judged, before they can be kept, so they are asked
 without streaming and judged before the first byte goes to the client; a kept early answer is
@@ -34,6 +36,7 @@ from routecast.backends.base import Backend, Chunk, Completion, Request, RoutePr
 from routecast.backends.fallback import CompositeBackend, attempt
 from routecast.backends.judges import Judge, confidence_score, live_signals, make_judge
 from routecast.backends.retry import another_model_waiting
+from routecast.backends.trace import Step, Trace
 from routecast.errors import ConfigError, UpstreamError
 
 if TYPE_CHECKING:
@@ -87,26 +90,37 @@ class CascadeBackend(CompositeBackend):
             return [], self.members[-1]
         return steps[:-1], steps[-1][1]
 
+    def _trace(self) -> Trace:
+        return Trace("cascade", signal=self.cascade.signal)
+
     async def _early(self, request: Request, early: list[tuple[int, Backend]],
-                     route: list[str], spent: list[float]) -> Completion | None:
-        """Steps before the last: the first accepted answer, or ``None`` to go on."""
+                     route: list[str], spent: list[float], trace: Trace) -> Completion | None:
+        """Steps before the last: the first accepted answer, or ``None`` to go on. Each
+        step asked is added to ``trace`` with its score, threshold and verdict."""
         if not early:
             return None
         probe = Request(self.judge.probe(request), request.api, request.session,
                         request.allowed)
         for k, backend in early:
+            model, threshold = self.cascade.models[k], self.cascade.thresholds[k]
             done = await attempt(backend, probe)
             if isinstance(done, UpstreamError):
                 route.append(done.model)
+                trace.steps.append(Step(model, threshold=threshold, accepted=False,
+                                        note=f"failed: {done.code or 'upstream error'}"))
                 continue
             route.extend(done.route)
             spent[0] += done.cost_usd
             with another_model_waiting():  # a judge call that times out is not retried
-                verdict = await self.judge.judge(backend, self.cascade.models[k], request, done)
+                verdict = await self.judge.judge(backend, model, request, done)
             spent[0] += verdict.cost_usd
-            if self.cascade.accepts(k, verdict.score):
+            accepted = self.cascade.accepts(k, verdict.score)
+            trace.steps.append(Step(model, done.cost_usd + verdict.cost_usd, done.latency_s,
+                                    verdict.score, threshold, accepted))
+            if accepted:
                 if not _wants_logprobs(request):
                     _drop_logprobs(done.body)
+                trace.chosen = model
                 return done
         return None
 
@@ -114,34 +128,46 @@ class CascadeBackend(CompositeBackend):
         t0 = time.perf_counter()
         route: list[str] = []
         spent = [0.0]
+        trace = self._trace()
         early, last = self._walk(request)
-        done = await self._early(request, early, route, spent)
+        done = await self._early(request, early, route, spent, trace)
         if done is None:
             done = await last.complete(request)
             route.extend(done.route)
             spent[0] += done.cost_usd
+            trace.chosen = done.model
+            trace.steps.append(Step(done.model, done.cost_usd, done.latency_s, accepted=True,
+                                    note="last usable step: answers unconditionally"))
         return Completion(done.body, done.model, done.usage, spent[0],
-                          time.perf_counter() - t0, route, done.routing_s)
+                          time.perf_counter() - t0, route, done.routing_s, trace)
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         t0 = time.perf_counter()
         route: list[str] = []
         spent = [0.0]
+        trace = self._trace()
         early, last = self._walk(request)
-        done = await self._early(request, early, route, spent)
+        done = await self._early(request, early, route, spent, trace)
         if done is not None:
             final = Completion({}, done.model, done.usage, spent[0], time.perf_counter() - t0,
-                               route)
+                               route, trace=trace)
             yield Chunk(_as_chunk(done.body, request.api), done.model, route)
             yield Chunk(None, done.model, route, final)
             return
         prefix, paid = RoutePrefix(list(route)), spent[0]
+        t_last = time.perf_counter()
         chunks = last.stream(request)
         try:
             async for chunk in chunks:
                 if chunk.final is not None:
-                    chunk.final.cost_usd += paid
-                    chunk.final.latency_s = time.perf_counter() - t0
+                    final = chunk.final
+                    final.cost_usd += paid
+                    final.latency_s = time.perf_counter() - t0
+                    trace.chosen = final.model
+                    trace.steps.append(Step(final.model, final.cost_usd - paid,
+                                            time.perf_counter() - t_last, accepted=True,
+                                            note="last usable step: answers unconditionally"))
+                    final.trace = trace
                 yield prefix(chunk)
         finally:
             await close_stream(chunks)
@@ -166,7 +192,8 @@ def _drop_logprobs(body: dict[str, Any]) -> None:
 
 
 def _as_chunk(body: Mapping[str, Any], api: str) -> dict[str, Any]:
-    """One stream chunk carrying a whole (kept) answer."""
+    """One stream chunk carrying a whole (kept) answer, its log-probs included (the same
+    objects in a chunk as in a whole answer; ``None`` unless the client asked for them)."""
     choices = []
     for i, c in enumerate(body.get("choices") or []):
         if not isinstance(c, Mapping):
@@ -177,10 +204,12 @@ def _as_chunk(body: Mapping[str, Any], api: str) -> dict[str, Any]:
                 message["tool_calls"] = [{**tc, "index": j}
                                          for j, tc in enumerate(message["tool_calls"])]
             choices.append({"index": c.get("index", i), "delta": message,
-                            "finish_reason": c.get("finish_reason"), "logprobs": None})
+                            "finish_reason": c.get("finish_reason"),
+                            "logprobs": c.get("logprobs")})
         else:
             choices.append({"index": c.get("index", i), "text": c.get("text", ""),
-                            "finish_reason": c.get("finish_reason"), "logprobs": None})
+                            "finish_reason": c.get("finish_reason"),
+                            "logprobs": c.get("logprobs")})
     return {"id": body.get("id", ""), "created": body.get("created", int(time.time())),
             "object": "chat.completion.chunk" if api == "chat" else "text_completion",
             "model": body.get("model", ""), "choices": choices}

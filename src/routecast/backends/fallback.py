@@ -3,7 +3,9 @@
 Only failures before the first byte of an answer count: once a stream has started, the client
 has seen part of one model's answer, and splicing in another model's would be worse than an
 error. Requests the upstream rejected as invalid (HTTP 400/413/422) are not passed on: the next
-model would reject them too, and the client needs to see why.
+model would reject them too, and the client needs to see why; except a prompt that did not fit
+the model's context window (:func:`routecast.capabilities.is_context_overflow`), which the next
+model may serve.
 
 Backends that are not usable (an open circuit breaker, or a model the privacy rule forbids for
 this request) are skipped without a call; when none is usable the first is asked anyway, and
@@ -29,12 +31,15 @@ from routecast.backends.base import (
     start_all,
 )
 from routecast.backends.retry import another_model_waiting
+from routecast.capabilities import is_context_overflow
 from routecast.errors import ConfigError, UpstreamError, UpstreamTimeoutError
 
 
 def worth_another_model(error: UpstreamError) -> bool:
-    """Whether another model could succeed where this one failed."""
-    return error.code != "upstream_rejected_request"
+    """Whether another model could succeed where this one failed: any failure but a request
+    the upstream rejected as invalid, unless it was rejected for not fitting the model's
+    context window (another model's may be larger)."""
+    return error.code != "upstream_rejected_request" or is_context_overflow(error)
 
 
 class CompositeBackend(Backend):
@@ -150,4 +155,5 @@ def _all_failed(failed: list[UpstreamError]) -> UpstreamError:
     cls = UpstreamTimeoutError if isinstance(last, UpstreamTimeoutError) else UpstreamError
     return cls(f"all {len(failed)} models failed: {reasons}", model=last.model,
                status=last.status, upstream_status=last.upstream_status,
-               retryable=last.retryable, code=last.code)
+               retryable=last.retryable, code=last.code, param=last.param,
+               upstream_code=last.upstream_code, retry_after_s=last.retry_after_s)

@@ -10,12 +10,26 @@ arrives; after that a stream cannot be retried without the client seeing it twic
 The API key is a constructor argument (the config layer reads it from the environment variable
 the config names). It is sent only in the ``Authorization`` header: never logged, never in
 ``repr``, and scrubbed from upstream error text before that text reaches an error message.
+Error messages name the model, never the upstream's address: they reach clients. The address
+and the transport's own words go to the log (logger ``routecast.upstream``) instead.
+
+A slow upstream must not hold a request past the point where a fallback could still answer it:
+a stream's first chunk must arrive within ``first_token_timeout_s`` of the response starting,
+and a whole answer's body must arrive at ``min_read_bytes_per_s`` at least (see
+:class:`~routecast.backends.transport.AiohttpTransport`). Both fail as timeouts, which
+fallbacks and cascades hand to their next model. Once the first chunk of a stream has been
+passed on, only the read timeout applies: the client is already reading that model's answer.
+
+Streams: the client's stream gets the upstream's chunks with routecast's model name; usage is
+bookkeeping, so ``"usage": null`` fields are dropped and a usage-only chunk is held back for the
+server (which sends it only to a client that asked, ``stream_options.include_usage``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal
@@ -47,6 +61,8 @@ from routecast.backends.transport import (
 )
 from routecast.errors import RequestError, UpstreamError, UpstreamTimeoutError
 
+log = logging.getLogger("routecast.upstream")
+
 #: Upstream statuses meaning "this request is invalid": passed on to the client as they are,
 #: and neither retried nor sent to a fallback model (it would reject the request too).
 REJECTED_STATUSES = frozenset({400, 413, 422})
@@ -69,6 +85,8 @@ class OpenAIHTTPBackend(Backend):
                  retry: RetryPolicy | None = None, transport: Transport | None = None,
                  connect_timeout_s: float = 5.0, read_timeout_s: float = 120.0,
                  max_connections: int = 100, stream_usage: bool = True,
+                 first_token_timeout_s: float | None = None,
+                 min_read_bytes_per_s: float = 1024.0,
                  headers: Mapping[str, str] | None = None,
                  breaker: CircuitBreaker | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
@@ -91,8 +109,11 @@ class OpenAIHTTPBackend(Backend):
 
             transport = AiohttpTransport(connect_timeout_s=connect_timeout_s,
                                        read_timeout_s=read_timeout_s,
-                                       max_connections=max_connections)
+                                       max_connections=max_connections,
+                                       min_read_bytes_per_s=min_read_bytes_per_s)
         self.transport: Transport = transport
+        #: The longest wait, once a stream's response has started, for its first chunk.
+        self.first_token_timeout_s = first_token_timeout_s or read_timeout_s
         self._api_key = api_key or None
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          **(headers or {})}
@@ -220,21 +241,21 @@ class OpenAIHTTPBackend(Backend):
             # (``raw``), so the layers above pay their per-chunk cost once per read.
             blocks = getattr(resp, "blocks", None)
             pieces: AsyncIterator[bytes] = resp.lines() if blocks is None else blocks()
+            first = await self._first_chunk(pieces, state, held, route)
+            if first is not None:
+                yield first
             async for piece in pieces:
-                events, last = self._read_events(piece, state)
-                if state.done:
-                    # After [DONE] only the end of the body can follow (read on to it, so the
-                    # connection goes back to the pool): what came with it goes out with the
-                    # summary, in one write instead of two.
-                    held += events
-                    state.held_last = last or state.held_last
-                elif last is not None:
-                    yield Chunk(last, self.model, route, raw=_sse(events))
+                chunk = self._take(piece, state, held, route)
+                if chunk is not None:
+                    yield chunk
         except TimeoutError as e:
+            log.warning("model %r at %s: %s", self.model, self.base_url, e)
             raise UpstreamTimeoutError(f"{self._where()}: {e}", model=self.model, status=504,
                                        code="upstream_timeout") from None
         except ConnectionError as e:
-            raise UpstreamError(f"{self._where()}: the stream broke: {e}", model=self.model,
+            log.warning("model %r at %s: the stream broke: %s", self.model, self.base_url, e)
+            raise UpstreamError(f"{self._where()}: the stream broke (the connection closed or "
+                                "was reset)", model=self.model,
                                 code="upstream_unreachable") from None
         finally:
             resp.release()
@@ -256,6 +277,43 @@ class OpenAIHTTPBackend(Backend):
         final = Completion({}, self.model, usage, self.price.cost_usd(usage),
                            time.perf_counter() - t0, route)
         yield Chunk(usage_chunk, self.model, route, final, raw=_sse(held) if held else None)
+
+    async def _first_chunk(self, pieces: AsyncIterator[bytes], state: _StreamState,
+                           held: list[bytes], route: list[str]) -> Chunk | None:
+        """The stream's first chunk, within ``first_token_timeout_s`` (a trickling or silent
+        upstream fails here, while a fallback still has time); ``None`` if none came."""
+        budget = self.first_token_timeout_s
+        try:
+            # One piece at a time: the rest of the stream is read from the same iterator,
+            # outside the budget.
+            async with asyncio.timeout(budget):
+                while True:
+                    piece = await anext(pieces)
+                    chunk = self._take(piece, state, held, route)
+                    if chunk is not None or state.done:
+                        return chunk
+        except StopAsyncIteration:
+            return None
+        except TimeoutError as e:
+            if e.args:  # the transport's own read timeout, with its words
+                raise
+            raise TimeoutError(f"no stream chunk within {budget:g} s of the response starting "
+                               "(first_token_timeout_s)") from None
+
+    def _take(self, piece: bytes, state: _StreamState, held: list[bytes], route: list[str]
+              ) -> Chunk | None:
+        """The chunk one piece of the stream makes, if any (see :meth:`_stream`)."""
+        events, last = self._read_events(piece, state)
+        if state.done:
+            # After [DONE] only the end of the body can follow (read on to it, so the
+            # connection goes back to the pool): what came with it goes out with the
+            # summary, in one write instead of two.
+            held += events
+            state.held_last = last or state.held_last
+            return None
+        if last is None:
+            return None
+        return Chunk(last, self.model, route, raw=_sse(events))
 
     def _read_events(self, piece: bytes, state: _StreamState
                      ) -> tuple[list[bytes], dict[str, Any] | None]:
@@ -281,13 +339,18 @@ class OpenAIHTTPBackend(Backend):
             if "error" in chunk:
                 raise UpstreamError(f"{self._where()} failed mid-stream: "
                                     f"{self._scrub(_error_text(chunk))}", model=self.model)
-            reported = chunk.get("usage")  # mostly absent or null
-            found = None if reported is None else Usage.from_openai(reported)
-            if found is not None:
-                state.usage = found
-                if not chunk.get("choices"):
-                    state.usage_chunk = chunk  # held back: the server sends it last
-                    continue
+            if "usage" in chunk:
+                # Usage is bookkeeping: kept for billing, sent on only in the one usage chunk
+                # the server sends a client that asked for it (never `null`, never on a chunk
+                # with choices: OpenAI's schemas have neither for completions).
+                reported = chunk.pop("usage")
+                found = Usage.from_openai(reported)
+                if found is not None:
+                    state.usage = found
+                    if not chunk.get("choices"):
+                        chunk["usage"] = reported
+                        state.usage_chunk = chunk  # held back: the server sends it last
+                        continue
             if not state.ended:
                 for choice in chunk.get("choices") or ():
                     if isinstance(choice, dict) and choice.get("finish_reason"):
@@ -309,40 +372,54 @@ class OpenAIHTTPBackend(Backend):
         retry = 0
         while True:
             wait: float | None = None
+            detail = ""
             try:
                 resp = await self.transport.post(url, body, self._headers)
                 if resp.status == 200:
                     return await resp.read() if read_body else resp
                 raw = await resp.read()
-                error = self._status_error(resp.status, raw)
-                if error.retryable:
-                    wait = retry_after_s(resp.headers)
+                wait = retry_after_s(resp.headers)
+                error = self._status_error(resp.status, raw, wait)
+                detail = f"answered HTTP {resp.status}"
             except TimeoutError as e:
                 error = UpstreamTimeoutError(f"{self._where()}: {e}", model=self.model,
                                              status=504, retryable=True, code="upstream_timeout")
+                detail = str(e)
             except ConnectionError as e:
-                error = UpstreamError(f"{self._where()} could not be reached: {e}",
-                                      model=self.model, retryable=True,
-                                      code="upstream_unreachable")
+                # The transport's words name the host and port: they go to the log only.
+                error = UpstreamError(f"{self._where()} could not be reached (connection "
+                                      "refused, reset or closed)", model=self.model,
+                                      retryable=True, code="upstream_unreachable")
+                detail = f"could not be reached: {e}"
             delay = self.retry.delay_s(retry, wait) if error.retryable else None
             if isinstance(error, UpstreamTimeoutError) and not retry_timeouts():
                 delay = None  # the next model takes over, while there is time left for it
             if delay is None:
                 if retry:
                     error.args = (f"{error.args[0]} (after {retry + 1} attempts)",)
+                log.warning("model %r at %s: %s (%d attempt(s))", self.model, self.base_url,
+                            detail, retry + 1)
                 raise error
             await self._sleep(delay)
             retry += 1
 
-    def _status_error(self, status: int, raw: bytes) -> UpstreamError:
+    def _status_error(self, status: int, raw: bytes, retry_after: float | None = None
+                      ) -> UpstreamError:
+        """The error for an upstream's non-200 answer. A rejected request (400/413/422) or a
+        rate limit (429) keeps the upstream's ``param`` and ``code``, which clients act on
+        (OpenAI's SDKs expose them), and a 429 its ``Retry-After``."""
         text = self._scrub(_error_text(raw))
         where = f"{self._where()} answered HTTP {status}: {text}"
-        if status in REJECTED_STATUSES:
+        if status in REJECTED_STATUSES or status == 429:
+            param, code = _error_fields(raw)
+            if status == 429:
+                return UpstreamError(where, model=self.model, status=429,
+                                     upstream_status=status, retryable=True,
+                                     code="upstream_rate_limited", param=param,
+                                     upstream_code=code, retry_after_s=retry_after)
             return UpstreamError(where, model=self.model, status=status, upstream_status=status,
-                                 code="upstream_rejected_request")
-        if status == 429:
-            return UpstreamError(where, model=self.model, status=429, upstream_status=status,
-                                 retryable=True, code="upstream_rate_limited")
+                                 code="upstream_rejected_request", param=param,
+                                 upstream_code=code)
         if status in (401, 403):
             return UpstreamError(f"{where}. Fix: check the API key (the model's api_key_env) "
                                  "and the account's access to this model", model=self.model,
@@ -355,7 +432,8 @@ class OpenAIHTTPBackend(Backend):
                              retryable=status in RETRY_STATUSES or status >= 500)
 
     def _where(self) -> str:
-        return f"model {self.model!r} at {self.base_url}"
+        # Only the model's name: this text reaches clients (the address goes to the log).
+        return f"model {self.model!r}"
 
     def _scrub(self, text: str) -> str:
         # Some servers echo the credentials they were given; never pass the key on.
@@ -399,6 +477,20 @@ def _error_text(raw: bytes | Mapping[str, Any]) -> str:
         if isinstance(error, str):
             return error[:500]
     return json.dumps(data)[:300]
+
+
+def _error_fields(raw: bytes) -> tuple[str | None, str | None]:
+    """``(param, code)`` of an OpenAI-shaped error body (strings only, cut short)."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None, None
+    error = data.get("error") if isinstance(data, Mapping) else None
+    if not isinstance(error, Mapping):
+        return None, None
+    param, code = error.get("param"), error.get("code")
+    return (param[:200] if isinstance(param, str) else None,
+            code[:200] if isinstance(code, str) else None)
 
 
 def _choice_text(choice: Any) -> str:

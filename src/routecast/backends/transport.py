@@ -126,13 +126,19 @@ class AiohttpTransport:
     ``connect_timeout_s`` bounds opening a connection; ``read_timeout_s`` bounds each wait for
     data (the time to the first byte, and every gap in a stream), not the whole answer, so a
     long generation that keeps streaming is never cut off.
+
+    A whole body (:meth:`TransportResponse.read`) must arrive at ``min_read_bytes_per_s`` at
+    least, measured from its first byte once a second has passed (0: no limit). An upstream that
+    trickles a byte a second never trips the read timeout, yet would hold the request to its
+    deadline; a model server sends a finished answer at network speed.
     """
 
     def __init__(self, *, connect_timeout_s: float = 5.0, read_timeout_s: float = 120.0,
-                 max_connections: int = 100) -> None:
+                 max_connections: int = 100, min_read_bytes_per_s: float = 1024.0) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.max_connections = max_connections
+        self.min_read_bytes_per_s = min_read_bytes_per_s
         self._session: aiohttp.ClientSession | None = None
 
     def open(self) -> aiohttp.ClientSession:
@@ -165,7 +171,7 @@ class AiohttpTransport:
                                f"(connect limit {self.connect_timeout_s:g} s)") from e
         except (aiohttp.ClientError, OSError) as e:
             raise ConnectionError(describe(e)) from e
-        return _AiohttpResponse(resp, self.read_timeout_s)
+        return _AiohttpResponse(resp, self.read_timeout_s, self.min_read_bytes_per_s)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -174,9 +180,11 @@ class AiohttpTransport:
 
 
 class _AiohttpResponse:
-    def __init__(self, resp: aiohttp.ClientResponse, read_timeout_s: float) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, read_timeout_s: float,
+                 min_read_bytes_per_s: float = 0.0) -> None:
         self._resp = resp
         self._read_timeout_s = read_timeout_s
+        self._min_rate = min_read_bytes_per_s
 
     @property
     def status(self) -> int:
@@ -190,8 +198,13 @@ class _AiohttpResponse:
         import aiohttp
 
         try:
-            return await self._resp.read()
-        except TimeoutError as e:  # also asyncio's (an alias since 3.11)
+            content = self._resp.content
+            if not self._min_rate or content.is_eof():  # all here (the usual case): at once
+                return await self._resp.read()
+            return await _read_at_rate(content, self._min_rate)
+        except TimeoutError as e:
+            if e.args:  # the rate check's own words
+                raise  # also asyncio's (an alias since 3.11)
             raise TimeoutError(f"the answer stalled for {self._read_timeout_s:g} s") from e
         except (aiohttp.ClientError, OSError) as e:
             raise ConnectionError(describe(e)) from e
@@ -220,6 +233,33 @@ class _AiohttpResponse:
 
     def release(self) -> None:
         self._resp.release()
+
+
+#: Seconds a body may take before its rate is checked (a short answer may come in one slow read).
+RATE_GRACE_S = 1.0
+
+
+async def _read_at_rate(content: aiohttp.StreamReader, min_rate: float) -> bytes:
+    """The rest of a body, failing (:class:`TimeoutError`) once it falls below ``min_rate``
+    bytes a second on average, a second or more after its first byte came. (Not after the
+    headers: a server may send those early and the body when the answer is done; the wait for
+    a first byte is the read timeout's.)"""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    t0: float | None = None
+    parts: list[bytes] = []
+    size = 0
+    async for data in content.iter_any():
+        if t0 is None:
+            t0 = loop.time()
+        parts.append(data)
+        size += len(data)
+        elapsed = loop.time() - t0
+        if elapsed >= RATE_GRACE_S and size < min_rate * elapsed:
+            raise TimeoutError(f"the answer arrived at {size / elapsed:.0f} bytes/s, slower than "
+                               f"{min_rate:g} (min_read_bytes_per_s)")
+    return b"".join(parts)
 
 
 async def cut_at_lines(reads: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -27,30 +27,38 @@ plus, per curve point, ``escalation_rate`` (share of prompts that called more th
 and end-to-end latency p50/p95/p99 (the sum of the visited calls' recorded latencies; ``None``
 where the data records none).
 
-**Delta-IBC** (AutoMix, Aggarwal et al., "AutoMix: Automatically Mixing Language Models",
-arXiv:2310.12963; the same formula as ``ibc_lift`` in the authors' code,
-github.com/automix-llm/automix, ``automix/main.py``): the *incremental benefit per cost* of
-an operating point ``M``
-over the small model is ``IBC_M = (P_M - P_SLM) / (C_M - C_SLM)``, that of the plain small-to-
-large line is ``IBC_BASE = (P_LLM - P_SLM) / (C_LLM - C_SLM)``, and
-``Delta-IBC_M = (IBC_M - IBC_BASE) / IBC_BASE`` (AutoMix prints it x 100, in percent).
-Positive means the point lies above the straight line from the small to the large model, i.e.
-it buys quality more cheaply than mixing the two at random. Here SLM is the cheapest model and
-LLM the best single model of the evaluated split, and every entry (routers too) gets the
-Delta-IBC of its calibrated 95 % point.
+Every entry (routers too) gets the Delta-IBC of its calibrated 95 % point
+(:func:`routecast.metrics.delta_ibc`; AutoMix's formula) in :mod:`routecast.bench.evaluate`,
+with the cheapest model as SLM and the best single model of the evaluated split as LLM.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from routecast import metrics
-from routecast.bench.evaluate import _bootstrap, _Sweep
+from routecast.bench.curves import (
+    Sweep,
+    bootstrap,
+    calibrated,
+    curve_entry,
+    unreachable,
+    with_single_models,
+)
+from routecast.bench.guaranteed import cascade_point, routing_point
+from routecast.bench.schema import (
+    QUALITY_FRACTION,
+    Calibrated,
+    Entry,
+    Progress,
+    ReplayPoint,
+    SplitSummary,
+    no_progress,
+)
 from routecast.cascades.cascade import Replay
 from routecast.cascades.routing import CascadeRouting, fit_gamma
 from routecast.cascades.tuning import CascadeSearch
@@ -59,72 +67,13 @@ from routecast.routers import make_router
 from routecast.signals import available_signals, make_signal
 
 if TYPE_CHECKING:
-    from routecast.data.dataset import Dataset, FloatArray
+    from routecast.arrays import FloatArray
+    from routecast.data.dataset import Dataset
     from routecast.routers.base import Router
 
-QUALITY_FRACTION = 0.95
 CROSS_FIT_FOLDS = 3
 #: The router whose ex-ante estimates cascade routing reads (the strongest built-in one).
 ROUTING_ROUTER = "linear"
-
-Progress = Callable[[int, str], None]
-
-
-def delta_ibc(quality: float, cost: float, slm: tuple[float, float],
-              llm: tuple[float, float]) -> float | None:
-    """AutoMix's Delta-IBC of the point ``(cost, quality)``; ``slm``/``llm`` are
-    ``(quality, cost)`` pairs. ``None`` where a slope is undefined (equal costs, or a "large"
-    model no better than the small one)."""
-    (q_slm, c_slm), (q_llm, c_llm) = slm, llm
-    if c_llm == c_slm or cost == c_slm:
-        return None
-    base = (q_llm - q_slm) / (c_llm - c_slm)
-    if base <= 0:
-        return None
-    return float(((quality - q_slm) / (cost - c_slm) - base) / base)
-
-
-def add_delta_ibc(result: dict[str, Any]) -> None:
-    """Set ``delta_ibc`` on every entry of ``result["routers"]`` from its calibrated point."""
-    models = result["models"]
-    cheapest = min(models, key=lambda m: (m["cost_usd"], -m["quality"]))
-    best = result["best_single"]
-    slm = (cheapest["quality"], cheapest["cost_usd"])
-    llm = (best["quality"], best["cost_usd"])
-    for entry in result["routers"]:
-        cal = entry.get("calibrated_95") or {}
-        value = None
-        if cal.get("quality") is not None:
-            value = delta_ibc(cal["quality"], cal["cost_usd"], slm, llm)
-            cal["delta_ibc"] = value
-        entry["delta_ibc"] = value
-
-
-def add_cascades(result: dict[str, Any], dataset: Dataset, split: str, *, cascades: bool,
-                 n_boot: int, seed: int, progress: Progress | None = None,
-                 fitted: dict[str, Router] | None = None) -> None:
-    """Everything this module adds to a benchmark result, in place: per-model latency
-    quantiles (where recorded), the cascade entries (if ``cascades`` and the data supports a
-    signal) and every entry's Delta-IBC. ``fitted`` holds routers already fitted on train,
-    by name, so cascade routing need not fit its router again."""
-    test = dataset.subset(split)
-    if test.latency_s is not None:
-        for j, model in enumerate(result["models"]):
-            lat = test.latency_s[:, j]
-            model.update(latency_p50_s=float(np.quantile(lat, 0.5)),
-                         latency_p95_s=float(np.quantile(lat, 0.95)),
-                         latency_p99_s=float(np.quantile(lat, 0.99)))
-            if model["name"] == result["best_single"]["name"]:
-                result["best_single"].update({k: v for k, v in model.items()
-                                              if k.startswith("latency_")})
-    if cascades:
-        summary = {k: result[k] for k in ("best_single", "oracle", "cost_range",
-                                          "zero_router_aiq")}
-        result["routers"] += cascade_entries(dataset, split, summary, n_boot=n_boot,
-                                             seed=seed, progress=progress,
-                                             done=len(result["routers"]),
-                                             router=(fitted or {}).get(ROUTING_ROUTER))
-    add_delta_ibc(result)
 
 
 @dataclass
@@ -161,7 +110,7 @@ def prepare(dataset: Dataset, split: str, *, seed: int = 0, router: Router | Non
             done: int = 0) -> list[CascadeInputs]:
     """Fit every supported signal (or ``signals``) and the routing router on train, score the
     data, and cross-fit the train scores; one :class:`CascadeInputs` per signal."""
-    say = progress or (lambda _done, _msg: None)
+    say = progress or no_progress
     train, val, test = (dataset.subset(s) for s in ("train", "validation", split))
     names = list(signals) if signals is not None else available_signals(train)
     if not names:
@@ -194,15 +143,17 @@ def prepare(dataset: Dataset, split: str, *, seed: int = 0, router: Router | Non
     return out
 
 
-def cascade_entries(dataset: Dataset, split: str, summary: dict[str, Any], *, n_boot: int,
+def cascade_entries(dataset: Dataset, split: str, summary: SplitSummary, *, n_boot: int,
                     seed: int, progress: Progress | None = None, done: int = 0,
                     router: Router | None = None,
-                    prepared: Sequence[CascadeInputs] | None = None) -> list[dict[str, Any]]:
+                    prepared: Sequence[CascadeInputs] | None = None,
+                    confidence: float | None = None) -> list[Entry]:
     """The cascade and cascade-routing entries for ``dataset`` evaluated on ``split``
     (``summary`` is the evaluated split's summary from :mod:`routecast.bench.evaluate`).
     ``router``, if given, is the :data:`ROUTING_ROUTER` already fitted on train; ``prepared``
-    the output of :func:`prepare`, if the caller has it already."""
-    say = progress or (lambda _done, _msg: None)
+    the output of :func:`prepare`, if the caller has it already. With ``confidence``, each
+    entry also gets its point calibrated with that guarantee (bench/guaranteed.py)."""
+    say = progress or no_progress
     entries = []
     if prepared is None:
         prepared = prepare(dataset, split, seed=seed, router=router, progress=progress,
@@ -210,50 +161,55 @@ def cascade_entries(dataset: Dataset, split: str, summary: dict[str, Any], *, n_
     for inputs in prepared:
         say(done, f"cascade:{inputs.signal}: search the cascades")
         entries.append(_cascade_entry(inputs, summary, n_boot=n_boot, seed=seed))
+        if confidence is not None:
+            say(done, f"cascade:{inputs.signal}: certify on validation")
+            entries[-1]["calibrated_95_guaranteed"] = cascade_point(inputs, summary,
+                                                                    confidence, seed)
         say(done, f"cascade-routing:{inputs.signal}: calibrate on validation")
         entries.append(_routing_entry(inputs, summary, n_boot=n_boot, seed=seed))
+        if confidence is not None:
+            entries[-1]["calibrated_95_guaranteed"] = routing_point(
+                inputs, inputs.routing(), summary, confidence, seed)
     return entries
 
 
-def _point(replay: Replay) -> dict[str, Any]:
-    return dict(replay.summary())
+def _point(replay: Replay) -> ReplayPoint:
+    s = replay.summary()
+    return {"cost_usd": s["cost_usd"], "quality": s["quality"],
+            "escalation_rate": s["escalation_rate"], "mean_calls": s["mean_calls"],
+            "latency_p50_s": s["latency_p50_s"], "latency_p95_s": s["latency_p95_s"],
+            "latency_p99_s": s["latency_p99_s"]}
 
 
-def _common(name: str, kind: str, replays: list[Replay], test: Dataset,
-            summary: dict[str, Any], *, n_boot: int, seed: int) -> dict[str, Any]:
-    """The fields every entry has, from the replays of its curve points on the test split."""
-    best = summary["best_single"]
-    lo, hi = summary["cost_range"]
-    cq = np.array([r.mean_quality for r in replays])
-    cc = np.array([r.mean_cost_usd for r in replays])
-    entry: dict[str, Any] = {
-        "name": name, "kind": kind, "evaluation_only": False,
-        "aiq": metrics.aiq(cc, cq, lo, hi), "max_quality": float(cq.max()),
-        "savings_at_95": metrics.savings_at(cc, cq, 0.95, best["quality"], best["cost_usd"]),
-        "savings_at_100": metrics.savings_at(cc, cq, 1.0, best["quality"], best["cost_usd"]),
-        "oracle_gap": metrics.oracle_gap(cc, cq, summary["oracle"]["quality"],
-                                         summary["oracle"]["cost_usd"]),
-        "curve": [[float(c), float(q)] for c, q in zip(cc, cq, strict=True)],
-        "points": [_point(r) for r in replays],
-    }
-    entry["aiq_minus_zero"] = entry["aiq"] - summary["zero_router_aiq"]
+def _replays_entry(name: str, kind: str, replays: list[Replay], test: Dataset,
+                   summary: SplitSummary, *, n_boot: int, seed: int) -> Entry:
+    """The entry of a curve of replays on the evaluated split, with every point's replay
+    figures and, with ``n_boot``, bootstrap intervals."""
+    entry = curve_entry(name, kind, np.array([r.mean_cost_usd for r in replays]),
+                        np.array([r.mean_quality for r in replays]), summary)
+    entry["points"] = [_point(r) for r in replays]
     if n_boot > 0:
-        sweep = _Sweep(np.arange(len(replays), dtype=np.float64),
-                       np.stack([r.quality for r in replays]),
-                       np.stack([r.cost_usd for r in replays]),
-                       np.stack([r.answered for r in replays]))
-        entry["ci"] = _bootstrap(sweep, test, n_boot, seed)
+        sweep = Sweep(np.arange(len(replays), dtype=np.float64),
+                      np.stack([r.quality for r in replays]),
+                      np.stack([r.cost_usd for r in replays]),
+                      np.stack([r.answered for r in replays]))
+        entry["ci"] = bootstrap(with_single_models(sweep, test), test, n_boot, seed)
     return entry
 
 
-def _calibrated(replay: Replay, best: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _calibrated_replay(replay: Replay, summary: SplitSummary) -> Calibrated:
     point = _point(replay)
-    return {**point, "quality_vs_best": point["quality"] / best["quality"],
-            "cost_vs_best": point["cost_usd"] / best["cost_usd"], **extra}
+    cal = calibrated(point["quality"], point["cost_usd"], summary["best_single"])
+    cal["escalation_rate"] = point["escalation_rate"]
+    cal["mean_calls"] = point["mean_calls"]
+    cal["latency_p50_s"] = point["latency_p50_s"]
+    cal["latency_p95_s"] = point["latency_p95_s"]
+    cal["latency_p99_s"] = point["latency_p99_s"]
+    return cal
 
 
-def _cascade_entry(inputs: CascadeInputs, summary: dict[str, Any], *, n_boot: int,
-                   seed: int) -> dict[str, Any]:
+def _cascade_entry(inputs: CascadeInputs, summary: SplitSummary, *, n_boot: int,
+                   seed: int) -> Entry:
     name, test, s_test = inputs.signal, inputs.test, inputs.s_test
     search = inputs.search()
     front = search.frontier()
@@ -261,27 +217,29 @@ def _cascade_entry(inputs: CascadeInputs, summary: dict[str, Any], *, n_boot: in
     replays = [search.cascade(int(i)).replay(test, s_test) for i in front]
     # Per prompt: scoring its answers plus one cascade's decisions.
     route_s = inputs.score_s + (time.perf_counter() - t0) / max(1, len(front))
-    entry = _common(f"cascade:{name}", "cascade", replays, test, summary, n_boot=n_boot,
-                    seed=seed)
-    for point, i in zip(entry["points"], front, strict=True):
+    entry = _replays_entry(f"cascade:{name}", "cascade", replays, test, summary,
+                           n_boot=n_boot, seed=seed)
+    for point, i in zip(entry.get("points", []), front, strict=True):
         point["cascade"] = search.cascade(int(i)).to_dict()
-    entry.update(signal=name, fit_s=inputs.fit_s,
-                 route_ms_per_prompt=1e3 * route_s / test.n_prompts,
-                 tuning={**search.describe_pruning(), "n_prompts": inputs.tuning.n_prompts,
-                         "splits": sorted(set(inputs.tuning.split.tolist()))})
+    entry["signal"] = name
+    entry["fit_s"] = inputs.fit_s
+    entry["route_ms_per_prompt"] = 1e3 * route_s / test.n_prompts
+    entry["tuning"] = {**search.describe_pruning(), "n_prompts": inputs.tuning.n_prompts,
+                       "splits": sorted(set(inputs.tuning.split.tolist()))}
     target = QUALITY_FRACTION * float(np.max(inputs.tuning.mean_quality()))
     try:
         chosen = search.cascade(search.cheapest_reaching(target))
     except CalibrationError as e:
-        entry["calibrated_95"] = {"error": str(e), "quality": None, "cost_usd": None}
+        entry["calibrated_95"] = unreachable(str(e))
     else:
-        entry["calibrated_95"] = _calibrated(chosen.replay(test, s_test), summary["best_single"],
-                                             cascade=chosen.to_dict())
+        cal = _calibrated_replay(chosen.replay(test, s_test), summary)
+        cal["cascade"] = chosen.to_dict()
+        entry["calibrated_95"] = cal
     return entry
 
 
-def _routing_entry(inputs: CascadeInputs, summary: dict[str, Any], *, n_boot: int, seed: int
-                   ) -> dict[str, Any]:
+def _routing_entry(inputs: CascadeInputs, summary: SplitSummary, *, n_boot: int, seed: int
+                   ) -> Entry:
     name, test = inputs.signal, inputs.test
     on_val = (inputs.ex_ante_val, inputs.cost_val, inputs.s_val)
     on_test = (inputs.ex_ante_test, inputs.cost_test, inputs.s_test)
@@ -289,18 +247,21 @@ def _routing_entry(inputs: CascadeInputs, summary: dict[str, Any], *, n_boot: in
     t0 = time.perf_counter()
     weights, replays = rule.sweep(test, *on_test)
     route_s = inputs.score_s + (time.perf_counter() - t0) / len(weights)
-    entry = _common(f"cascade-routing:{name}", "cascade_routing", replays, test, summary,
-                    n_boot=n_boot, seed=seed)
-    for point, w in zip(entry["points"], weights, strict=True):
+    entry = _replays_entry(f"cascade-routing:{name}", "cascade_routing", replays, test,
+                           summary, n_boot=n_boot, seed=seed)
+    for point, w in zip(entry.get("points", []), weights, strict=True):
         point["cost_weight"] = float(w)
-    entry.update(signal=name, router=ROUTING_ROUTER, gamma=rule.gamma, fit_s=inputs.fit_s,
-                 route_ms_per_prompt=1e3 * route_s / test.n_prompts)
+    entry["signal"] = name
+    entry["router"] = ROUTING_ROUTER
+    entry["gamma"] = rule.gamma
+    entry["fit_s"] = inputs.fit_s
+    entry["route_ms_per_prompt"] = 1e3 * route_s / test.n_prompts
     try:
         tuned = rule.for_quality(inputs.val, *on_val, fraction=QUALITY_FRACTION)
     except CalibrationError as e:
-        entry["calibrated_95"] = {"error": str(e), "quality": None, "cost_usd": None}
+        entry["calibrated_95"] = unreachable(str(e))
     else:
-        entry["calibrated_95"] = _calibrated(tuned.replay(test, *on_test),
-                                             summary["best_single"],
-                                             cost_weight=tuned.cost_weight)
+        cal = _calibrated_replay(tuned.replay(test, *on_test), summary)
+        cal["cost_weight"] = tuned.cost_weight
+        entry["calibrated_95"] = cal
     return entry

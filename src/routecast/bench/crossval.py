@@ -27,13 +27,23 @@ means exactly what it means in the ordinary benchmark:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from routecast.bench.evaluate import DEFAULT_ROUTERS, Progress, evaluate
+from routecast.bench.evaluate import DEFAULT_ROUTERS, evaluate
+from routecast.bench.schema import (
+    BenchResult,
+    Entry,
+    Fold,
+    FoldEntry,
+    FoldsSection,
+    Progress,
+    TStat,
+    no_progress,
+)
 from routecast.data.dataset import OPTIONAL_ARRAYS, Dataset
 from routecast.data.splits import carve_validation
 from routecast.errors import ConfigError
@@ -52,7 +62,7 @@ FOLD_METRICS = ("aiq", "aiq_minus_zero", "max_quality", "savings_at_95", "saving
 def cross_dataset(train_data: Dataset, test_data: Dataset, *,
                   routers: Sequence[str] = DEFAULT_ROUTERS, pair: tuple[str, str] | None = None,
                   n_boot: int = 200, seed: int = 0, progress: Progress | None = None,
-                  cascades: bool = True) -> dict[str, Any]:
+                  cascades: bool = True, confidence: float | None = 0.9) -> BenchResult:
     """Fit and calibrate on ``train_data``, evaluate on all of ``test_data``.
 
     Returns the ordinary benchmark dict (README, "Benchmark JSON") with ``dataset`` named
@@ -69,7 +79,7 @@ def cross_dataset(train_data: Dataset, test_data: Dataset, *,
         np.full(test_data.n_prompts, "test"))
     combined = stack(fit_part, test, name=f"{train_data.name} -> {test_data.name}")
     result = evaluate(combined, split="test", routers=routers, pair=pair, n_boot=n_boot,
-                      seed=seed, progress=progress, cascades=cascades)
+                      seed=seed, progress=progress, cascades=cascades, confidence=confidence)
     seen = set(fit_part.prompts)
     result["cross"] = {
         "train": {"dataset": train_data.name, "n_train": result["n_train"],
@@ -130,14 +140,14 @@ def fold_splits(n: int, k: int, seed: int = 0) -> list[npt.NDArray[np.str_]]:
 
 def k_fold(dataset: Dataset, k: int, *, routers: Sequence[str] = DEFAULT_ROUTERS,
            pair: tuple[str, str] | None = None, seed: int = 0,
-           progress: Progress | None = None, cascades: bool = True) -> dict[str, Any]:
+           progress: Progress | None = None, cascades: bool = True) -> FoldsSection:
     """K-fold cross-validation over all prompts; returns the ``folds`` JSON section.
 
     ``cascades`` is passed to :func:`evaluate`: where it adds cascades, they are summarised
     across folds like the routers.
     """
-    per_fold: list[dict[str, Any]] = []
-    say = progress or (lambda _done, _msg: None)
+    per_fold: list[Fold] = []
+    say = progress or no_progress
     for i, split in enumerate(fold_splits(dataset.n_prompts, k, seed)):
         def step(done: int, msg: str, i: int = i) -> None:
             say(i * len(routers) + done, f"fold {i + 1}/{k}: {msg}")
@@ -149,10 +159,7 @@ def k_fold(dataset: Dataset, k: int, *, routers: Sequence[str] = DEFAULT_ROUTERS
             "n_test": res["n_prompts"], "best_single": res["best_single"],
             "zero_router_aiq": res["zero_router_aiq"],
             # Every entry evaluate() reports: the routers, and cascades where it adds them.
-            "routers": [{key: r.get(key) for key in
-                         ("name", "kind", "aiq", "aiq_minus_zero", "max_quality",
-                          "savings_at_95", "savings_at_100", "oracle_gap", "calibrated_95")}
-                        for r in res["routers"]],
+            "routers": [fold_entry(r) for r in res["routers"]],
         })
     names = list(dict.fromkeys(r["name"] for fold in per_fold for r in fold["routers"]))
     return {
@@ -164,14 +171,22 @@ def k_fold(dataset: Dataset, k: int, *, routers: Sequence[str] = DEFAULT_ROUTERS
     }
 
 
-def _metric(entry: dict[str, Any], key: str) -> float | None:
+def fold_entry(r: Entry) -> FoldEntry:
+    """The per-fold figures of one entry."""
+    return {"name": r["name"], "kind": r["kind"], "aiq": r["aiq"],
+            "aiq_minus_zero": r["aiq_minus_zero"], "max_quality": r["max_quality"],
+            "savings_at_95": r["savings_at_95"], "savings_at_100": r["savings_at_100"],
+            "oracle_gap": r["oracle_gap"], "calibrated_95": r["calibrated_95"]}
+
+
+def _metric(entry: Mapping[str, Any], key: str) -> float | None:
     value: Any = entry
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return float(value) if isinstance(value, int | float) else None
 
 
-def summarise(name: str, per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(name: str, per_fold: list[Fold]) -> dict[str, Any]:
     """Mean, sample sd and t-interval of each of :data:`FOLD_METRICS` for router ``name``."""
     out: dict[str, Any] = {"name": name}
     for key in FOLD_METRICS:
@@ -181,7 +196,7 @@ def summarise(name: str, per_fold: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def t_interval(values: Sequence[float], level: float = LEVEL) -> dict[str, Any]:
+def t_interval(values: Sequence[float], level: float = LEVEL) -> TStat:
     """``{"mean", "sd", "ci": [lo, hi] | None, "n"}``: Student-t interval over ``values``.
 
     ``n`` counts the folds where the figure exists (savings do not when a router never reaches
@@ -203,11 +218,13 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> dict[str, Any]:
 # -- terminal views ----------------------------------------------------------------------------
 
 
-def print_cross(result: dict[str, Any], console: Any = None) -> None:
+def print_cross(result: BenchResult, console: Any = None) -> None:
     """One line on what was fitted on what, after the ordinary table."""
     from rich.console import Console
 
     console = console or Console(width=None if Console().is_terminal else 160)
+    if "cross" not in result:
+        return
     cross = result["cross"]
     line = (f"fitted on {cross['train']['dataset']} ({cross['train']['n_train']} train, "
             f"{cross['train']['n_validation']} validation prompts), evaluated on all "
@@ -235,7 +252,7 @@ def _fmt(stat: dict[str, Any], pct: bool = False, signed: bool = False) -> str:
     return text
 
 
-def print_folds(folds: dict[str, Any], console: Any = None) -> None:
+def print_folds(folds: FoldsSection, console: Any = None) -> None:
     """Per-fold AIQ per router, then each figure's mean and t-interval across folds."""
     from rich.console import Console
     from rich.table import Table

@@ -25,13 +25,20 @@ sample standard deviation are reported.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from routecast import metrics
-from routecast.bench.evaluate import Progress
+from routecast.bench.schema import (
+    QUALITY_FRACTION,
+    FewLabelsEntry,
+    FewLabelsResult,
+    FewLabelsScore,
+    Progress,
+    no_progress,
+)
 from routecast.data.dataset import Dataset
 from routecast.errors import CalibrationError, ConfigError
 from routecast.policy import Policy, choose, weight_grid
@@ -40,12 +47,11 @@ from routecast.routers.base import Router
 
 DEFAULT_LABELS = (25, 50, 100, 200)
 DEFAULT_ROUTERS = ("knn", "linear", "mf")
-QUALITY_FRACTION = 0.95
 METRICS = ("aiq", "calibrated_quality", "calibrated_cost_usd", "new_model_log_loss")
 
 
 def _score(router: Router, val: Dataset, test: Dataset, model: str,
-           cost_range: tuple[float, float]) -> dict[str, float | None]:
+           cost_range: tuple[float, float]) -> FewLabelsScore:
     """AIQ on ``test``, the calibrated point, and the log loss on ``model`` (if routed)."""
     val = val.select_models(router.models_)
     test = test.select_models(router.models_)
@@ -53,7 +59,7 @@ def _score(router: Router, val: Dataset, test: Dataset, model: str,
     rows = np.arange(test.n_prompts)
     points = np.array([(test.cost_usd[rows, p].mean(), test.quality[rows, p].mean())
                        for p in (choose(q, c, float(w)) for w in weight_grid(c))])
-    out: dict[str, float | None] = {
+    out: FewLabelsScore = {
         "aiq": metrics.aiq(points[:, 0], points[:, 1], *cost_range),
         "calibrated_quality": None, "calibrated_cost_usd": None, "new_model_log_loss": None}
     try:
@@ -70,10 +76,10 @@ def _score(router: Router, val: Dataset, test: Dataset, model: str,
     return out
 
 
-def _summary(draws: list[dict[str, float | None]]) -> dict[str, Any]:
+def _summary(draws: list[FewLabelsScore]) -> dict[str, Any]:
     out: dict[str, Any] = {"n_draws": len(draws)}
     for key in METRICS:
-        values = [v for d in draws if (v := d[key]) is not None]
+        values = [float(v) for d in draws if isinstance(v := d.get(key), float)]
         out[key] = float(np.mean(values)) if values else None
         out[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         if len(values) < len(draws):
@@ -84,7 +90,7 @@ def _summary(draws: list[dict[str, float | None]]) -> dict[str, Any]:
 def few_labels(dataset: Dataset, model: str, *, routers: Sequence[str] = DEFAULT_ROUTERS,
                labels: Sequence[int] = DEFAULT_LABELS, repeats: int = 5, seed: int = 0,
                split: str = "test", prior_strength: float = 20.0,
-               progress: Progress | None = None) -> dict[str, Any]:
+               progress: Progress | None = None) -> FewLabelsResult:
     """Run the protocol of the module docstring; returns a JSON-able dict."""
     dataset.model_index(model)  # raises, listing the models, if unknown
     if dataset.n_models < 2:
@@ -107,8 +113,8 @@ def few_labels(dataset: Dataset, model: str, *, routers: Sequence[str] = DEFAULT
     cost_range = (float(costs.min()), float(costs.max()))
     if not cost_range[1] > cost_range[0]:
         raise ConfigError("all models cost the same on the evaluation split: AIQ is undefined")
-    say = progress or (lambda _done, _msg: None)
-    result: dict[str, Any] = {
+    say = progress or no_progress
+    result: FewLabelsResult = {
         "dataset": dataset.name, "split": split, "model": model, "labels": sizes,
         "repeats": repeats, "seed": seed, "prior_strength": prior_strength,
         "n_train": train.n_prompts, "n_prompts": test.n_prompts,
@@ -119,7 +125,7 @@ def few_labels(dataset: Dataset, model: str, *, routers: Sequence[str] = DEFAULT
         say(done, f"{name}: full and without {model}")
         full = make_router(name).fit(train)
         without = make_router(name).fit(train.select_models(others))
-        entry: dict[str, Any] = {
+        entry: FewLabelsEntry = {
             "name": name,
             "full": _score(full, val, test, model, cost_range),
             "without": _score(without, val, test, model, cost_range),
@@ -142,19 +148,19 @@ def few_labels(dataset: Dataset, model: str, *, routers: Sequence[str] = DEFAULT
     return result
 
 
-def print_table(result: dict[str, Any]) -> None:
+def print_table(result: FewLabelsResult) -> None:
     """The curve as a terminal table: mean ± sd over repeats of AIQ, the calibrated point
     (quality / mean cost in thousandths of a dollar) and the new model's log loss."""
     from rich.console import Console
     from rich.table import Table
 
-    def cell(s: dict[str, Any], key: str) -> str:
+    def cell(s: Mapping[str, Any], key: str) -> str:
         v, sd = s.get(key), s.get(f"{key}_sd")
         if v is None:
             return "-"
         return f"{v:.3f}" + ("" if sd is None else f" ± {sd:.3f}")
 
-    def point(s: dict[str, Any]) -> str:
+    def point(s: Mapping[str, Any]) -> str:
         q, c = s.get("calibrated_quality"), s.get("calibrated_cost_usd")
         return "-" if q is None or c is None else f"{cell(s, 'calibrated_quality')} / {c * 1e3:.2f}"
 
@@ -166,9 +172,9 @@ def print_table(result: dict[str, Any]) -> None:
                 "cal. q / m$ scratch", "log loss added", "log loss scratch"):
         table.add_column(col, justify="left" if col == "router" else "right")
     for r in result["routers"]:
-        for label, s in (("without", r["without"]), ("full", r["full"])):
-            table.add_row(r["name"], label, cell(s, "aiq"), "", point(s), "",
-                          cell(s, "new_model_log_loss"), "", style="dim")
+        for label, score in (("without", r["without"]), ("full", r["full"])):
+            table.add_row(r["name"], label, cell(score, "aiq"), "", point(score), "",
+                          cell(score, "new_model_log_loss"), "", style="dim")
         for step in r["curve"]:
             a, s = step["added"], step["scratch"]
             table.add_row(r["name"], str(step["n"]), cell(a, "aiq"), cell(s, "aiq"),

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from routecast import metrics
+from routecast.bench.schema import QUALITY_FRACTION, BenchResult
 
 
-def plot(result: dict[str, Any], path: str | Path) -> Path:
+def plot(result: BenchResult, path: str | Path) -> Path:
     """Single models as points, the oracle, each router's hull, calibrated points as stars."""
     import matplotlib
 
@@ -32,19 +32,20 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     colours = plt.get_cmap("tab10")
     for k, r in enumerate(r for r in result["routers"] if not r.get("evaluation_only")):
         curve = np.asarray(r["curve"])
-        hull = metrics.nondecreasing_hull(curve[:, 0], curve[:, 1])
+        # The hull with the single models: every entry may mix with them (bench/curves.py).
+        hull = metrics.nondecreasing_hull(np.r_[curve[:, 0], costs], np.r_[curve[:, 1], quals])
         colour = colours(k % 10)
         # Cascades dashed, cascade routing dash-dotted, routers solid.
-        style = {"cascade": "--", "cascade_routing": "-."}.get(r.get("kind", "router"), "-")
+        style = {"cascade": "--", "cascade_routing": "-."}.get(r["kind"], "-")
         ax.plot(hull[:, 0], hull[:, 1], color=colour, lw=1.6, ls=style,
                 label=f"{r['name']} (AIQ {r['aiq']:.3f})")
         ax.scatter(curve[:, 0], curve[:, 1], color=colour, s=4, alpha=0.4)
-        cal = r.get("calibrated_95") or {}
-        if cal.get("quality") is not None:
+        cal = r["calibrated_95"]
+        if cal is not None and cal["quality"] is not None and cal["cost_usd"] is not None:
             ax.scatter(cal["cost_usd"], cal["quality"], marker="P", s=90, color=colour,
                        edgecolor="black", zorder=5)
     best = result["best_single"]
-    ax.axhline(0.95 * best["quality"], color="grey", lw=0.6, ls="--")
+    ax.axhline(QUALITY_FRACTION * best["quality"], color="grey", lw=0.6, ls="--")
     ax.set_xscale("log")
     ax.set_xlabel("mean cost per query (USD, log scale)")
     ax.set_ylabel("mean quality")

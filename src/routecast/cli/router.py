@@ -187,15 +187,26 @@ def align_models(router: Router, ds: Dataset) -> Dataset:
               help="which prompts of --data to calibrate on")
 @click.option("--format", "fmt", default="auto", show_default=True, help="input format")
 @click.option("--seed", default=0, show_default=True, help="seed of the data's split")
+@click.option("--confidence", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              default=None,
+              help="with --quality-fraction: the cheapest point certified to reach the target "
+                   "on new prompts with this probability (e.g. 0.9; Learn then Test)")
 def calibrate_cmd(directory: str, budget_usd: float | None, quality_fraction: float | None,
-                  data: str, split: str, fmt: str, seed: int) -> None:
-    """Solve the router's policy for a budget or a quality target and save it in DIR."""
+                  data: str, split: str, fmt: str, seed: int,
+                  confidence: float | None = None) -> None:
+    """Solve the router's policy for a budget or a quality target and save it in DIR.
+
+    A quality target searches the router's cost weights and the mixes of single models; if
+    a mix is cheaper at the target, the policy falls back to it and says so."""
     from routecast.cli.common import load_data
     from routecast.policy import Policy
     from routecast.routers.persist import load_router, save_router
 
     if (budget_usd is None) == (quality_fraction is None):
         raise ConfigError("give exactly one target: --budget-usd X or --quality-fraction F")
+    if confidence is not None and quality_fraction is None:
+        raise ConfigError("--confidence goes with --quality-fraction F (a budget is met on "
+                          "average by construction)")
     folder = Path(directory)
     router, _ = load_router(folder)
     ds = load_data(data, fmt, seed)
@@ -207,10 +218,15 @@ def calibrate_cmd(directory: str, budget_usd: float | None, quality_fraction: fl
         target: dict[str, Any] = {"target": "budget_usd", "value": budget_usd}
     else:
         assert quality_fraction is not None
-        policy = Policy.for_quality(router, cal, quality_fraction)
+        policy = Policy.for_quality(router, cal, quality_fraction, confidence)
         target = {"target": "quality_fraction", "value": quality_fraction}
+        if policy.calibration is not None:
+            target["guarantee"] = policy.calibration.to_dict()
+        target["policy"] = policy.describe()
+        target["fallback"] = policy.fallback
     record = {**target, **realised(router, policy, cal), "data": str(Path(data).resolve()),
-              "dataset": ds.name, "split": split, "seed": seed, "n_prompts": cal.n_prompts}
+              "dataset": ds.name, "split": split, "seed": seed, "n_prompts": cal.n_prompts,
+              **calibration_curve(router, cal)}
     save_router(router, folder, policy=policy, calibration=record)
     click.echo(describe_calibration(policy.cost_weight, record))
 
@@ -221,7 +237,8 @@ def realised(router: Router, policy: Policy, data: Dataset) -> dict[str, Any]:
     import numpy as np
 
     prompts = list(data.prompts)
-    pick = policy.choose(router.predict(prompts), router.predict_cost(prompts))
+    pick = policy.choose(router.predict(prompts), router.predict_cost(prompts),
+                         models=router.models_, prompts=prompts)
     rows = np.arange(data.n_prompts)
     q, c = data.mean_quality(), data.mean_cost_usd()
     best = int(np.lexsort((c, -q))[0])
@@ -236,6 +253,29 @@ def realised(router: Router, policy: Policy, data: Dataset) -> dict[str, Any]:
     }
 
 
+def calibration_curve(router: Router, data: Dataset) -> dict[str, Any]:
+    """The router's realised cost-quality curve on the calibration data (one point per cost
+    weight of the policy's grid, repeats dropped) and each single model's point on it: what
+    the dashboard's router card draws next to the live operating point."""
+    import numpy as np
+
+    from routecast.policy import choose, weight_grid
+
+    prompts = list(data.prompts)
+    pred_q, pred_c = router.predict(prompts), router.predict_cost(prompts)
+    rows = np.arange(data.n_prompts)
+    points: list[list[float]] = []
+    for w in weight_grid(pred_c, 60):
+        pick = choose(pred_q, pred_c, float(w))
+        point = [float(data.cost_usd[rows, pick].mean()), float(data.quality[rows, pick].mean())]
+        if point not in points:
+            points.append(point)
+    models = [{"name": m, "quality": float(q), "cost_usd": float(c)}
+              for m, q, c in zip(data.models, data.mean_quality(), data.mean_cost_usd(),
+                                 strict=True)]
+    return {"curve": sorted(points), "models": models}
+
+
 def describe_calibration(cost_weight: float, record: dict[str, Any]) -> str:
     """One paragraph: the target, where it was solved, and what it achieved there."""
     best = record.get("best_single") or {}
@@ -246,51 +286,29 @@ def describe_calibration(cost_weight: float, record: dict[str, Any]) -> str:
         goal = f"a budget of ${record['value']:.6g} per query"
     else:
         return f"cost weight {cost_weight:.4g} (not calibrated by routecast calibrate)"
-    text = (f"cost weight {cost_weight:.4g}, calibrated for {goal} on "
+    head = (f"cost weight {cost_weight:.4g}" if not record.get("fallback")
+            else "a mix of single models")
+    text = (f"{head}, calibrated for {goal} on "
             f"{record.get('dataset')}/{record.get('split')} ({record.get('n_prompts')} prompts)")
     if got and best:
         vs = got["cost_usd"] / best["cost_usd"] - 1 if best["cost_usd"] > 0 else 0.0
         text += (f": quality {got['quality']:.4f} (best single {best['quality']:.4f}) at "
                  f"${got['cost_usd']:.3g} per query ({vs:+.0%} vs its ${best['cost_usd']:.3g})")
+    guarantee = record.get("guarantee") or {}
+    if guarantee.get("confidence") is not None:
+        bound = guarantee.get("quality_bound")
+        text += (f"; certified with confidence {guarantee['confidence']:g} "
+                 f"({guarantee.get('method')} bound, target {guarantee.get('target', 0):.4f}, "
+                 f"lower bound on its quality "
+                 f"{'-' if bound is None else format(bound, '.4f')})")
+    if record.get("policy"):
+        text += f"; operating point: {record['policy']}"
+    elif record.get("fallback"):
+        text += f"; fallback: {record['fallback']}"
     return text
 
 
 # -- route -----------------------------------------------------------------------------------
-
-
-def explain(models: tuple[str, ...], quality: list[float], cost: list[float], weight: float,
-            pick: int) -> list[str]:
-    """Why ``pick`` won under ``argmax(quality - weight * cost)``, in a few sentences.
-
-    Names the winner's score, then the nearest alternative that predicts *more* quality (it
-    costs too much per quality point) and the best *cheaper* one (it loses too much quality per
-    dollar saved): the two trades the policy turned down.
-    """
-    win, qw, cw = models[pick], quality[pick], cost[pick]
-    if math.isinf(weight):
-        return [f"{win} is the cheapest model (${cw:.3g}); an infinite cost weight always "
-                "picks the cheapest"]
-    if weight == 0:
-        lines = [f"{win} predicts the highest quality ({qw:.3f}); the cost weight is 0, so cost "
-                 "only breaks ties (to the cheaper)"]
-    else:
-        lines = [f"{win} scores {qw:.3f} - {weight:.4g} x ${cw:.3g} = {qw - weight * cw:.3f}, "
-                 "the best score"]
-    others = [j for j in range(len(models)) if j != pick]
-    better = [j for j in others if quality[j] > qw]
-    if better:
-        j = max(better, key=lambda k: quality[k] - weight * cost[k])
-        dq, dc = quality[j] - qw, cost[j] - cw
-        if dc > 0:
-            lines.append(f"{models[j]} would add {dq:.3f} quality for ${dc:.3g} more: "
-                         f"{dq / dc:.4g} quality per $, below the {weight:.4g} the policy asks")
-    cheaper = [j for j in others if cost[j] < cw]
-    if cheaper and weight > 0:
-        j = max(cheaper, key=lambda k: quality[k] - weight * cost[k])
-        dq, dc = qw - quality[j], cw - cost[j]
-        lines.append(f"{models[j]} would save ${dc:.3g} but lose {dq:.3f} quality: "
-                     f"{dq / dc:.4g} quality per $ saved, above the {weight:.4g} the policy asks")
-    return lines
 
 
 @click.command("route")
@@ -301,6 +319,7 @@ def explain(models: tuple[str, ...], quality: list[float], cost: list[float], we
               help="use this cost weight instead of the calibrated policy")
 def route_cmd(directory: str, prompt: str, as_json: bool, cost_weight: float | None) -> None:
     """Route PROMPT ("-" reads it from stdin) with the router saved in DIR and say why."""
+    from routecast.explain import explain_decision
     from routecast.policy import Policy
     from routecast.routers.persist import load_router, read_calibration
 
@@ -321,10 +340,11 @@ def route_cmd(directory: str, prompt: str, as_json: bool, cost_weight: float | N
     t0 = time.perf_counter()
     quality = [float(x) for x in router.predict([prompt])[0]]
     cost = [float(x) for x in router.predict_cost([prompt])[0]]
-    pick = int(policy.choose(_row(quality), _row(cost))[0])
+    pick = int(policy.choose(_row(quality), _row(cost), models=router.models_,
+                             prompts=[prompt])[0])
     route_s = time.perf_counter() - t0
     w = policy.cost_weight
-    why = explain(router.models_, quality, cost, w, pick)
+    why = explain_decision(policy, router.models_, quality, cost, pick)
     scores = [None if math.isinf(w) else q - w * c for q, c in zip(quality, cost, strict=True)]
     if as_json:
         click.echo(json.dumps({
@@ -332,7 +352,8 @@ def route_cmd(directory: str, prompt: str, as_json: bool, cost_weight: float | N
             "cost_weight": None if math.isinf(w) else w,
             "models": [{"name": m, "quality": q, "cost_usd": c, "score": s}
                        for m, q, c, s in zip(router.models_, quality, cost, scores, strict=True)],
-            "why": why, "calibration": calibration,
+            "why": why, "calibration": calibration, "policy": policy.to_dict(),
+            "fallback": policy.fallback,
             "load_ms": 1e3 * load_s, "route_ms": 1e3 * route_s,
         }, indent=1, allow_nan=False))
         return
@@ -353,6 +374,8 @@ def route_cmd(directory: str, prompt: str, as_json: bool, cost_weight: float | N
     policy_text = (describe_calibration(w, calibration) if calibration
                    else f"cost weight {w:.4g} (given on the command line)")
     click.echo(f"policy: {policy_text}.")
+    if policy.fallback:
+        click.echo(f"fallback: {policy.fallback}.")
     click.echo(f"({router.name} router loaded in {1e3 * load_s:.0f} ms, "
                f"routed in {1e3 * route_s:.2f} ms)")
 

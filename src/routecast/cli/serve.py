@@ -151,6 +151,11 @@ def config_check_cmd(file: str) -> None:
         backend = None if table is None else table.backends.get(name)
         click.echo(f"  endpoint {name}: {e.type}"
                    + ("" if backend is None else f" over {', '.join(backend.models)}"))
+    if table is not None:
+        from routecast.server.capability_check import capability_warnings
+
+        for warning in capability_warnings(config, table.backends):
+            click.echo(f"  warning: {warning}")
     if problems:
         raise ConfigError(f"{file}: " + "; ".join(problems))
     click.echo("ok")

@@ -141,7 +141,14 @@ def tune_cmd(data: str, out: str, models: str | None, signal: str,
               "seed": seed, "signal": signal, "signal_params": params, "goal": goal,
               "tuned_on": {"train (out-of-fold)": int(in_train.sum()),
                            "validation": int((~in_train).sum())},
-              "searched": search.describe_pruning(), **figures}
+              "searched": search.describe_pruning(), **figures,
+              # The dashboard's router card draws these: the tuning data's cost-quality
+              # frontier of every cascade searched, and each single model on the same data.
+              "curve": [[float(search.cost_usd[i]), float(search.quality[i])]
+                        for i in search.frontier()],
+              "models": [{"name": m, "quality": float(q), "cost_usd": float(c)}
+                         for m, q, c in zip(tuning.models, tuning.mean_quality(),
+                                            tuning.mean_cost_usd(), strict=True)]}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / CASCADE_FILE]
     reads_logprobs = signal == "confidence"

@@ -68,25 +68,50 @@ def gemma_format() -> PromptFormatConfig:
                               system_suffix="\n\n", stop=list(BUILTIN[LARGE].stop))
 
 
-def _model_entry(model: str, base_url: str) -> dict[str, object]:
-    """A model of the config: local, priced by the energy of an output token (no log-probs)."""
+def served_window(model: str, gguf: Path | None = None) -> int:
+    """The tokens a request to ``model`` may take, prompt and answer: the llama.cpp
+    server's context (``n_ctx``), or the context the model was trained with when that is
+    smaller (read from the GGUF file's metadata, when ``gguf`` is given), less the tokens of
+    the template a base model's prompts are wrapped in (estimated)."""
+    from routecast.capabilities import estimate_tokens
+
+    local = BUILTIN[model]
+    window = local.n_ctx
+    if gguf is not None:
+        from routecast.local.gguf import context_length
+
+        window = min(window, context_length(gguf))
+    if local.kind == "base":
+        window -= estimate_tokens(len(local.template))
+    return window
+
+
+def _model_entry(model: str, base_url: str, window: int) -> dict[str, object]:
+    """A model of the config: local, priced by the energy of an output token (no log-probs),
+    and what it can serve: text only (neither model was trained for images, audio or tool
+    calls, and structured output is not declared: the base model is asked completion-style),
+    in a ``window``-token context, counted by its own server's tokenizer near the limit."""
     profile = BUILTIN[model].profile
     j_per_token = WATTS_PER_THREAD * profile.per_token_s
     entry: dict[str, object] = {
         "base_url": f"{base_url}/v1", "local": True,
         "kind": BUILTIN[model].kind,
         "output_usd_per_mtok": j_per_token / 3.6e6 * USD_PER_KWH * 1e6,
-        "profile": {"first_token_s": profile.base_s, "per_token_s": profile.per_token_s,
-                    "energy_j_per_token": j_per_token, "where": "device"},
+        "capabilities": {"input": ["text"], "tools": False, "structured_output": [],
+                         "context_window": window, "streaming": True,
+                         # llama-cpp-python's server (llama.cpp's own would be /tokenize)
+                         "tokenize_url": f"{base_url}/extras/tokenize/count"},
     }
     if BUILTIN[model].kind == "base":
         entry["prompt_format"] = gemma_format().model_dump()
     return entry
 
 
-def default_config(urls: Mapping[str, str], cascade: Cascade, *, db: Path | None = None
-                   ) -> Config:
+def default_config(urls: Mapping[str, str], cascade: Cascade, *, db: Path | None = None,
+                   windows: Mapping[str, int] | None = None) -> Config:
     """The config of the embedded default, for model servers at ``urls`` (model -> root URL).
+    ``windows`` are the models' context windows (default: :func:`served_window` without the
+    model files).
 
     The routed endpoint's router and a ``learned`` cascade's scorer are passed to the app
     directly (see :meth:`Embedded.endpoints`); the ``router`` path names the data the router
@@ -102,7 +127,9 @@ def default_config(urls: Mapping[str, str], cascade: Cascade, *, db: Path | None
     if cascade.signal == "confidence":
         live["logprobs"] = CASCADE_SUMMARY
     endpoints[CASCADE_ENDPOINT] = live
-    return parse_config({"models": {m: _model_entry(m, urls[m]) for m in (SMALL, LARGE)},
+    windows = windows or {m: served_window(m) for m in (SMALL, LARGE)}
+    return parse_config({"models": {m: _model_entry(m, urls[m], windows[m])
+                                    for m in (SMALL, LARGE)},
                          "endpoints": endpoints,
                          "storage": {"db": None if db is None else str(db)}},
                         where="the embedded default config")
@@ -179,7 +206,8 @@ def embedded(*, threads: int | None = None, timeout_s: float = 180.0, db: Path |
             say(f"started {model} (llama.cpp, {s.n_threads} thread(s), log-probs "
                 f"{'on' if logprobs else 'off'}) in {s.ready_s:.1f}s")
         _warm_template(servers[LARGE])
-        config = default_config({m: s.base_url for m, s in servers.items()}, cascade, db=db)
+        config = default_config({m: s.base_url for m, s in servers.items()}, cascade, db=db,
+                                windows={m: served_window(m, s.gguf) for m, s in servers.items()})
         yield Embedded(config, {ROUTED_ENDPOINT: (router, policy)}, cascade, servers,
                        tuned_cascade.scorer)
     finally:

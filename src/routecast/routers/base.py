@@ -66,7 +66,8 @@ class Router(Estimator, ABC):
     def route(self, prompts: Sequence[str], policy: Policy) -> list[str]:
         """The model ``policy`` picks for each prompt."""
         prompts = _as_prompts(prompts)
-        picks = policy.choose(self.predict(prompts), self.predict_cost(prompts))
+        picks = policy.choose(self.predict(prompts), self.predict_cost(prompts),
+                              models=self.models_, prompts=prompts)
         return [self.models_[i] for i in picks]
 
     def add_model(self, model: str, data: Dataset | Sequence[str],

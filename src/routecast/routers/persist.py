@@ -45,7 +45,7 @@ def save_router(router: Router, directory: str | Path, *, policy: Policy | None 
     params = _json_params(router)
     meta = {"format": FORMAT, "version": VERSION, "router": router.name, "params": params,
             "state": values,
-            "policy": None if policy is None else {"cost_weight": policy.cost_weight,
+            "policy": None if policy is None else {**policy.to_dict(),
                                                    "calibration": calibration or {}}}
     try:
         text = json.dumps(meta, indent=1, allow_nan=False)
@@ -110,7 +110,7 @@ def load_router(directory: str | Path) -> tuple[Router, Policy | None]:
                               fix="re-create the router with `routecast fit`") from None
     policy = None
     if meta.get("policy") is not None:
-        policy = Policy(float(meta["policy"]["cost_weight"]))
+        policy = Policy.from_dict(dict(meta["policy"]))
     return router, policy
 
 

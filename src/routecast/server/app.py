@@ -1,18 +1,23 @@
 """The OpenAI-compatible server: a Starlette app over the endpoint table.
 
 Routes: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (plain JSON or SSE streams),
-``GET /v1/models``, ``GET /health``, ``GET /metrics``. The request's ``model`` names an endpoint;
-the answer's ``model`` is the model that really answered, and headers say what it took::
+``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /health``, ``GET /metrics``. The
+request's ``model`` names an endpoint; the answer's ``model`` is the model that really
+answered, and headers say what it took::
 
     x-routecast-model       the answering model
     x-routecast-route       every model asked, in order, comma-separated
     x-routecast-cost-usd    what the answer cost (non-streamed answers)
     x-routecast-latency-ms  arrival to answer, in milliseconds (non-streamed answers)
+    x-routecast-excluded    models that cannot serve the request, and why (only when any;
+                            :mod:`routecast.server.capability_check`)
 
-A stream carries the same facts, with cost and latency, in its last event as an extra top-level
-``"routecast"`` object. Errors are OpenAI-shaped (``{"error": {"message", "type", "param",
-"code"}}``) with a meaningful status: 400 bad JSON or fields, 404 unknown endpoint, 413 body
-too large, 429 rate limited upstream, 502 upstream failed, 504 upstream timed out.
+A stream carries the same facts, with cost and latency, as an extra top-level ``"routecast"``
+object on its last chunk with a ``finish_reason`` (see :mod:`routecast.server.streaming`).
+Errors are OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``) with a
+meaningful status: 400 bad JSON or fields, 404 unknown endpoint, 413 body too large, 429 rate
+limited upstream (with its ``Retry-After``), 502 upstream failed, 504 upstream timed out. An
+upstream's ``param`` and ``code`` reach the client; its address never does (it is logged).
 
 Reliability and security (see docs in each module): every request has a deadline
 (``limits.deadline_s``, 504 past it, streams included); each model has a circuit breaker that
@@ -28,7 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import math
+import secrets
 import signal
 import threading
 import time
@@ -41,7 +49,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from routecast.backends.base import Api, Completion, Request
+from routecast.backends.base import Api, Backend, Completion, Request
 from routecast.backends.routed import SESSION_HEADER
 from routecast.errors import (
     ConfigError,
@@ -51,6 +59,7 @@ from routecast.errors import (
     UpstreamTimeoutError,
 )
 from routecast.server.asgi import RoutecastApp, http_error, json_response, unexpected
+from routecast.server.capability_check import EXCLUDED_HEADER, CapabilityCheck, CheckedBody
 from routecast.server.endpoints import EndpointTable, build_endpoints
 from routecast.server.gauges import breaker_gauges, routing_gauges
 from routecast.server.keys import ClientKey, KeyStore, RateLimitedError
@@ -99,16 +108,26 @@ class RoutecastServer(StreamMixin):
                                *breaker_gauges(lambda: self.table)]
         self._tasks: set[asyncio.Task[None]] = set()
         self.reloads_total = 0
+        # Request ids: a random per-process prefix and a counter (unique across restarts and
+        # replicas, and cheaper than random bytes per request).
+        self._id_prefix = f"req-{secrets.token_hex(4)}-"
+        self._ids = itertools.count(1)
+        routes = [
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self.retrieve_model, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/metrics", self.render_metrics, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+        ]
+        if config.ui.enabled:
+            from routecast.server.ui.views import Dashboard
+
+            routes += Dashboard(self).routes()
         self.app = RoutecastApp(
             self._answer,
-            routes=[
-                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
-                Route("/v1/completions", self.completions, methods=["POST"]),
-                Route("/v1/models", self.list_models, methods=["GET"]),
-                Route("/health", self.health, methods=["GET"]),
-                Route("/metrics", self.render_metrics, methods=["GET"]),
-                Route("/openapi.json", self.openapi, methods=["GET"]),
-            ],
+            routes=routes,
             exception_handlers={HTTPException: http_error, Exception: unexpected},
             lifespan=self._lifespan,
         )
@@ -124,6 +143,7 @@ class RoutecastServer(StreamMixin):
         local = [name for name, m in config.models.items() if m.local]
         self.privacy = (PrivacyRule(config.privacy.patterns, local)
                         if config.privacy.patterns else None)
+        self.capability = CapabilityCheck.from_config(config)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -142,6 +162,7 @@ class RoutecastServer(StreamMixin):
             for task in list(self._tasks):
                 task.cancel()
             await self.table.aclose()
+            await self.capability.aclose()
             if self.keys is not None:
                 self.keys.close()
             if self.request_log is not None:
@@ -210,9 +231,17 @@ class RoutecastServer(StreamMixin):
         return await self._answer(http.headers, http.stream(), "completions")
 
     async def list_models(self, http: HTTPRequest) -> Response:
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "routecast",
-                 "models": list(backend.models)} for name, backend in self.backends.items()]
+        data = [_model_object(name, backend) for name, backend in self.backends.items()]
         return json_response({"object": "list", "data": data})
+
+    async def retrieve_model(self, http: HTTPRequest) -> Response:
+        """``GET /v1/models/{id}``: one endpoint (ids may hold ``/``), or an OpenAI-shaped 404."""
+        name = http.path_params["model"]
+        backend = self.backends.get(name)
+        if backend is None:
+            e = self._unknown_endpoint(name)
+            return json_response(error_body(str(e), 404, param="model", code=e.code), 404)
+        return json_response(_model_object(name, backend))
 
     async def health(self, http: HTTPRequest) -> Response:
         return json_response({"status": "ok", "endpoints": len(self.backends)})
@@ -235,10 +264,13 @@ class RoutecastServer(StreamMixin):
         body: dict[str, Any] = {}
         key: ClientKey | None = None
         cost_usd = 0.0
+        request_id = f"{self._id_prefix}{next(self._ids):x}"
+        key_name: str | None = None
         self.metrics.in_flight += 1
         try:
-            if self.keys is not None:
-                key = self.keys.authenticate(headers.get("authorization"))
+            client = (self.keys.authenticate(headers.get("authorization"))
+                      if self.keys is not None else None)
+            key_name = client.name if client is not None else None
             body = parse_json(await self._read_body(headers, body_parts))
             endpoint = (check_chat(body, self.max_messages) if api == "chat"
                         else check_completions(body))
@@ -251,14 +283,22 @@ class RoutecastServer(StreamMixin):
                     f"this prompt matches a privacy pattern and endpoint {endpoint!r} has no "
                     "model marked `local: true`; ask an endpoint with a local model",
                     status=403, param="messages", code="privacy_rule")
+            allowed, verdict = await self.capability.check(body, api, backend.models, allowed,
+                                                           endpoint)
+            if verdict is not None:
+                checked = CheckedBody(body)
+                checked.verdict = verdict
+                body = checked
             request = Request(body, api, headers.get(SESSION_HEADER), allowed)
-            if self.keys is not None and key is not None:
-                self.keys.admit(key)  # from here on the key must be settled
-            else:
-                key = None
+            if self.keys is not None and client is not None:
+                self.keys.admit(client)
+                key = client  # admitted: from here on the key must be settled
             if request.stream:
-                response = await self._start_stream(backend, request, endpoint, t0, ts, key)
+                response = await self._start_stream(backend, request, endpoint, t0, ts, key,
+                                                    request_id, key_name)
                 key = None  # the stream settles it when it ends
+                if isinstance(body, CheckedBody) and body.verdict is not None:
+                    response.headers[EXCLUDED_HEADER] = body.verdict.header()
                 return response
             try:
                 async with asyncio.timeout(self.deadline_s):
@@ -267,25 +307,27 @@ class RoutecastServer(StreamMixin):
                 raise self._deadline(endpoint) from None
             cost_usd = completion.cost_usd
         except RoutecastError as e:
-            response = self._error(e, endpoint, body, t0, ts)
-            if isinstance(e, RateLimitedError):
-                response.headers["retry-after"] = str(max(1, round(e.retry_after_s + 0.5)))
-            return response
+            return self._error(e, endpoint, body, t0, ts, request_id, key_name)
         finally:
             self.metrics.in_flight -= 1
             if key is not None and self.keys is not None:
                 self.keys.settle(key, cost_usd)
         latency_s = time.perf_counter() - t0
         committed = self._record(endpoint, body, ts, latency_s, stream=False,
-                                 completion=completion)
+                                 completion=completion, request_id=request_id,
+                                 key_name=key_name)
         if committed is not None:
             await committed
-        return Response(dumps(completion.body), media_type="application/json", headers={
+        response = Response(dumps(completion.body), media_type="application/json", headers={
+            "x-routecast-request-id": request_id,
             "x-routecast-model": completion.model,
             "x-routecast-route": ",".join(completion.route),
             "x-routecast-cost-usd": f"{completion.cost_usd:.10g}",
             "x-routecast-latency-ms": f"{latency_s * 1000:.3f}",
         })
+        if isinstance(body, CheckedBody) and body.verdict is not None:
+            response.headers[EXCLUDED_HEADER] = body.verdict.header()
+        return response
 
     def _deadline(self, endpoint: str) -> UpstreamTimeoutError:
         return UpstreamTimeoutError(
@@ -322,19 +364,30 @@ class RoutecastServer(StreamMixin):
     # -- errors, log, metrics --------------------------------------------------------------
 
     def _error(self, e: RoutecastError, endpoint: str, body: Mapping[str, Any], t0: float,
-               ts: float) -> Response:
+               ts: float, request_id: str | None = None, key_name: str | None = None
+               ) -> Response:
         status, code = status_of(e)
-        param = e.param if isinstance(e, RequestError) else None
+        param = e.param if isinstance(e, (RequestError, UpstreamError)) else None
         if status >= 500:
             log.warning("%s: %s", endpoint or "-", e)
         route = [e.model] if isinstance(e, UpstreamError) else []
         self._record(endpoint or "-", body, ts, time.perf_counter() - t0,
-                     stream=bool(body.get("stream")), status=status, error=str(e), route=route)
-        return json_response(error_body(str(e), status, param=param, code=code), status)
+                     stream=bool(body.get("stream")), status=status, error=str(e), route=route,
+                     request_id=request_id, key_name=key_name)
+        if isinstance(e, UpstreamError) and e.upstream_code:
+            code = e.upstream_code  # the upstream's own reason, which clients may act on
+        response = json_response(error_body(str(e), status, param=param, code=code), status)
+        wait = e.retry_after_s if isinstance(e, (UpstreamError, RateLimitedError)) else None
+        if wait is not None:
+            response.headers["retry-after"] = str(max(1, math.ceil(wait)))
+        if request_id is not None:
+            response.headers["x-routecast-request-id"] = request_id
+        return response
 
     def _record(self, endpoint: str, body: Mapping[str, Any], ts: float, latency_s: float, *,
                 stream: bool, completion: Completion | None = None, status: int = 200,
-                error: str | None = None, route: list[str] | None = None
+                error: str | None = None, route: list[str] | None = None,
+                request_id: str | None = None, key_name: str | None = None
                 ) -> asyncio.Future[None] | None:
         """Count the request in /metrics and queue its log row. With ``storage.durable`` an
         answered request's row is committed before its response goes out: the caller awaits
@@ -352,12 +405,16 @@ class RoutecastServer(StreamMixin):
         row = LogRow(ts=ts, endpoint=endpoint, model=c.model if c else None,
                      route=",".join(route), status=status, stream=stream, latency_s=latency_s,
                      error=error, baseline_model=baseline,
-                     session=user if isinstance(user, str) else None)
+                     session=user if isinstance(user, str) else None,
+                     request_id=request_id, key_name=key_name)
+        if isinstance(body, CheckedBody) and body.verdict is not None:
+            row.excluded = body.verdict.header()
         if c is not None:
             u = c.usage
             row.prompt_tokens, row.completion_tokens = u.prompt_tokens, u.completion_tokens
             row.cached_tokens, row.reasoning_tokens = u.cached_tokens, u.reasoning_tokens
             row.usage_estimated, row.cost_usd, row.routing_s = u.estimated, c.cost_usd, c.routing_s
+            row.trace = c.trace
             if baseline is not None:
                 row.baseline_cost_usd = self.table.prices[baseline].cost_usd(u)
         if self.log_prompts and body:
@@ -368,6 +425,12 @@ class RoutecastServer(StreamMixin):
             return self.request_log.write_durable(row)
         self.request_log.write(row)
         return None
+
+
+def _model_object(name: str, backend: Backend) -> dict[str, Any]:
+    """An endpoint as OpenAI's ``Model`` object, plus the models it may answer with."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "routecast",
+            "models": list(backend.models)}
 
 
 def create_app(config: Config, *, env: Mapping[str, str] | None = None,

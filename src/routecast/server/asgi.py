@@ -96,8 +96,9 @@ async def http_error(http: HTTPRequest, exc: Exception) -> Response:
     path = http.url.path
     shown = repr(path if len(path) <= 200 else path[:200] + "...")
     message = (f"no route {http.method} {shown}; this server serves POST "
-               "/v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, "
-               "GET /metrics and GET /openapi.json") if status in (404, 405) else str(exc)
+               "/v1/chat/completions, POST /v1/completions, GET /v1/models, GET "
+               "/v1/models/{id}, GET /health, GET /metrics and GET /openapi.json"
+               ) if status in (404, 405) else str(exc)
     return json_response(error_body(message, status,
                                     code="not_found" if status == 404 else None), status)
 

@@ -14,7 +14,19 @@
         input_usd_per_mtok: 0.1       # USD per million tokens
         output_usd_per_mtok: 0.4
         cached_usd_per_mtok: 0.05     # cached prompt tokens (default: the input price)
-        profile: {first_token_s: 0.2, per_token_s: 0.01, energy_j_per_token: 0.3, where: edge}
+        read_timeout_s: 120           # the longest silence before the first byte, or in a stream
+        first_token_timeout_s: 10     # a stream's first chunk, after its response starts
+                                      # (default: read_timeout_s); then a fallback takes over
+        min_read_bytes_per_s: 1024    # a whole answer slower than this is a failure (0: off)
+        capabilities:                 # what it can serve (defaults: text only, no tools, no
+          input: [text, image]        # structured output, window unknown, streams); requests
+          tools: true                 # it cannot serve go to models that can, or get a 400
+          structured_output: [json_object, json_schema]
+          context_window: 128000      # prompt + max_tokens must fit (null: not checked)
+          max_output_tokens: 16384
+          streaming: true
+          # tokenize_url: http://127.0.0.1:8080/tokenize  # count prompt tokens exactly near
+                                                          # the window (llama.cpp servers)
     endpoints:
       auto:
         type: routed                  # plain | routed | cascade
@@ -41,6 +53,8 @@
     privacy:                          # prompts matching these stay on `local: true` models
       patterns: [email, card]         # built-ins (email, card, phone, ssn) or regexes
       redact_log: true                # mask matches in logged prompts (storage.log_prompts)
+    ui: {enabled: true, admin_keys: [ops]}  # the dashboard at /ui; with auth.required only
+                                      # these keys (by name) may open it
 """
 
 from __future__ import annotations
@@ -53,16 +67,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from routecast.errors import ConfigError
 
 _STRICT = ConfigDict(extra="forbid")
-
-
-class Profile(BaseModel):
-    """What a model costs beyond dollars: latency, energy, and where it runs."""
-
-    model_config = _STRICT
-    first_token_s: float | None = Field(default=None, ge=0)
-    per_token_s: float | None = Field(default=None, ge=0)
-    energy_j_per_token: float | None = Field(default=None, ge=0)
-    where: Literal["device", "edge", "cloud"] | None = None
 
 
 class PromptFormatConfig(BaseModel):
@@ -87,6 +91,23 @@ class BreakerConfig(BaseModel):
     half_open_probes: int = Field(default=1, ge=1)
 
 
+class CapabilitiesConfig(BaseModel):
+    """What a model can serve (see ``routecast.capabilities``). The defaults claim little:
+    text in, no tools, no structured output, streaming; an unknown window is not checked."""
+
+    model_config = _STRICT
+    # pydantic copies a mutable default for each instance.
+    input: list[Literal["text", "image", "audio"]] = ["text"]
+    tools: bool = False
+    structured_output: list[Literal["json_object", "json_schema"]] = Field(default_factory=list)
+    context_window: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    streaming: bool = True
+    #: A tokenizer endpoint of the model's own server: llama.cpp's ``/tokenize`` or
+    #: llama-cpp-python's ``/extras/tokenize/count``.
+    tokenize_url: str | None = None
+
+
 class ModelConfig(BaseModel):
     model_config = _STRICT
     base_url: str
@@ -100,15 +121,17 @@ class ModelConfig(BaseModel):
     input_usd_per_mtok: float = Field(default=0.0, ge=0)
     output_usd_per_mtok: float = Field(default=0.0, ge=0)
     cached_usd_per_mtok: float | None = Field(default=None, ge=0)
-    profile: Profile = Field(default_factory=Profile)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=120.0, gt=0)
+    first_token_timeout_s: float | None = Field(default=None, gt=0)
+    min_read_bytes_per_s: float = Field(default=1024.0, ge=0)
     max_retries: int = Field(default=2, ge=0, le=10)
     backoff_s: float = Field(default=0.5, ge=0)
     max_backoff_s: float = Field(default=8.0, ge=0)
     max_connections: int = Field(default=100, ge=1)
     stream_usage: bool = True
     headers: dict[str, str] = Field(default_factory=dict)
+    capabilities: CapabilitiesConfig = Field(default_factory=CapabilitiesConfig)
 
     @field_validator("base_url")
     @classmethod
@@ -152,6 +175,10 @@ class RoutedEndpoint(BaseModel):
     model_map: dict[str, str] = Field(default_factory=dict)
     max_sessions: int = Field(default=10_000, ge=0)
     max_batch: int = Field(default=64, ge=1)
+    #: Prefix the routing text with the request's modality and size words
+    #: (``routecast.capabilities.feature_tags``); the router must be fitted on prompts tagged
+    #: the same way (``tag_prompt``).
+    features: bool = False
 
     @model_validator(mode="after")
     def _one_policy(self) -> RoutedEndpoint:
@@ -267,6 +294,17 @@ class Privacy(BaseModel):
         return value
 
 
+class UIConfig(BaseModel):
+    """The dashboard at ``/ui`` (see :mod:`routecast.server.ui`)."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    #: Client keys (by name) that may open the dashboard when ``auth.required`` is on.
+    admin_keys: list[str] = Field(default_factory=list)
+    #: How often the overview page refreshes itself, in seconds.
+    refresh_s: float = Field(default=2.0, ge=0.5, le=3600)
+
+
 class Config(BaseModel):
     """The whole file. Relative paths are relative to the file's folder (see ``load_config``).
     """
@@ -278,6 +316,7 @@ class Config(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     auth: Auth = Field(default_factory=Auth)
     privacy: Privacy = Field(default_factory=Privacy)
+    ui: UIConfig = Field(default_factory=UIConfig)
 
     @model_validator(mode="after")
     def _known_models(self) -> Config:

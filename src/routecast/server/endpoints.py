@@ -96,6 +96,8 @@ def http_backend(name: str, model: ModelConfig, env: Mapping[str, str] | None = 
         retry=RetryPolicy(max_retries=model.max_retries, backoff_s=model.backoff_s,
                           max_backoff_s=model.max_backoff_s),
         connect_timeout_s=model.connect_timeout_s, read_timeout_s=model.read_timeout_s,
+        first_token_timeout_s=model.first_token_timeout_s,
+        min_read_bytes_per_s=model.min_read_bytes_per_s,
         max_connections=model.max_connections, stream_usage=model.stream_usage,
         headers=model.headers,
         breaker=CircuitBreaker(model.breaker.failure_threshold, model.breaker.open_s,
@@ -136,7 +138,8 @@ def build_endpoints(config: Config, *, env: Mapping[str, str] | None = None,
             backends[name] = RoutedBackend(router, policy, per_model, name=name,
                                            route_on=spec.route_on,
                                            max_sessions=spec.max_sessions,
-                                           max_batch=spec.max_batch)
+                                           max_batch=spec.max_batch,
+                                           features=spec.features)
         elif isinstance(spec, CascadeEndpoint):
             cascade, folder = _cascade(name, spec)
             unknown = [m for m in cascade.models if m not in leaves]

@@ -9,11 +9,18 @@ microseconds per request. Comparison is constant-time (:func:`hmac.compare_diges
 
 Budgets and rate limits are enforced in the server's one event loop: the check and the
 reservation happen with no ``await`` between them, so concurrent requests cannot both pass a
-check meant for one (that is the atomicity; no lock is needed on one loop). A request is
-admitted while the key's spend is below its budget, and its cost is added when it finishes, so
-the budget can be overspent by at most the cost of the requests in flight when it ran out.
-Spend is written back to SQLite by :meth:`KeyStore.flush` (every second while serving, and at
-shutdown); a crash loses at most the last second's spend accounting, never the request log.
+check meant for one (that is the atomicity; no lock is needed on one loop). A request's cost is
+known only when it finishes, so admission counts what is in flight at the key's typical cost
+(a running mean of its settled requests): a request is admitted while ``spent + in_flight x
+typical cost`` is below the budget. A burst therefore stops where the budget would run out, not
+after it; only a key's very first requests, before any cost is known, can overspend (by at most
+their own cost). Spend is written back to SQLite by :meth:`KeyStore.flush` (every second while
+serving, and at shutdown); a crash loses at most the last second's spend accounting, never the
+request log.
+
+:meth:`KeyStore.reload` (every second, to see new and revoked keys) updates the
+:class:`ClientKey` objects in place: a request that started before a reload settles its cost
+on the same object the next request is admitted against.
 
 Rate limits are token buckets of ``rpm`` requests per minute (bursts up to ``rpm``).
 """
@@ -120,8 +127,11 @@ class ClientKey:
     spent_usd: float
     rpm: int | None
     revoked: bool = False
+    #: Requests admitted and not yet settled.
     in_flight: int = 0
     unflushed_usd: float = 0.0
+    #: Running mean cost of this key's settled requests (``None``: none settled yet).
+    typical_cost_usd: float | None = None
     _tokens: float = field(default=0.0, repr=False)
     _refilled: float = field(default=0.0, repr=False)
 
@@ -140,20 +150,24 @@ class KeyStore:
         self.reload()
 
     def reload(self) -> None:
-        """Re-read the table (new and revoked keys), keeping unflushed spend."""
+        """Re-read the table (new and revoked keys, changed budgets), keeping unflushed spend
+        and updating known keys in place (see the module docstring)."""
         assert self._db is not None, "KeyStore.open() first"
         rows = self._db.execute("SELECT id, name, salt, hash, budget_usd, spent_usd, rpm, "
                                 "revoked FROM api_keys").fetchall()
         fresh: dict[str, ClientKey] = {}
         for key_id, name, salt, digest, budget, spent, rpm, revoked in rows:
-            old = self.keys.get(key_id)
-            key = ClientKey(key_id, name, salt, digest, budget, spent, rpm, bool(revoked))
-            if old is not None:
-                key.spent_usd += old.unflushed_usd
-                key.unflushed_usd, key.in_flight = old.unflushed_usd, old.in_flight
-                key._tokens, key._refilled = old._tokens, old._refilled
-            elif rpm:
-                key._tokens, key._refilled = float(rpm), self.clock()
+            key = self.keys.get(key_id)
+            if key is None:
+                key = ClientKey(key_id, name, salt, digest, budget, spent, rpm, bool(revoked))
+                if rpm:
+                    key._tokens, key._refilled = float(rpm), self.clock()
+            else:
+                if rpm and not key.rpm:  # a rate limit set since: start with a full bucket
+                    key._tokens, key._refilled = float(rpm), self.clock()
+                key.name, key.salt, key.hash, key.rpm = name, salt, digest, rpm
+                key.budget_usd, key.revoked = budget, bool(revoked)
+                key.spent_usd = spent + key.unflushed_usd
             fresh[key_id] = key
         self.keys = fresh
 
@@ -179,10 +193,15 @@ class KeyStore:
     def admit(self, key: ClientKey) -> None:
         """Check the budget and take one rate-limit token; raises 429. Call :meth:`settle`
         once the request is done. Synchronous on purpose: see the module docstring."""
-        if key.budget_usd is not None and key.spent_usd >= key.budget_usd:
-            raise RequestError(f"the key {key.name!r} has spent its budget (${key.spent_usd:.4f}"
-                               f" of ${key.budget_usd:.4f}); ask for a higher --budget-usd",
-                               status=429, code="budget_exceeded")
+        if key.budget_usd is not None:
+            pending = key.in_flight * (key.typical_cost_usd or 0.0)
+            if key.spent_usd + pending >= key.budget_usd:
+                held = (f", ${pending:.4f} more held by {key.in_flight} request(s) in flight"
+                        if pending else "")
+                raise RequestError(f"the key {key.name!r} has spent its budget "
+                                   f"(${key.spent_usd:.4f} of ${key.budget_usd:.4f}{held}); ask "
+                                   "for a higher --budget-usd", status=429,
+                                   code="budget_exceeded")
         if key.rpm:
             now = self.clock()
             key._tokens = min(float(key.rpm),
@@ -196,9 +215,16 @@ class KeyStore:
         key.in_flight += 1
 
     def settle(self, key: ClientKey, cost_usd: float) -> None:
-        key.in_flight -= 1
+        """Add a finished request's cost (0 for a failed one) to its key."""
+        # Reloads update keys in place, so this is the object the next admission reads.
+        key.in_flight = max(0, key.in_flight - 1)
         key.spent_usd += cost_usd
         key.unflushed_usd += cost_usd
+        if cost_usd > 0:
+            # A short memory (alpha 0.2), as the breakers' latency: a key whose requests grow
+            # costlier is held to its new cost within a few requests.
+            typical = key.typical_cost_usd
+            key.typical_cost_usd = cost_usd if typical is None else 0.8 * typical + 0.2 * cost_usd
 
     def flush(self) -> None:
         """Add unflushed spend to the database (a delta, so two servers sharing it add up)."""

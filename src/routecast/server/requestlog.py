@@ -16,6 +16,12 @@ WAL file, which the OS keeps when the process dies). Rows waiting together commi
 kill are lost with them, and no client saw those answers.
 
 Prompt text is stored only when ``log_prompts`` is on: prompts may hold personal data.
+
+Schema version 2 added ``excluded`` (the models that could not serve the request, and
+why), ``request_id`` (the ``x-routecast-request-id`` the client got),
+``key_name`` (the client key's name, with ``auth.required``) and ``trace`` (the routing
+debugger's JSON record, :mod:`routecast.backends.trace`); a version-1 file is migrated in place
+when opened (columns added, no row changed).
 """
 
 from __future__ import annotations
@@ -29,13 +35,22 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-SCHEMA_VERSION = 1
+from routecast.backends.transport import json_dumps as dumps
+
+if TYPE_CHECKING:
+    from routecast.backends.trace import Trace
+
+SCHEMA_VERSION = 2
 
 COLUMNS = ("ts", "endpoint", "model", "route", "status", "stream", "prompt_tokens",
            "completion_tokens", "cached_tokens", "reasoning_tokens", "usage_estimated",
            "cost_usd", "baseline_model", "baseline_cost_usd", "latency_s", "routing_s",
-           "error", "session", "prompt")
+           "error", "session", "prompt", "excluded", "request_id", "key_name", "trace")
+
+#: Columns each schema version added, for migrating older files in place.
+_ADDED = {2: ("excluded TEXT", "request_id TEXT", "key_name TEXT", "trace TEXT")}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -58,7 +73,11 @@ CREATE TABLE IF NOT EXISTS requests (
     routing_s REAL NOT NULL,           -- of which choosing the model
     error TEXT,
     session TEXT,
-    prompt TEXT                        -- only with storage.log_prompts
+    prompt TEXT,                       -- only with storage.log_prompts
+    excluded TEXT,                     -- models that could not serve it: "m (why); ..."
+    request_id TEXT,                   -- x-routecast-request-id (version 2)
+    key_name TEXT,                     -- the client key's name (version 2)
+    trace TEXT                         -- JSON: why this route (version 2)
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 """
@@ -87,6 +106,10 @@ class LogRow:
     error: str | None = None
     session: str | None = None
     prompt: str | None = None
+    excluded: str | None = None
+    request_id: str | None = None
+    key_name: str | None = None
+    trace: Trace | None = None
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -96,9 +119,35 @@ def connect(path: str | Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(_SCHEMA)
+    _migrate(db)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     db.commit()
+    db.execute("CREATE INDEX IF NOT EXISTS requests_request_id ON requests (request_id)")
+    db.commit()
     return db
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add the columns later versions introduced to a file an older server created."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    for version in sorted(_ADDED):
+        for column in _ADDED[version]:
+            if column.split()[0] not in have:
+                db.execute(f"ALTER TABLE requests ADD COLUMN {column}")
+
+
+def _trace_json(trace: Trace | None) -> str | None:
+    return None if trace is None else dumps(trace.as_dict()).decode()
+
+
+def _values(row: LogRow) -> tuple[object, ...]:
+    """A row's values in :data:`COLUMNS` order, its trace as JSON (encoded on the writer
+    thread, off the request's path)."""
+    values = _AS_TUPLE(row)
+    return (*values[:-1], _trace_json(row.trace))
+
+
+_AS_TUPLE = operator.attrgetter(*COLUMNS)
 
 
 def prompt_text(body: dict[str, object]) -> str:
@@ -130,7 +179,6 @@ class RequestLog:
         self._thread: threading.Thread | None = None
         self._sql = (f"INSERT INTO requests ({', '.join(COLUMNS)}) "
                      f"VALUES ({', '.join('?' * len(COLUMNS))})")
-        self._as_tuple = operator.attrgetter(*COLUMNS)
         self.rows_written = 0
         self.error: BaseException | None = None
 
@@ -185,7 +233,7 @@ class RequestLog:
                 rows, self._pending = self._pending, []
                 waiters, self._waiters = self._waiters, []
             if rows:
-                self._commit(db, [self._as_tuple(r) for r in rows])
+                self._commit(db, [_values(r) for r in rows])
             for loop, future in waiters:
                 with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
                     loop.call_soon_threadsafe(_resolve, future)

@@ -2,7 +2,8 @@
 
 The first chunk is awaited before the response starts, so a failure before it still gets an
 error status (and a fallback model its turn). After that, however the stream ends, the client
-gets a well-formed ending: ``[DONE]`` after the summary event, or one OpenAI-shaped error event
+gets a well-formed ending: ``[DONE]`` after the last chunk (which carries the summary; see
+:func:`_ending`) and the usage chunk if asked for, or one OpenAI-shaped error event
 (the upstream died, the deadline passed, a bug) and then the connection closes. Every wait for
 the upstream is bounded by the request's deadline, so nothing can leave a client hanging.
 """
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from routecast.backends.base import Api, Backend, Chunk, Completion, Request, close_stream
+from routecast.backends.transport import json_loads
 from routecast.errors import RequestError, RoutecastError, UpstreamError, UpstreamTimeoutError
 from routecast.server.wire import DONE, error_body, sse
 
@@ -51,12 +53,15 @@ class StreamMixin:
 
     def _record(self, endpoint: str, body: Mapping[str, Any], ts: float, latency_s: float, *,
                 stream: bool, completion: Completion | None = None, status: int = 200,
-                error: str | None = None, route: list[str] | None = None
+                error: str | None = None, route: list[str] | None = None,
+                request_id: str | None = None, key_name: str | None = None
                 ) -> asyncio.Future[None] | None:
         raise NotImplementedError
 
     async def _start_stream(self, backend: Backend, request: Request, endpoint: str,
-                            t0: float, ts: float, key: ClientKey | None) -> Response:
+                            t0: float, ts: float, key: ClientKey | None,
+                            request_id: str | None = None, key_name: str | None = None
+                            ) -> Response:
         deadline = asyncio.get_running_loop().time() + self.deadline_s
         chunks = backend.stream(request)
         try:
@@ -73,61 +78,71 @@ class StreamMixin:
             raise
         headers = {"x-routecast-model": first.model, "x-routecast-route": ",".join(first.route),
                    "cache-control": "no-cache", "x-accel-buffering": "no"}
-        events = self._events(first, chunks, request, endpoint, t0, ts, deadline, key)
+        if request_id is not None:
+            headers["x-routecast-request-id"] = request_id
+        ids = (request_id, key_name)
+        events = self._events(first, chunks, request, endpoint, t0, ts, deadline, key, ids)
         return EventStream(events, headers)
 
     async def _events(self, chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
                       endpoint: str, t0: float, ts: float, deadline: float,
-                      key: ClientKey | None) -> AsyncIterator[bytes]:
+                      key: ClientKey | None, ids: tuple[str | None, str | None]
+                      ) -> AsyncIterator[bytes]:
         options = request.body.get("stream_options") or {}
         wants_usage = bool(options.get("include_usage"))
         final: Completion | None = None
         error: RoutecastError | None = None
         recorded = False
         last: dict[str, Any] = {}
+        # A piece whose last event has a finish_reason is held back until the next one comes:
+        # if the stream ends there, it carries the summary (see `_ending`).
+        held: Chunk | None = None
         self.metrics.in_flight += 1
         try:
             while True:
                 if chunk.final is not None:
                     final = chunk.final
-                    summary = sse(self._final_event(chunk, final, last, request.api,
-                                                    wants_usage, t0))
-                    if chunk.raw is not None:  # the last events, come with the end
-                        summary = chunk.raw + summary
+                    ending = _ending(chunk, held, final, last, request.api, wants_usage, t0)
+                    held = None
                     break
-                if chunk.raw is not None:  # a block of events, ready to send
-                    last = chunk.data or last
-                    yield chunk.raw
-                elif chunk.data is not None:
+                if chunk.data is not None:
                     last = chunk.data
-                    yield sse(chunk.data)
+                piece = _flush(held)
+                held = None
+                if _finishes(chunk.data):
+                    held = chunk
+                else:
+                    piece += _piece(chunk)
+                if piece:
+                    yield piece
                 async with asyncio.timeout_at(deadline):
                     chunk = await anext(chunks)
             # Log (durably, if asked) before [DONE]: a client that saw the end is logged.
             recorded = True
             committed = self._record(endpoint, request.body, ts, time.perf_counter() - t0,
-                                     stream=True, completion=final)
+                                     stream=True, completion=final, request_id=ids[0],
+                                     key_name=ids[1])
             if committed is None:
-                yield summary + DONE  # one write for the two
+                yield ending + DONE  # one write for the two
             else:
-                yield summary
+                yield ending
                 await committed
                 yield DONE
         except StopAsyncIteration:
             error = UpstreamError(f"endpoint {endpoint!r} ended its stream without a summary",
                                   model=endpoint)
-            yield sse(error_body(str(error), 502, code="upstream_error"))
+            yield _flush(held) + sse(error_body(str(error), 502, code="upstream_error"))
         except TimeoutError:
             error = self._deadline(endpoint)
-            yield sse(error_body(str(error), 504, code="deadline_exceeded"))
+            yield _flush(held) + sse(error_body(str(error), 504, code="deadline_exceeded"))
         except RoutecastError as e:  # mid-stream: the status is sent; say it in the stream
             error = e
             status, code = status_of(e)
-            yield sse(error_body(str(e), status, code=code))
+            yield _flush(held) + sse(error_body(str(e), status, code=code))
         except Exception as e:  # a bug: still end the stream in a way clients understand
             log.exception("stream of %s failed", endpoint, exc_info=e)
             error = RoutecastError(f"internal error ({type(e).__name__}); see the server log")
-            yield sse(error_body(str(error), 500, code="internal_error"))
+            yield _flush(held) + sse(error_body(str(error), 500, code="internal_error"))
         finally:
             self.metrics.in_flight -= 1
             if key is not None and self.keys is not None:
@@ -138,36 +153,92 @@ class StreamMixin:
                 pass
             elif final is not None:
                 self._record(endpoint, request.body, ts, latency_s, stream=True,
-                             completion=final)
+                             completion=final, request_id=ids[0], key_name=ids[1])
             else:
                 status = status_of(error)[0] if error is not None else CLIENT_CLOSED
                 self._record(endpoint, request.body, ts, latency_s, stream=True,
                              status=status, error=str(error) if error else "client disconnected",
-                             route=chunk.route)
+                             route=chunk.route, request_id=ids[0], key_name=ids[1])
 
-    def _final_event(self, chunk: Chunk, final: Completion, last: Mapping[str, Any], api: Api,
-                     wants_usage: bool, t0: float) -> dict[str, Any]:
-        """The last event: the upstream's usage chunk (usage kept only if the client asked)
-        or an empty-choices chunk like it, plus the ``routecast`` summary."""
+
+def _piece(chunk: Chunk) -> bytes:
+    """What the client receives for ``chunk``."""
+    if chunk.raw is not None:
+        return chunk.raw
+    return sse(chunk.data) if chunk.data is not None else b""
+
+
+def _flush(held: Chunk | None) -> bytes:
+    return _piece(held) if held is not None else b""
+
+
+def _finishes(data: Mapping[str, Any] | None) -> bool:
+    """Whether a chunk ends one of its choices (has a ``finish_reason``)."""
+    if data is None:
+        return False
+    for choice in data.get("choices") or ():
+        if isinstance(choice, dict) and choice.get("finish_reason"):
+            return True
+    return False
+
+
+def _cut_last(raw: bytes) -> tuple[bytes, bytes]:
+    """``raw`` (server-sent events, framed as backends frame them: ``data: {...}`` and a blank
+    line each) as (every event but the last, the last event's JSON)."""
+    at = raw.rfind(b"\n\ndata: ")
+    start = 0 if at < 0 else at + 2
+    return raw[:start], raw[start + 6:].strip()
+
+
+def _ending(chunk: Chunk, held: Chunk | None, final: Completion, last: Mapping[str, Any],
+            api: Api, wants_usage: bool, t0: float) -> bytes:
+    """The events that end a stream, before ``[DONE]``.
+
+    The ``routecast`` summary rides, as an extra field, on the stream's last chunk with a
+    ``finish_reason``: every client reads past an unknown field, while an extra chunk with
+    empty ``choices`` breaks the usual ``chunk.choices[0]`` loop. OpenAI sends that chunk only
+    when the client asks for it (``stream_options.include_usage``), and then exactly once,
+    carrying ``usage``; so does routecast. A stream with no finish_reason at all (a broken
+    upstream's) has the summary on its usage chunk, if asked, else only in the headers and
+    the log.
+    """
+    summary = {"model": final.model, "route": final.route, "cost_usd": final.cost_usd,
+               "latency_ms": (time.perf_counter() - t0) * 1000,
+               "routing_ms": final.routing_s * 1000, "usage": final.usage.as_dict()}
+    held_piece = _flush(held)
+    tail = chunk.raw or b""  # events that came with the end, after the held piece
+    placed = True
+    tail_last: Any = None
+    if tail:
+        tail_before, tail_json = _cut_last(tail)
+        try:
+            tail_last = json_loads(tail_json)
+        except (ValueError, RecursionError):
+            tail_last = None
+    if isinstance(tail_last, dict) and _finishes(tail_last):
+        out = held_piece + tail_before + sse({**tail_last, "routecast": summary})
+    elif held is not None and held.data is not None:
+        out = _cut_last(held_piece)[0] + sse({**held.data, "routecast": summary}) + tail
+    else:
+        out = held_piece + tail
+        placed = False
+    if wants_usage:
         data = chunk.data
         if data is None:
-            data = {"id": last.get("id", ""), "created": last.get("created", int(time.time())),
+            data = {"id": last.get("id", ""),
+                    "created": last.get("created", int(time.time())),
                     "object": last.get("object") or ("chat.completion.chunk" if api == "chat"
                                                       else "text_completion"),
                     "model": final.model, "choices": []}
-        if wants_usage:
-            data.setdefault("usage", {"prompt_tokens": final.usage.prompt_tokens,
-                                      "completion_tokens": final.usage.completion_tokens,
-                                      "total_tokens": final.usage.prompt_tokens
-                                      + final.usage.completion_tokens})
-        else:
-            data.pop("usage", None)
-        data["routecast"] = {
-            "model": final.model, "route": final.route, "cost_usd": final.cost_usd,
-            "latency_ms": (time.perf_counter() - t0) * 1000,
-            "routing_ms": final.routing_s * 1000, "usage": final.usage.as_dict()}
-        return data
-
+        data = {**data, "choices": []}
+        data.setdefault("usage", {"prompt_tokens": final.usage.prompt_tokens,
+                                  "completion_tokens": final.usage.completion_tokens,
+                                  "total_tokens": final.usage.prompt_tokens
+                                  + final.usage.completion_tokens})
+        if not placed:
+            data["routecast"] = summary
+        out += sse(data)
+    return out
 
 
 class EventStream(Response):

@@ -1,8 +1,9 @@
 """The OpenAI wire format at the server's edge: request checks, error bodies, SSE framing.
 
 Requests are checked by hand rather than parsed into pydantic models: only the fields routecast
-acts on (``model``, ``messages``, ``prompt``, ``stream``, ``stream_options``) are checked, and the
-client's dict is forwarded as it is, so fields routecast does not know pass through unchanged.
+acts on (``model``, ``messages``, ``prompt``, ``stream``, ``stream_options``) and the numbers
+OpenAI types as integers (``max_tokens``, ``n``, ...) are checked, and the client's dict is
+forwarded as it is, so fields routecast does not know pass through unchanged.
 
 JSON goes through :func:`routecast.backends.transport.json_loads` and ``json_dumps`` (orjson,
 with the standard library deciding wherever the two would differ).
@@ -11,6 +12,7 @@ with the standard library deciding wherever the two would differ).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,6 +62,32 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+#: Fields OpenAI's API reference types as integers, per route (chat's ``logprobs`` is a
+#: boolean, the legacy completions' an integer).
+_INTEGERS_CHAT = ("max_tokens", "max_completion_tokens", "n", "top_logprobs", "seed")
+_INTEGERS_COMPLETIONS = ("max_tokens", "n", "logprobs", "best_of", "seed")
+
+
+def check_integers(body: Mapping[str, Any], fields: tuple[str, ...]) -> None:
+    """A 400 naming the first of ``fields`` that is present, not null and not an integer
+    (``1e999``, ``2.5``, ``"5"``, ``true``), as OpenAI answers; forwarded, such a value would
+    reach the upstream changed (``1e999`` is infinity, which JSON cannot carry) or rejected
+    with a less helpful message."""
+    for name in fields:
+        value = body.get(name)
+        if value is not None and (type(value) is not int):
+            raise RequestError(f"`{name}` must be an integer, got {_shown(value)}. Fix: send a "
+                               "whole number without a decimal point or exponent",
+                               param=name, code="invalid_type")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else "a number out of range (infinite)"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def check_common(body: Mapping[str, Any]) -> str:
     """Checks shared by both routes; returns the endpoint name (``model``)."""
     model = body.get("model")
@@ -99,6 +127,7 @@ def check_chat(body: Mapping[str, Any], max_messages: int) -> str:
         if content is not None and not isinstance(content, (str, list)):
             raise RequestError(f"messages[{i}].content must be a string or a list of parts",
                                param=f"messages[{i}].content")
+    check_integers(body, _INTEGERS_CHAT)
     return model
 
 
@@ -109,6 +138,7 @@ def check_completions(body: Mapping[str, Any]) -> str:
     if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
         raise RequestError("`prompt` is required: a string (or a list of strings)",
                            param="prompt", code="missing_prompt")
+    check_integers(body, _INTEGERS_COMPLETIONS)
     return model
 
 

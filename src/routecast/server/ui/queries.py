@@ -1,0 +1,244 @@
+"""What the dashboard reads from the request log: read-only SQL over one SQLite file.
+
+Every function opens the file read-only (``mode=ro``), so a dashboard can never change or lock
+what the server writes, and runs in a worker thread when the server calls it (the event loop
+never waits on the disk). The log is written in batches (``storage.batch_ms``, 200 ms by
+default), so the newest fraction of a second may not show yet.
+
+The figures mean what ``routecast stats`` means by them (:mod:`routecast.server.stats`): spend
+is the sum of ``cost_usd``; *saved* compares it with pricing the same answered requests at each
+endpoint's most expensive model; latency is arrival to last byte, answered requests only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from routecast.server.stats import _percentile
+
+#: Columns of a request as the Requests page and the story read them.
+_REQUEST_COLUMNS = ("request_id", "ts", "endpoint", "model", "route", "status", "stream",
+                    "prompt_tokens", "completion_tokens", "cost_usd", "baseline_model",
+                    "baseline_cost_usd", "latency_s", "routing_s", "error", "session",
+                    "key_name", "prompt", "trace")
+
+
+def _connect(db: Path) -> sqlite3.Connection | None:
+    """A read-only connection, or ``None`` while the server has written nothing yet."""
+    if not db.is_file():
+        return None
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+
+
+@dataclass
+class LatencyPoint:
+    """Answered requests that arrived in one time bucket (``t`` its start, unix seconds)."""
+
+    t: float
+    requests: int
+    errors: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+@dataclass
+class Overview:
+    """The live numbers of the overview page, over the last ``window_s`` seconds."""
+
+    window_s: float
+    requests: int = 0
+    errors: int = 0
+    requests_per_s: float = 0.0
+    spend_usd: float = 0.0
+    baseline_usd: float = 0.0
+    escalation_rate: float = 0.0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    #: endpoint -> answering model -> answered requests.
+    mix: dict[str, dict[str, int]] = field(default_factory=dict)
+    series: list[LatencyPoint] = field(default_factory=list)
+
+    @property
+    def saved_usd(self) -> float:
+        return self.baseline_usd - self.spend_usd
+
+    @property
+    def saved_fraction(self) -> float | None:
+        return self.saved_usd / self.baseline_usd if self.baseline_usd > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"window_s": self.window_s, "requests": self.requests, "errors": self.errors,
+                "requests_per_s": self.requests_per_s, "spend_usd": self.spend_usd,
+                "baseline_usd": self.baseline_usd, "saved_usd": self.saved_usd,
+                "saved_fraction": self.saved_fraction, "escalation_rate": self.escalation_rate,
+                "latency_ms": {"p50": self.p50_ms, "p95": self.p95_ms, "p99": self.p99_ms},
+                "mix": self.mix,
+                "series": [vars(p) for p in self.series]}
+
+
+def overview(db: Path, window_s: float = 3600.0, *, buckets: int = 30,
+             now: float | None = None) -> Overview:
+    """The overview's figures over the last ``window_s`` seconds, and latency percentiles in
+    ``buckets`` equal time buckets from the window's first request to now. Requests per
+    second are over the last minute (or the window, if shorter)."""
+    now = time.time() if now is None else now
+    since = now - window_s
+    out = Overview(window_s)
+    con = _connect(db)
+    if con is None:
+        return out
+    try:
+        rows = con.execute(
+            "SELECT ts, endpoint, model, route, status, cost_usd, baseline_cost_usd, latency_s "
+            "FROM requests WHERE ts >= ? ORDER BY ts", (since,)).fetchall()
+    finally:
+        con.close()
+    out.requests = len(rows)
+    ok = [r for r in rows if r[4] == 200]
+    out.errors = out.requests - len(ok)
+    recent_s = min(60.0, window_s)
+    out.requests_per_s = sum(1 for r in rows if r[0] >= now - recent_s) / recent_s
+    out.spend_usd = sum(r[5] for r in rows)
+    out.baseline_usd = sum(r[6] for r in ok)
+    out.escalation_rate = sum(1 for r in ok if "," in r[3]) / len(ok) if ok else 0.0
+    latencies = sorted(r[7] * 1000 for r in ok)
+    out.p50_ms, out.p95_ms, out.p99_ms = (_percentile(latencies, q) for q in (50, 95, 99))
+    for r in ok:
+        models = out.mix.setdefault(r[1], {})
+        models[r[2]] = models.get(r[2], 0) + 1
+    # The buckets span the traffic the window holds (first request to now), so a burst of a
+    # few seconds in an hour's window is still drawn over many buckets.
+    start = rows[0][0] if rows else since
+    width = max(now - start, 1e-3) / buckets
+    grouped: list[list[tuple[Any, ...]]] = [[] for _ in range(buckets)]
+    for r in rows:
+        grouped[min(buckets - 1, int((r[0] - start) / width))].append(r)
+    for k, group in enumerate(grouped):
+        lat = sorted(r[7] * 1000 for r in group if r[4] == 200)
+        out.series.append(LatencyPoint(
+            start + k * width, len(group), sum(1 for r in group if r[4] != 200),
+            _percentile(lat, 50), _percentile(lat, 95), _percentile(lat, 99)))
+    return out
+
+
+@dataclass
+class Filters:
+    """The Requests page's filters; empty strings match everything."""
+
+    endpoint: str = ""
+    model: str = ""
+    key: str = ""
+    status: str = ""  # "ok", "error" or a number
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, value in (("endpoint", self.endpoint), ("model", self.model),
+                              ("key_name", self.key)):
+            if value:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if self.status == "ok":
+            clauses.append("status = 200")
+        elif self.status == "error":
+            clauses.append("status != 200")
+        elif self.status.isdigit():
+            clauses.append("status = ?")
+            args.append(int(self.status))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def recent(db: Path, filters: Filters | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest requests matching ``filters``, newest first."""
+    con = _connect(db)
+    if con is None:
+        return []
+    where, args = (filters or Filters()).where()
+    try:
+        rows = con.execute(f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM requests{where} "
+                           "ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+    finally:
+        con.close()
+    return [_request(r) for r in rows]
+
+
+def choices(db: Path) -> dict[str, list[str]]:
+    """Distinct endpoints, models and keys in the log, for the filters' menus."""
+    con = _connect(db)
+    if con is None:
+        return {"endpoint": [], "model": [], "key": []}
+    try:
+        return {name: [v for (v,) in con.execute(
+                    f"SELECT DISTINCT {column} FROM requests WHERE {column} IS NOT NULL "
+                    f"ORDER BY {column}")]
+                for name, column in (("endpoint", "endpoint"), ("model", "model"),
+                                     ("key", "key_name"))}
+    finally:
+        con.close()
+
+
+def request(db: Path, request_id: str) -> dict[str, Any] | None:
+    """One request by its ``x-routecast-request-id``, or ``None``."""
+    con = _connect(db)
+    if con is None:
+        return None
+    try:
+        row = con.execute(f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM requests "
+                          "WHERE request_id = ? ORDER BY id DESC LIMIT 1",
+                          (request_id,)).fetchone()
+    finally:
+        con.close()
+    return None if row is None else _request(row)
+
+
+def live_point(db: Path, endpoint: str, window_s: float = 86400.0) -> dict[str, Any] | None:
+    """An endpoint's operating point on its recent traffic: mean cost per answered request,
+    and the mean quality the router estimated for the models it chose (routed endpoints;
+    ``None`` when no request carried estimates). Quality measured on traffic needs labels,
+    which the log does not hold; the estimate is labelled as one wherever it is shown."""
+    con = _connect(db)
+    if con is None:
+        return None
+    try:
+        rows = con.execute("SELECT model, cost_usd, trace FROM requests WHERE endpoint = ? "
+                           "AND status = 200 AND ts >= ?",
+                           (endpoint, time.time() - window_s)).fetchall()
+    finally:
+        con.close()
+    if not rows:
+        return None
+    estimated: list[float] = []
+    for model, _, trace in rows:
+        estimates = (json.loads(trace) if trace else {}).get("estimates") or {}
+        if model in estimates:
+            estimated.append(float(estimates[model]))
+    return {"requests": len(rows), "cost_usd": sum(r[1] for r in rows) / len(rows),
+            "estimated_quality": sum(estimated) / len(estimated) if estimated else None}
+
+
+def _request(row: tuple[Any, ...]) -> dict[str, Any]:
+    out = dict(zip(_REQUEST_COLUMNS, row, strict=True))
+    out["stream"] = bool(out["stream"])
+    out["trace"] = json.loads(out["trace"]) if out["trace"] else None
+    return out
+
+
+def client_headers(req: dict[str, Any]) -> dict[str, str]:
+    """The ``x-routecast-*`` headers the client got for a logged request, rebuilt from the
+    same values the server formatted them from. A stream's headers are sent before its
+    answer is done, so they carry no cost or latency (its last event does)."""
+    if req["status"] != 200:
+        return {"x-routecast-request-id": req["request_id"]} if req["request_id"] else {}
+    headers = {"x-routecast-request-id": req["request_id"], "x-routecast-model": req["model"],
+               "x-routecast-route": req["route"]}
+    if not req["stream"]:
+        headers["x-routecast-cost-usd"] = f"{req['cost_usd']:.10g}"
+        headers["x-routecast-latency-ms"] = f"{req['latency_s'] * 1000:.3f}"
+    return headers
