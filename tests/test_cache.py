@@ -175,6 +175,7 @@ def test_concurrent_processes_share_one_cache(tmp_path: Path) -> None:
     assert enc.inner.seen == []  # type: ignore[attr-defined]  # all read back, none recomputed
 
 
+@pytest.mark.needs_minilm
 def test_minilm_router_reloads_and_routes_from_the_cache_without_torch(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Fit here (the MiniLM weights load once per test session), with the test's own cache.

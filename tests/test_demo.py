@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from routecast.local import outcomes
 from routecast.local.demo import Answered, DemoResult, pick_questions, summary
 from routecast.local.outcomes import LARGE, SMALL
@@ -49,6 +51,7 @@ def test_summary_compares_each_endpoint_with_always_gemma() -> None:
     assert f"always {LARGE}" in text and f"cascade {tuned()[0].cascade.describe()}" in text
 
 
+@pytest.mark.needs_local
 def test_demo_runs_on_the_real_models() -> None:
     # --no-fleet: the recorded part has its own test (tests/test_fleet_demo.py).
     done = subprocess.run([sys.executable, "-m", "routecast.cli", "demo", "--questions", "1",

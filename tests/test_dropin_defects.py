@@ -22,9 +22,9 @@ from benchmarks.fault_suite import FaultServer, fault
 
 from routecast.errors import ConfigError
 from routecast.server.config import parse_config
+from tests.http_calls import call
 from tests.routecast_live import make_config, model_entry, serve
 from tests.stub_upstream import Step, StubUpstream, closed_port, iter_sse
-from tests.test_server_errors import call
 
 MESSAGES: Any = [{"role": "user", "content": "hello world"}]
 

@@ -58,6 +58,7 @@ def test_an_encoder_object_plugs_in() -> None:
     assert router.predict(["anything"]).shape == (1, 3)
 
 
+@pytest.mark.needs_minilm
 def test_minilm_embeds_offline_with_real_weights() -> None:
     enc = make_encoder("minilm").fit([])
     x = enc.transform(TEXTS)
@@ -68,6 +69,7 @@ def test_minilm_embeds_offline_with_real_weights() -> None:
     assert sim[0, 1] > 0.7 and sim[0, 2] < 0.3
 
 
+@pytest.mark.needs_minilm
 def test_minilm_knn_router_learns_the_toy_signal() -> None:
     data = toy_dataset(120)
     router = make_router("knn", encoder="minilm", k=10).fit(data.subset("train"))
@@ -85,3 +87,22 @@ def test_importing_routecast_does_not_import_heavy_modules() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_tfidf_fits_on_the_same_texts_are_shared_and_equal() -> None:
+    from routecast.encoders.tfidf import TfidfEncoder
+
+    texts = [f"prompt {i} about {w}" for i, w in enumerate(["cats", "dogs", "maths"] * 20)]
+    a, b = TfidfEncoder().fit(texts), TfidfEncoder().fit(list(texts))
+    assert a.vocabulary_ is b.vocabulary_ and a.idf_ is b.idf_  # fitted once
+    assert not a.idf_.flags.writeable  # shared, so never changed in place
+    other = TfidfEncoder(min_df=1).fit(texts)  # other parameters: another fit
+    assert other.vocabulary_ is not a.vocabulary_
+    assert TfidfEncoder().fit(texts[:-1]).vocabulary_ is not a.vocabulary_  # other texts
+    # A memoised fit is what a fresh fit would give.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    sk = TfidfVectorizer(sublinear_tf=True, strip_accents="unicode", ngram_range=(1, 2),
+                         min_df=2).fit(texts)
+    assert a.vocabulary_ == {str(t): int(j) for t, j in sk.vocabulary_.items()}
+    np.testing.assert_array_equal(a.idf_, sk.idf_)

@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 
 from routecast.server.keys import add_key, list_keys
+from tests.http_calls import call
 from tests.routecast_live import db_fixture, make_config, serve, stub_fixture
 from tests.stub_upstream import Step, StubUpstream
-from tests.test_server_errors import call
 
 USER = [{"role": "user", "content": "one two three"}]
 #: What one `small` answer to USER costs: 6 prompt tokens at 0.1 and 5 completion tokens at 0.4

@@ -66,6 +66,7 @@ def prompt_cost(client: openai.OpenAI, model: str, content: str) -> float:
     return ask(client, model, content, max_tokens=1)[2]
 
 
+@pytest.mark.needs_local
 def test_agreement_pays_two_samples_beside_the_answer(client: openai.OpenAI) -> None:
     small, large = prompt_cost(client, SMALL, QUESTION), prompt_cost(client, LARGE, QUESTION)
     assert small > 0 and large > 0
@@ -76,6 +77,7 @@ def test_agreement_pays_two_samples_beside_the_answer(client: openai.OpenAI) -> 
 
 @pytest.mark.parametrize(("endpoint", "first", "second"), [("verify", SMALL, LARGE),
                                                            ("verify-base", LARGE, SMALL)])
+@pytest.mark.needs_local
 def test_self_verification_keeps_what_the_model_itself_accepts(
         client: openai.OpenAI, endpoint: str, first: str, second: str) -> None:
     # The first step asked alone, greedily: the answer the cascade judges, and its verdict.
@@ -91,6 +93,7 @@ def test_self_verification_keeps_what_the_model_itself_accepts(
         assert text == answer
 
 
+@pytest.mark.needs_local
 def test_a_stream_sends_the_answer_of_one_model(client: openai.OpenAI) -> None:
     chunks = list(client.chat.completions.create(
         model="verify", messages=[{"role": "user", "content": QUESTION}], max_tokens=16,

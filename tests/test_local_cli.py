@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from routecast.data.canonical import load
 from routecast.local.graders import grade
@@ -89,6 +90,7 @@ def run_until_journal_has(out: Path, n: int, sig: signal.Signals) -> tuple[set[i
             proc.kill()
 
 
+@pytest.mark.needs_local
 def test_collect_killed_midway_resumes_without_recomputing(tmp_path: Path) -> None:
     out = tmp_path / "local.jsonl"
     journal = out.with_name(out.name + ".journal")
@@ -125,6 +127,7 @@ def test_collect_killed_midway_resumes_without_recomputing(tmp_path: Path) -> No
     assert "AUROC" in done.stdout
 
 
+@pytest.mark.needs_local
 def test_servers_die_with_a_collect_killed_outright(tmp_path: Path) -> None:
     # SIGKILL leaves no chance to clean up: the servers' watchdog must end them.
     logs = set(Path(tempfile.gettempdir()).glob("routecast-llama-*.log"))

@@ -185,6 +185,7 @@ def server() -> Iterator[Server]:
         s.stop()
 
 
+@pytest.mark.needs_local
 def test_serve_without_config_answers_on_every_endpoint(server: Server) -> None:
     import openai
 
@@ -207,6 +208,7 @@ def test_serve_without_config_answers_on_every_endpoint(server: Server) -> None:
     assert "\n" not in (gemma.choices[0].message.content or "").strip()
 
 
+@pytest.mark.needs_local
 def test_cascade_escalates_on_doubt_and_not_on_trust(
         server: Server, shipped: outcomes.LocalOutcomes) -> None:
     import openai
@@ -238,6 +240,7 @@ def test_default_declares_text_only_models_with_their_served_windows() -> None:
     assert 1800 < (config.models[LARGE].capabilities.context_window or 0) < 2048
 
 
+@pytest.mark.needs_local
 def test_default_refuses_what_its_models_cannot_serve_and_counts_near_the_window(
         server: Server) -> None:
     import openai
@@ -264,6 +267,7 @@ def test_default_refuses_what_its_models_cannot_serve_and_counts_near_the_window
     assert "window 2048" in str(caught.value)
 
 
+@pytest.mark.needs_local
 def test_model_servers_stop_with_serve(server: Server) -> None:
     # runs last of the tests on the shared server: it stops it
     pids = server.model_pids()

@@ -32,6 +32,7 @@ def ask(endpoint: Endpoint, prompt: str) -> Answer:
     return asyncio.run(go())
 
 
+@pytest.mark.needs_local
 @pytest.mark.parametrize("model", [SMOL, GEMMA], ids=lambda m: m.name)
 def test_gguf_is_found_through_its_package(model: LocalModel) -> None:
     path = model.gguf_path()
@@ -40,6 +41,7 @@ def test_gguf_is_found_through_its_package(model: LocalModel) -> None:
         assert f.read(4) == b"GGUF"
 
 
+@pytest.mark.needs_local
 def test_smollm2_answers_a_chat_question_with_logprobs(
         servers: dict[str, llamacpp.LlamaServer]) -> None:
     endpoint = SMOL.endpoint(servers[SMOL.name].base_url, max_tokens=12)
@@ -52,6 +54,7 @@ def test_smollm2_answers_a_chat_question_with_logprobs(
     assert 0 < answer.latency_s < 30
 
 
+@pytest.mark.needs_local
 def test_gemma_base_model_answers_completion_style(
         servers: dict[str, llamacpp.LlamaServer]) -> None:
     endpoint = GEMMA.endpoint(servers[GEMMA.name].base_url, max_tokens=12)
@@ -65,6 +68,7 @@ def test_gemma_base_model_answers_completion_style(
                ).text == answer.text
 
 
+@pytest.mark.needs_local
 def test_servers_listen_only_on_loopback_and_name_their_model(
         servers: dict[str, llamacpp.LlamaServer]) -> None:
     for name, server in servers.items():

@@ -20,9 +20,9 @@ from routecast.backends.routed import RoutedBackend
 from routecast.cascades.cascade import Cascade
 from routecast.errors import UpstreamError
 from routecast.policy import Policy
+from tests.http_calls import call, post
 from tests.routecast_live import make_config, model_entry, serve
 from tests.stub_upstream import Step, StubUpstream, iter_sse
-from tests.test_server_errors import call, post
 
 USER = [{"role": "user", "content": "hello there"}]
 

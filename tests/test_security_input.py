@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from routecast.server.privacy import PrivacyRule
+from tests.http_calls import assert_openai_error, call
 from tests.routecast_live import db_fixture, log_rows, make_config, model_entry, serve, stub_fixture
 from tests.stub_upstream import StubUpstream
-from tests.test_server_errors import assert_openai_error, call
 
 USER = [{"role": "user", "content": "hi"}]
 

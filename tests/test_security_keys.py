@@ -14,9 +14,9 @@ import pytest
 from routecast.cli import main
 from routecast.errors import RequestError
 from routecast.server.keys import KeyStore, add_key, list_keys
+from tests.http_calls import call
 from tests.routecast_live import db_fixture, log_rows, make_config, model_entry, serve, stub_fixture
 from tests.stub_upstream import Step, StubUpstream
-from tests.test_server_errors import call
 
 SECRET = "sk-upstream-4f3e2d1c0b0a99887766"
 USER = [{"role": "user", "content": "one two three"}]

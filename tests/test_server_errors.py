@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from routecast.server.endpoints import http_backend
+from tests.http_calls import assert_openai_error, call, post
 from tests.routecast_live import db_fixture, log_rows, make_config, model_entry, serve, stub_fixture
 from tests.stub_upstream import Step, StubUpstream, iter_sse
 
@@ -31,35 +32,6 @@ def server(stub: StubUpstream, db: Path) -> Iterator[str]:
     })
     with serve(config, env={"STUB_KEY": SECRET}) as url:
         yield url
-
-
-def call(base: str, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
-    try:
-        conn.request(method, path, body=body,
-                     headers={"content-type": "application/json", **(headers or {})})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
-
-
-def post(base: str, payload: Any, path: str = "/v1/chat/completions"
-         ) -> tuple[int, dict[str, Any]]:
-    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    status, headers, body = call(base, "POST", path, raw)
-    assert headers["content-type"].startswith("application/json")
-    return status, json.loads(body)
-
-
-def assert_openai_error(body: dict[str, Any]) -> dict[str, Any]:
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str) and error["message"]
-    return dict(error)
 
 
 USER = [{"role": "user", "content": "hi"}]
