@@ -15,6 +15,9 @@ name       what it scores                                          needs in the 
 ========== ====================================================== =======================
 confidence the recorded model-intrinsic confidence (calibrated)    ``confidence``
 learned    P(correct | prompt, answer), FrugalGPT-style scorer     ``responses``
+agreement  P(correct) from task-agnostic answer features, and the  ``responses``
+           agreement of two cheap models' answers on pair columns
+           (:func:`routecast.signals.agreement.add_pairs`)
 router     a router's ex-ante estimate of each model's quality     nothing
 ========== ====================================================== =======================
 """
@@ -51,11 +54,16 @@ __all__ = [
 ]
 
 #: The built-ins, in the order they are documented (and listed), whichever was imported first.
-BUILTIN_ORDER = ("confidence", "learned", "router")
+BUILTIN_ORDER = ("confidence", "learned", "agreement", "router")
 
 
 def _load_builtins() -> None:
-    from routecast.signals import confidence, learned, router_estimate  # noqa: F401
+    from routecast.signals import (  # noqa: F401
+        agreement,
+        confidence,
+        learned,
+        router_estimate,
+    )
 
 
 _REGISTRY = Registry[Signal]("signal", _load_builtins, BUILTIN_ORDER)
