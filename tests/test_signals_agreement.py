@@ -146,7 +146,7 @@ def test_per_task_calibration_fixes_a_task_whose_confidence_means_less() -> None
     s_task, s_plain = per_task.score(test), plain.score(test)
     assert loss(s_task[on_b], test.quality[on_b]) < loss(s_plain[on_b], test.quality[on_b]) - 0.02
     assert s_task[on_b].std() < 0.8 * s_plain[on_b].std()  # b's scores flatten out
-    unseen = replace(test, task=tuple("c" for _ in test.task))
+    unseen = replace(test, task=tuple("c" for _ in range(test.n_prompts)))
     np.testing.assert_allclose(per_task.score(unseen), plain.score(unseen))
     for name in ("agreement",):  # the agreement scorer calibrates per task the same way
         scorer = make_signal(name).fit(train)
@@ -186,3 +186,17 @@ def test_the_learned_scorer_keeps_its_text_features_when_saved(tmp_path: Path) -
     assert not np.allclose(scorer.score(test), plain.score(test))
     save_scorer(scorer, tmp_path / "s")  # type: ignore[arg-type]
     np.testing.assert_allclose(load_scorer(tmp_path / "s").score(test), scorer.score(test))
+
+
+def test_a_scorer_saved_before_text_features_loads_as_it_was_fitted(tmp_path: Path) -> None:
+    import json
+
+    data = toy_with_answers(120)
+    old = make_signal("learned", text_features=False).fit(data.subset("train"))
+    save_scorer(old, tmp_path / "s")  # type: ignore[arg-type]
+    meta_path = tmp_path / "s" / "scorer.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["params"]["text_features"]  # what an older routecast wrote
+    meta_path.write_text(json.dumps(meta))
+    test = data.subset("test")
+    np.testing.assert_allclose(load_scorer(tmp_path / "s").score(test), old.score(test))
