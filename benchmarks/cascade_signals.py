@@ -29,15 +29,15 @@ Signals (``old`` = as on main before issue 12):
 * ``confidence`` (old): the recorded confidence, Platt-scaled per model;
 * ``learned`` (old): FrugalGPT-style TF-IDF scorer, ``text_features=False``;
 * ``learned+text``: the same with the task-agnostic answer features;
-* ``agreement``: a small per-model scorer on task-agnostic features only (confidence, length,
+* ``cross-agreement``: a small per-model scorer on task-agnostic features only (confidence, length,
   hedging, refusal, format), per-task calibrated where the task was seen;
-* ``agreement+pairs``: the same plus pair steps (two cheap models in parallel, both paid for,
+* ``cross-agreement+pairs``: the same plus pair steps (two cheap models in parallel, both paid for,
   :func:`routecast.signals.agreement.add_pairs`) scored by whether the two answers agree.
 
 Run from the project root (about 2-4 min on 2 busy cores)::
 
     .venv/bin/python benchmarks/cascade_signals.py
-    .venv/bin/python benchmarks/cascade_signals.py --signals confidence,agreement+pairs \
+    .venv/bin/python benchmarks/cascade_signals.py --signals confidence,cross-agreement+pairs \
         --json out.json
 """
 
@@ -63,8 +63,8 @@ SIGNALS: dict[str, tuple[str, dict[str, Any], bool, bool]] = {
     "confidence": ("confidence", {}, False, True),
     "learned": ("learned", {"text_features": False}, False, True),
     "learned+text": ("learned", {"text_features": True}, False, False),
-    "agreement": ("agreement", {}, False, False),
-    "agreement+pairs": ("agreement", {}, True, False),
+    "cross-agreement": ("cross-agreement", {}, False, False),
+    "cross-agreement+pairs": ("cross-agreement", {}, True, False),
 }
 FRACTIONS = (1.0, 0.95)
 #: Tuning targets of the pooled curve, as fractions of the tuning data's best single model.

@@ -72,7 +72,8 @@ def test_cross_fit_scores_never_see_their_own_outcomes(name: str, data: Dataset)
 def test_signals_name_what_they_need() -> None:
     plain = toy_dataset(60)
     assert available_signals(plain) == []
-    assert available_signals(toy_with_answers(60)) == ["confidence", "learned", "agreement"]
+    assert available_signals(toy_with_answers(60)) == ["confidence", "learned",
+                                                    "cross-agreement"]
     assert "router" in available_signals(plain, include_ex_ante=True)
     with pytest.raises(DataError, match="does not record confidence"):
         make_signal("confidence").fit(plain)

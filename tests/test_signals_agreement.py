@@ -101,10 +101,10 @@ def test_cheap_pairs_are_the_cheapest_models_answered_by_the_better_one() -> Non
         add_pairs(replace(data, responses=None), [("small", "medium")])
 
 
-def test_agreement_is_offered_where_answers_are_recorded() -> None:
+def test_cross_agreement_is_offered_where_answers_are_recorded() -> None:
     data = toy_with_answers(60)
-    assert "agreement" in available_signals(data)
-    assert "agreement" not in available_signals(replace(data, responses=None))
+    assert "cross-agreement" in available_signals(data)
+    assert "cross-agreement" not in available_signals(replace(data, responses=None))
 
 
 def test_platt_is_pulled_to_the_identity_and_fits_a_shift_with_enough_data() -> None:
@@ -148,7 +148,7 @@ def test_per_task_calibration_fixes_a_task_whose_confidence_means_less() -> None
     assert s_task[on_b].std() < 0.8 * s_plain[on_b].std()  # b's scores flatten out
     unseen = replace(test, task=tuple("c" for _ in range(test.n_prompts)))
     np.testing.assert_allclose(per_task.score(unseen), plain.score(unseen))
-    for name in ("agreement",):  # the agreement scorer calibrates per task the same way
+    for name in ("cross-agreement",):  # the agreement scorer calibrates per task the same way
         scorer = make_signal(name).fit(train)
         fallback = make_signal(name, per_task=False).fit(train)
         np.testing.assert_allclose(scorer.score(unseen), fallback.score(unseen))
@@ -167,7 +167,7 @@ def test_agreement_of_two_cheap_models_predicts_correctness_on_an_unseen_task(
     data = add_pairs(cascades, [("llama3.2-3b", "llama3.1-8b")])
     train, held = data.take((tasks != "gsm8k") & (data.split == "train")), data.take(
         tasks == "gsm8k")
-    scores = make_signal("agreement").fit(train).score(held)
+    scores = make_signal("cross-agreement").fit(train).score(held)
     j_pair, j_single = held.model_index("llama3.2-3b+llama3.1-8b"), held.model_index(
         "llama3.1-8b")
     q = held.quality[:, j_single]

@@ -15,8 +15,8 @@ name       what it scores                                          needs in the 
 ========== ====================================================== =======================
 confidence the recorded model-intrinsic confidence (calibrated)    ``confidence``
 learned    P(correct | prompt, answer), FrugalGPT-style scorer     ``responses``
-agreement  P(correct) from task-agnostic answer features, and the  ``responses``
-           agreement of two cheap models' answers on pair columns
+cross-     P(correct) from task-agnostic answer features, and the  ``responses``
+agreement  agreement of two cheap models' answers on pair columns
            (:func:`routecast.signals.agreement.add_pairs`)
 router     a router's ex-ante estimate of each model's quality     nothing
 ========== ====================================================== =======================
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: The built-ins, in the order they are documented (and listed), whichever was imported first.
-BUILTIN_ORDER = ("confidence", "learned", "agreement", "router")
+BUILTIN_ORDER = ("confidence", "learned", "cross-agreement", "router")
 
 
 def _load_builtins() -> None:

@@ -4,7 +4,8 @@ Two cheap models that give the same answer are right far more often than either 
 cascade set, gpt-4o-mini is right on 97 % of the GSM8K prompts where llama3.1-8b gives the
 same final number and on 56 % where it does not (MedMCQA: 86 % vs 47 %). Unlike a model's own
 confidence, "two independent models agree" means the same thing on every task, so it is a
-deferral signal that travels.
+deferral signal that travels. (The server's live ``agreement`` signal is another thing: the
+agreement of ``k`` resampled answers of *one* model; hence this one's name.)
 
 A cascade step may only read answers it has paid for, so agreement enters the cascade as a
 **pair step**: :func:`add_pairs` adds a column ``"a+b"`` per pair of models, which stands for
@@ -13,7 +14,7 @@ of the two calls, its latency the larger of the two, its quality and response ``
 cascade tuner, replay and metric then works unchanged and pays for both calls;
 :func:`cheap_pairs` picks the pairs among the cheapest models of the training data.
 
-:class:`AgreementScorer` (``"agreement"``) scores every column of a dataset with one small
+:class:`AgreementScorer` (``"cross-agreement"``) scores every column of a dataset with one small
 logistic regression per column over task-agnostic features only (no bag of words, see
 :mod:`routecast.signals.answers`):
 
@@ -120,7 +121,7 @@ class AgreementScorer(Signal):
     ``task_strength`` prompts' worth of pull towards the global fit).
     """
 
-    name = "agreement"
+    name = "cross-agreement"
     requires = ("responses",)
 
     def __init__(self, C: float = 1.0, per_task: bool = True,  # noqa: N803
