@@ -19,6 +19,10 @@ once. For every signal, with the library API only:
    * ``cons@100``: the same with a conservative target: the tuning target plus a Hoeffding
      margin ``sqrt(log(1/delta) / 2n)`` (delta = 0.1, n tuning prompts).
 
+**In-sample ceiling** (``--ceiling``): the signal scored out-of-fold (5 folds) on every prompt
+of every task, the cascades tuned *and* evaluated on those same prompts: an upper bound of
+what a signal allows in this cascade space when nothing shifts, not an out-of-sample figure.
+
 **Pooled**: the tuning target (a fraction of the tuning data's best single-model quality, on
 a fixed grid) indexes one cascade per fold; each fold's cascade answers its held-out task's
 prompts, and the pooled curve is the mean over all 1,485 prompts per grid point, against the
@@ -176,6 +180,26 @@ def pooled(data: Dataset, folds: list[Fold]) -> dict[Any, Any]:
     return out
 
 
+def ceiling(data: Dataset, label: str, *, seed: int, n_cheap: int) -> dict[Any, Any]:
+    """Savings at each fraction of the in-sample frontier (see module docstring)."""
+    from routecast import metrics
+    from routecast.cascades.tuning import CascadeSearch
+    from routecast.signals import make_signal
+    from routecast.signals.agreement import add_pairs, cheap_pairs
+
+    name, params, pairs, _ = SIGNALS[label]
+    best = best_single(data, data.models)
+    if pairs:
+        data = add_pairs(data, cheap_pairs(data, n_cheap))
+    scores = make_signal(name, **params).cross_fit(data, 5, seed)
+    search = CascadeSearch(data, scores, signal=label)
+    front = search.frontier()
+    out: dict[Any, Any] = {f: metrics.savings_at(search.cost_usd[front], search.quality[front],
+                                                   f, best[1], best[2]) for f in FRACTIONS}
+    out["max_quality"] = float(search.quality.max()) / best[1]
+    return out
+
+
 def pct(x: float | None) -> str:
     return "   -" if x is None else f"{100 * x:4.0f}"
 
@@ -209,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="", help="held-out tasks (default: every task)")
     parser.add_argument("--n-cheap", type=int, default=3,
                         help="pairs are formed among this many cheapest models")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also print each signal's in-sample ceiling (see above)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -236,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
                      for t in tasks]
             pool = pooled(data.take(np.isin(np.asarray(data.task), tasks)), folds)
             print_table(label, folds, pool)
+            if args.ceiling:
+                top = ceiling(data, label, seed=args.seed, n_cheap=args.n_cheap)
+                print(f"{'in-sample ceiling (not out of sample)':<35} {pct(top[1.0]):>8} "
+                      f"{pct(top[0.95]):>8}   max quality {100 * top['max_quality']:.1f} %")
             report[label] = {
                 "old": SIGNALS[label][3],
                 "tasks": {f.task: {"best": f.best, "savings_at_100": f.save[1.0],
