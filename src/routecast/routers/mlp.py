@@ -109,8 +109,10 @@ class MLPRouter(DenseFeatures, PromptCost, Router):
         held, rest = order[: n // 5], order[n // 5:]
         losses = []
         for penalty in PENALTY_GRID:
-            w1, b1, w2, b2 = _fit_net(z[rest], y[rest], self.hidden, penalty, self.max_iter,
-                                      seed=self.seed)
+            # Half the iterations: enough to rank three penalties, and the fit time stays
+            # within ~1.5x of a fixed penalty's.
+            w1, b1, w2, b2 = _fit_net(z[rest], y[rest], self.hidden, penalty,
+                                      max(1, self.max_iter // 2), seed=self.seed)
             logits = np.maximum(z[held] @ w1 + b1, 0.0) @ w2 + b2
             losses.append(soft_bce(logits, y[held])[0])
         best = min(losses)
