@@ -23,6 +23,11 @@ once. For every signal, with the library API only:
 of every task, the cascades tuned *and* evaluated on those same prompts: an upper bound of
 what a signal allows in this cascade space when nothing shifts, not an out-of-sample figure.
 
+**Known tasks** (``--known-tasks``): instead of leaving a task out, the data's own test split
+(every task, 297 prompts) is held out and signals are fitted and cascades tuned on its train
+and validation splits; this is where per-task calibration (``confidence/task`` against
+``confidence``, ``cross-agreement`` against ``cross-agreement/global``) can act.
+
 **Pooled**: the tuning target (a fraction of the tuning data's best single-model quality, on
 a fixed grid) indexes one cascade per fold; each fold's cascade answers its held-out task's
 prompts, and the pooled curve is the mean over all 1,485 prompts per grid point, against the
@@ -58,6 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 if TYPE_CHECKING:
     from routecast.data.dataset import Dataset, FloatArray
@@ -69,7 +75,13 @@ SIGNALS: dict[str, tuple[str, dict[str, Any], bool, bool]] = {
     "learned+text": ("learned", {"text_features": True}, False, False),
     "cross-agreement": ("cross-agreement", {}, False, False),
     "cross-agreement+pairs": ("cross-agreement", {}, True, False),
+    # Per-task calibration only differs where the task was seen (--known-tasks):
+    "confidence/task": ("confidence", {"per_task": True}, False, False),
+    "cross-agreement/global": ("cross-agreement", {"per_task": False}, False, False),
 }
+#: The signals run by default: the per-task variants equal their global fits on unseen tasks.
+LOTO_SIGNALS = ("confidence", "learned", "learned+text", "cross-agreement",
+                "cross-agreement+pairs")
 FRACTIONS = (1.0, 0.95)
 #: Tuning targets of the pooled curve, as fractions of the tuning data's best single model.
 GRID = np.round(np.arange(0.70, 1.0751, 0.0025), 4)
@@ -102,7 +114,9 @@ def best_single(data: Dataset, models: tuple[str, ...]) -> tuple[str, float, flo
     return models[k], float(q[k]), float(c[k])
 
 
-def run_fold(data: Dataset, task: str, label: str, *, seed: int, n_cheap: int) -> Fold:
+def run_fold(data: Dataset, task: str, label: str, *, seed: int, n_cheap: int,
+             held_out: npt.NDArray[np.bool_] | None = None) -> Fold:
+    """``task`` held out; or, with ``held_out``, those prompts (``task`` names them)."""
     from routecast import metrics
     from routecast.cascades.tuning import CascadeSearch
     from routecast.errors import CalibrationError
@@ -112,13 +126,13 @@ def run_fold(data: Dataset, task: str, label: str, *, seed: int, n_cheap: int) -
     t0 = time.perf_counter()
     name, params, pairs, _ = SIGNALS[label]
     singles = data.models
-    tasks = np.asarray(data.task)
-    other = data.take(tasks != task)
+    held_mask = np.asarray(data.task) == task if held_out is None else held_out
+    other = data.take(~held_mask)
     if pairs:
         chosen = cheap_pairs(other.subset("train"), n_cheap)
         data = add_pairs(data, chosen)
-        other = data.take(tasks != task)
-    held = data.take(tasks == task)
+        other = data.take(~held_mask)
+    held = data.take(held_mask)
     train, val = other.subset("train"), other.subset("validation")
     tuning = other.take(np.isin(other.split, ("train", "validation")))
     in_train = tuning.split == "train"
@@ -228,11 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path,
                         default=shared_data() / "llm-cascades-zellinger")
-    parser.add_argument("--signals", default=",".join(SIGNALS),
+    parser.add_argument("--signals", default="",
                         help=f"comma-separated, of: {', '.join(SIGNALS)}")
     parser.add_argument("--tasks", default="", help="held-out tasks (default: every task)")
     parser.add_argument("--n-cheap", type=int, default=3,
                         help="pairs are formed among this many cheapest models")
+    parser.add_argument("--known-tasks", action="store_true",
+                        help="hold out the test split instead of each task (see above)")
     parser.add_argument("--ceiling", action="store_true",
                         help="also print each signal's in-sample ceiling (see above)")
     parser.add_argument("--seed", type=int, default=0)
@@ -243,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     from routecast.errors import RoutecastError
 
     try:
-        labels = [s for s in args.signals.split(",") if s]
+        labels = [s for s in args.signals.split(",") if s] or (
+            list(SIGNALS) if args.known_tasks else list(LOTO_SIGNALS))
         unknown = [s for s in labels if s not in SIGNALS]
         if unknown:
             print(f"error: unknown signals {unknown}; known: {', '.join(SIGNALS)}",
@@ -254,13 +271,22 @@ def main(argv: list[str] | None = None) -> int:
             print("error: leave-one-task-out needs task labels in the data", file=sys.stderr)
             return 2
         tasks = [t for t in args.tasks.split(",") if t] or sorted(set(data.task))
-        print(f"{data!r}; leave-one-task-out over {', '.join(tasks)}; figures in % of the "
-              "held-out best single model (savings = 1 - cost / its cost)")
+        if args.known_tasks:
+            print(f"{data!r}; the test split held out, every task seen in training")
+        else:
+            print(f"{data!r}; leave-one-task-out over {', '.join(tasks)}; figures in % of the "
+                  "held-out best single model (savings = 1 - cost / its cost)")
         report: dict[str, Any] = {}
         for label in labels:
-            folds = [run_fold(data, t, label, seed=args.seed, n_cheap=args.n_cheap)
-                     for t in tasks]
-            pool = pooled(data.take(np.isin(np.asarray(data.task), tasks)), folds)
+            if args.known_tasks:
+                test = data.split == "test"
+                folds = [run_fold(data, "test split", label, seed=args.seed,
+                                  n_cheap=args.n_cheap, held_out=test)]
+                pool = pooled(data.take(test), folds)
+            else:
+                folds = [run_fold(data, t, label, seed=args.seed, n_cheap=args.n_cheap)
+                         for t in tasks]
+                pool = pooled(data.take(np.isin(np.asarray(data.task), tasks)), folds)
             print_table(label, folds, pool)
             if args.ceiling:
                 top = ceiling(data, label, seed=args.seed, n_cheap=args.n_cheap)
