@@ -159,7 +159,8 @@ def replay_router(folder: Path, test: Dataset) -> tuple[npt.NDArray[np.int64],
     assert policy is not None, "the router folder has no calibrated policy"
     data = test.select_models(router.models_)
     prompts = list(data.prompts)
-    pick = policy.choose(router.predict(prompts), router.predict_cost(prompts))
+    pick = policy.choose(router.predict(prompts), router.predict_cost(prompts),
+                         models=router.models_, prompts=prompts)
     cols = np.array([test.model_index(data.models[j]) for j in pick], dtype=np.int64)
     rows = np.arange(test.n_prompts)
     return cols, test.quality[rows, cols], test.cost_usd[rows, cols]

@@ -80,7 +80,8 @@ def test_check_signal_catches_a_leaking_signal(data: Dataset) -> None:
 def test_signals_name_what_they_need() -> None:
     plain = toy_dataset(60)
     assert available_signals(plain) == []
-    assert available_signals(toy_with_answers(60)) == ["confidence", "learned"]
+    assert available_signals(toy_with_answers(60)) == ["confidence", "learned",
+                                                    "cross-agreement"]
     assert "router" in available_signals(plain, include_ex_ante=True)
     with pytest.raises(DataError, match="does not record confidence"):
         make_signal("confidence").fit(plain)

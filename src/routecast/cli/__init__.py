@@ -69,6 +69,8 @@ SUMMARIES = {
     "tune-cascade": "Tune a cascade on DATA's train and validation splits and save it to "
                     "--out.",
     "keys": "Create, list and revoke the API keys clients use against ``routecast serve``.",
+    "fleet": "Serve every model of DATA from its recorded answers (OpenAI-compatible, one "
+             "server).",
 }
 
 

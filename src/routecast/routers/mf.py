@@ -16,6 +16,13 @@ preference is the difference of two logits, so a pair's ranking is still a score
 vector (both are absorbed into ``v``); a per-model bias, which N models need for absolute
 quality; offline features instead of OpenAI embeddings.
 
+What this model is, as an estimator: a linear model of ``z`` with a low-rank weight matrix
+``W = P v^T`` (rank <= ``k``), and since the L2 penalty on both factors equals, at its
+optimum, the nuclear norm of ``W``, fitting it solves a convex nuclear-norm-regularised
+logistic regression whenever the solution's rank stays below ``k`` (on the RouterBench subset
+it has rank 2). That is also what RouteLLM's ``mf`` is once its prompt embedding is fixed.
+The ``mlp`` router used to reduce to this same problem; see its docstring.
+
 Because ``P`` is shared, a new model needs only its own ``v`` and ``b``: :meth:`_add_model`
 fits those ``k + 1`` numbers from a few labelled prompts, centred on a prior drawn from the
 existing models (see ``fewshot.py``).

@@ -22,6 +22,9 @@ router            a router's ex-ante estimate of each model's      nothing      
                   quality
 agreement         agreement of k sampled answers with the kept one (live only)    yes
 self-verification the model's own votes that its answer is right   (live only)    yes
+cross-agreement   P(correct) from task-agnostic answer features,   ``responses``  no
+                  and the agreement of two cheap models' answers
+                  on pair columns (:func:`routecast.signals.agreement.add_pairs`)
 ================= ================================================ ============== ========
 """
 
@@ -63,6 +66,7 @@ _BUILTINS = {
     "router": "routecast.signals.router_estimate:RouterEstimate",
     "agreement": "routecast.signals.sampled:Agreement",
     "self-verification": "routecast.signals.sampled:SelfVerification",
+    "cross-agreement": "routecast.signals.agreement:AgreementScorer",
 }
 
 #: Every signal class by name (a read-only mapping; plugins included).

@@ -7,6 +7,10 @@ L2-regularised logistic regression per LLM over
 * word 1-2-gram TF-IDF of the prompt (what kind of question it is),
 * word 1-2-gram TF-IDF of the answer, single-character tokens kept (so "A" or "42" count),
 * the answer's log length and an empty-answer flag,
+* with ``text_features``, the task-agnostic answer features of
+  :mod:`routecast.signals.answers`: hedging, refusal, what format the prompt expects and
+  whether the answer conforms to it (these carry over to tasks the scorer never saw, where
+  the TF-IDF terms do not),
 * ``logit(confidence)`` when the training data records a confidence and ``use_confidence``:
   the scorer then learns how far to trust that model's confidence on this kind of prompt.
 
@@ -25,7 +29,11 @@ import numpy.typing as npt
 
 from routecast.data.dataset import Dataset
 from routecast.errors import ConfigError, DataError
+from routecast.signals.answers import FEATURE_NAMES, answer_features
 from routecast.signals.base import FloatArray, Signal, fold_indices, logit
+
+#: The answer-form features added with ``text_features`` (length and emptiness are always in).
+_FORM = ("hedging", "refusal", "expects_choice", "expects_number", "format_ok")
 
 
 class LearnedScorer(Signal):
@@ -39,10 +47,11 @@ class LearnedScorer(Signal):
     judge = "routecast.backends.judges:LearnedJudge.from_options"
 
     def __init__(self, C: float = 1.0, use_confidence: bool = True,  # noqa: N803
-                 max_features: int = 20_000) -> None:
+                 max_features: int = 20_000, text_features: bool = True) -> None:
         self.C = C
         self.use_confidence = use_confidence
         self.max_features = max_features
+        self.text_features = text_features
 
     def _fit(self, dataset: Dataset) -> None:
         self._fit_vocabulary(dataset)
@@ -69,7 +78,8 @@ class LearnedScorer(Signal):
         assert dataset.responses is not None
         prompt_x = self.prompt_vectorizer_.transform(dataset.prompts)
         return [self._features(prompt_x, dataset.responses[:, j],
-                               None if dataset.confidence is None else dataset.confidence[:, j])
+                               None if dataset.confidence is None else dataset.confidence[:, j],
+                               dataset.prompts)
                 for j in range(dataset.n_models)]
 
     def _fit_one(self, x: Any, q: FloatArray) -> Any:
@@ -107,13 +117,17 @@ class LearnedScorer(Signal):
         return out
 
     def _features(self, prompt_x: Any, responses: Sequence[str | None] | Any,
-                  confidence: FloatArray | None) -> Any:
+                  confidence: FloatArray | None, prompts: Sequence[str]) -> Any:
         from scipy import sparse
 
         texts = [_text(r) for r in responses]
         length = np.log1p([len(t) for t in texts]) / 8.0  # ~unit scale for typical answers
         empty = np.array([0.0 if t.strip() else 1.0 for t in texts])
         dense = [length, empty]
+        if self.text_features:
+            # Length and emptiness are already in; the other form features join them.
+            form = answer_features(prompts, texts)
+            dense += [form[:, k] for k, n in enumerate(FEATURE_NAMES) if n in _FORM]
         if self.uses_confidence_:
             if confidence is None:
                 raise DataError("has no confidence, but this learned scorer was fitted with "
@@ -149,7 +163,8 @@ class LearnedScorer(Signal):
         if isinstance(est, float):
             return np.full(len(prompts), est)
         conf = None if confidence is None else np.asarray(confidence, dtype=np.float64)
-        x = self._features(self.prompt_vectorizer_.transform(list(prompts)), responses, conf)
+        x = self._features(self.prompt_vectorizer_.transform(list(prompts)), responses, conf,
+                           list(prompts))
         return np.asarray(est.predict_proba(x)[:, 1], dtype=np.float64)
 
     # -- persistence (see routecast.signals.persist): JSON + numpy arrays, no pickle ----------
@@ -199,7 +214,8 @@ class LearnedScorer(Signal):
             setattr(self, f"{key}_vectorizer_", vec)
         n_features = (len(self.prompt_vectorizer_.vocabulary_)
                       + len(self.answer_vectorizer_.vocabulary_)
-                      + 2 + int(bool(values["uses_confidence"])))
+                      + 2 + int(bool(values["uses_confidence"]))
+                      + (len(_FORM) if self.text_features else 0))
         estimators: list[Any] = []
         for j, constant in enumerate(values["estimators"]):
             if constant is not None:

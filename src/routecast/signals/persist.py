@@ -83,7 +83,10 @@ def load_scorer(path: str | Path) -> LearnedScorer:
         raise DataFormatError(f"cannot be read ({e})", where=directory / ARRAYS_FILE,
                               fix="save the scorer again (`routecast tune-cascade`)") from None
     try:
-        scorer = LearnedScorer(**dict(meta.get("params") or {}))
+        params = dict(meta.get("params") or {})
+        # Scorers saved before the answer-form features existed were fitted without them.
+        params.setdefault("text_features", False)
+        scorer = LearnedScorer(**params)
         scorer.set_state(dict(meta["state"]), arrays)
     except (KeyError, TypeError, ValueError) as e:
         raise DataFormatError(f"holds an inconsistent scorer state ({e!r})", where=directory,
