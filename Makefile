@@ -48,7 +48,13 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev $(VENV)/.local
+# Claude Code and Codex CLI, which tests/test_agent_clis.py drives through routecast (npm,
+# into .agent-clis/). Without node/npm the tests skip and say so; the rest still runs.
+.agent-clis/.installed:
+	@if command -v npm >/dev/null 2>&1; then bash scripts/install-agent-clis.sh && \
+		touch $@; else echo "npm not found: the agent CLI tests will skip"; fi
+
+unit: $(VENV)/.dev $(VENV)/.local .agent-clis/.installed
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
