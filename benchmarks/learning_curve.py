@@ -35,7 +35,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     judge_in, judge_out = (float(x) for x in args.judge_price.split(","))
     world = build_world(args.data, judge_in, judge_out, args.router)
     print(f"test split: zero-router AIQ {world.zero_aiq:.4f}, {args.router} fitted offline on "
-          f"all train labels {world.offline_aiq:.4f} (gain {world.offline_aiq - world.zero_aiq:+.4f})")
+          f"all train labels {world.offline_aiq:.4f} "
+          f"(gain {world.offline_aiq - world.zero_aiq:+.4f})")
     out: dict[str, Any] = {"zero_aiq": world.zero_aiq, "offline_aiq": world.offline_aiq}
     if args.shift:
         out["shift"] = shift(world, args)

@@ -13,9 +13,9 @@ a judge call. An explorer returns the models worth labelling.
   many already labelled teaches little;
 * **relevance** to the routing decision: a label matters only if it can change which model
   the policy picks. ``g_j = H_{-j}(c_j) - p_j`` is how far model ``j``'s predicted point lies
-  below the non-decreasing frontier (running best, linear between points) of the *other* models' predicted (cost, quality)
-  points on this prompt; relevance ``exp(-max(g_j, 0) / (u_j + 0.02))`` is 1 on or above the
-  frontier and fades as ``j`` falls below it by more than its uncertainty (optimism in the
+  below the non-decreasing frontier (running best, linear between points) of the *other*
+  models' predicted (cost, quality) points on this prompt; relevance
+  ``exp(-max(g_j, 0) / (u_j + 0.02))`` is 1 on or above the frontier and fades as ``j`` falls below it by more than its uncertainty (optimism in the
   face of uncertainty: a dominated model is explored only while it might not be);
 * **price**: value ``v_j = u_j * relevance_j`` per dollar of the label's cost. Cheap models are
   labelled freely; the strongest model mostly through its own served answers (judge only).

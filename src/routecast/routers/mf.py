@@ -123,7 +123,7 @@ def fit_mf(z: FloatArray, y: FloatArray, k: int, alpha: float, max_iter: int,
     if mask is not None:
         col = _col_means(y, float(np.nanmean(y)) if known.any() else 0.5)
         y = np.where(known, y, 0.0)
-        n = max(1, int(round(known.sum() / m)))  # labels per model, as a dense fit counts
+        n = max(1, round(float(known.sum()) / m))  # labels per model, as a dense fit counts
     else:
         col = y.mean(axis=0)
     # Small random start: at zero the gradients of P and v vanish together (a saddle).

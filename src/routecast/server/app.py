@@ -54,6 +54,7 @@ from routecast.server.asgi import RoutecastApp, http_error, json_response, unexp
 from routecast.server.endpoints import EndpointTable, build_endpoints
 from routecast.server.gauges import breaker_gauges, routing_gauges
 from routecast.server.keys import ClientKey, KeyStore, RateLimitedError
+from routecast.server.learning import LearningService
 from routecast.server.openapi import openapi_schema
 from routecast.server.privacy import PrivacyRule
 from routecast.server.prometheus import ServerMetrics
@@ -94,6 +95,7 @@ class RoutecastServer(StreamMixin):
                                   "keys add NAME --db FILE`)")
             self.keys = KeyStore(config.storage.db)
         self.metrics = ServerMetrics()
+        self.learning: LearningService | None = None
         self._apply(config, table)
         self.metrics.extra += [*routing_gauges(lambda: self.table),
                                *breaker_gauges(lambda: self.table)]
@@ -108,6 +110,7 @@ class RoutecastServer(StreamMixin):
                 Route("/health", self.health, methods=["GET"]),
                 Route("/metrics", self.render_metrics, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route("/v1/feedback", self.feedback, methods=["POST"]),
             ],
             exception_handlers={HTTPException: http_error, Exception: unexpected},
             lifespan=self._lifespan,
@@ -124,6 +127,9 @@ class RoutecastServer(StreamMixin):
         local = [name for name, m in config.models.items() if m.local]
         self.privacy = (PrivacyRule(config.privacy.patterns, local)
                         if config.privacy.patterns else None)
+        # Learning endpoints (routecast.server.learning); started in the lifespan.
+        learning = LearningService(config, table, config.storage.db, self.privacy)
+        self._learning_next = learning if learning else None
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -133,6 +139,7 @@ class RoutecastServer(StreamMixin):
             self.keys.open()
             self._spawn(self._flush_keys())
         await self.table.start()
+        await self._start_learning()
         hup = self._install_sighup()
         try:
             yield
@@ -141,6 +148,8 @@ class RoutecastServer(StreamMixin):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             for task in list(self._tasks):
                 task.cancel()
+            if self.learning is not None:
+                await self.learning.aclose()
             await self.table.aclose()
             if self.keys is not None:
                 self.keys.close()
@@ -189,7 +198,11 @@ class RoutecastServer(StreamMixin):
                       self.config_path, e)
             return
         old, old_deadline = self.table, self.deadline_s
+        old_learning = self.learning
         self._apply(config, table)
+        await self._start_learning()
+        if old_learning is not None:
+            await old_learning.aclose()
         if self.keys is not None:
             self.keys.reload()
         self.reloads_total += 1
@@ -202,6 +215,27 @@ class RoutecastServer(StreamMixin):
         self._spawn(close_later())
 
     # -- routes ----------------------------------------------------------------------------
+
+    async def _start_learning(self) -> None:
+        self.learning, self._learning_next = self._learning_next, None
+        if self.learning is not None:
+            await self.learning.start()
+
+    async def feedback(self, http: HTTPRequest) -> Response:
+        """``POST /v1/feedback``: a client's score of an answer (see server/learning.py)."""
+        try:
+            key = (self.keys.authenticate(http.headers.get("authorization"))
+                   if self.keys is not None else None)
+            body = parse_json(await self._read_body(http.headers, http.stream()))
+            if self.learning is None:
+                raise RequestError("no endpoint of this server learns from feedback; add a "
+                                   "`learning:` block to a routed endpoint", status=404,
+                                   code="feedback_not_enabled")
+            return json_response(await self.learning.feedback(body, key.name if key else None))
+        except RoutecastError as e:
+            status, code = status_of(e)
+            return json_response(error_body(str(e), status, param=getattr(e, "param", None),
+                                            code=code), status)
 
     async def chat_completions(self, http: HTTPRequest) -> Response:
         return await self._answer(http.headers, http.stream(), "chat")
@@ -280,12 +314,18 @@ class RoutecastServer(StreamMixin):
                                  completion=completion)
         if committed is not None:
             await committed
-        return Response(dumps(completion.body), media_type="application/json", headers={
+        headers = {
             "x-routecast-model": completion.model,
             "x-routecast-route": ",".join(completion.route),
             "x-routecast-cost-usd": f"{completion.cost_usd:.10g}",
             "x-routecast-latency-ms": f"{latency_s * 1000:.3f}",
-        })
+        }
+        if self.learning is not None:  # queued for the background loop; never waits
+            rid = self.learning.observe(endpoint, request, completion,
+                                        key.name if key is not None else None)
+            if rid is not None:
+                headers["x-routecast-response-id"] = rid
+        return Response(dumps(completion.body), media_type="application/json", headers=headers)
 
     def _deadline(self, endpoint: str) -> UpstreamTimeoutError:
         return UpstreamTimeoutError(
