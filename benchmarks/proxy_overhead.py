@@ -8,6 +8,10 @@ Three targets, each sent the same chat requests (RouterBench test prompts), plai
 * **routed**: through ``routecast serve``, a routed endpoint with the TF-IDF linear router
   fitted on the RouterBench subset's train split (policy: 95 % of the best single model's
   quality, calibrated on validation), every model served by the stub.
+* **learning**: the same routed endpoint with a ``learning:`` block (the saved router as its
+  prior, the active explorer paced to 20 % of the strongest model's cost, a stub model as the
+  judge): the background loop shadows and judges while the load runs, on the same core. The
+  verdict compares its added p50 with the routed endpoint's (learning off): within 0.1 ms.
 
 The proxy runs pinned to one core (``taskset -c 1``); the stub and the load generator share the
 other (``taskset -c 0``). Load comes from ``wrk`` (Debian: ``apt-get install wrk``): at
@@ -50,6 +54,8 @@ STREAM_CHUNKS = 20
 #: The issue's targets: added p50 latency at concurrency 1, and the proxy's resident memory.
 TARGET_ADDED_P50_MS = 1.0
 TARGET_RSS_MIB = 150.0
+#: Learning on vs off (issue 11): the routed endpoint's added p50 may grow by at most this.
+TARGET_LEARNING_P50_MS = 0.1
 
 # -- the stub upstream (runs in its own process: `proxy_overhead.py --stub PORT`) ------------
 
@@ -174,7 +180,10 @@ def prepare(data: str, workdir: Path, stub_port: int) -> dict[str, Any]:
                   "output_usd_per_mtok": round(float(c) * 1e6 / 100, 4), "max_retries": 0}
               for m, c in zip(router.models_, mean_cost, strict=True)}
     config = {"models": models,
-              "endpoints": {"auto": {"type": "routed", "router": "router"}},
+              "endpoints": {"auto": {"type": "routed", "router": "router"},
+                            "auto-learning": {"type": "routed", "router": "router",
+                                              "learning": {"judge": {
+                                                  "model": router.models_[0]}}}},
               "storage": {"db": "requests.db"}}
     (workdir / "routecast.yaml").write_text(yaml.safe_dump(config))
     picks = router.route(prompts[:200], policy)
@@ -342,7 +351,8 @@ def measure(args: argparse.Namespace, work: Path, facts: dict[str, Any], stub_po
     """Every wrk run: ``--repeats`` rounds at concurrency 1 (targets interleaved, so a burst of
     load elsewhere on the machine hits all three alike), then one throughput run each."""
     targets = {"direct": (f"http://127.0.0.1:{stub_port}", facts["plain_model"]),
-               "plain": (base, facts["plain_model"]), "routed": (base, "auto")}
+               "plain": (base, facts["plain_model"]), "routed": (base, "auto"),
+               "learning": (base, "auto-learning")}
     scripts: dict[tuple[str, bool], tuple[str, Path]] = {}
     for stream in (False, True):
         for target, (url, model) in targets.items():
@@ -364,12 +374,13 @@ def measure(args: argparse.Namespace, work: Path, facts: dict[str, Any], stub_po
               file=sys.stderr)
         endpoint, script = scripts[target, stream]
         cpu0 = cpu_s(pid) if target != "direct" else 0.0
-        route0 = routing_totals(base) if target == "routed" else (0.0, 0.0, 0.0)
+        routed = target in ("routed", "learning")
+        route0 = routing_totals(base) if routed else (0.0, 0.0, 0.0)
         result = run_wrk(endpoint, script, connections, args.duration, pin)
         if target != "direct":
             result["proxy_cpu_ms_per_request"] = (
                 (cpu_s(pid) - cpu0) * 1000 / max(1, result["requests"]))
-        if target == "routed":
+        if routed:
             cpu, prompts, batches = (a - b for a, b in zip(
                 routing_totals(base), route0, strict=True))
             result["routing_ms_per_request"] = cpu * 1000 / max(1, prompts)
@@ -459,6 +470,14 @@ def verdict(results: dict[str, Any]) -> list[str]:
             lines.append(f"verdict: {r['target']:6s} stream={r['stream']!s:5s} added p50 "
                          f"{added:.3f} ms (limit {TARGET_ADDED_P50_MS:g} ms, margin "
                          f"{TARGET_ADDED_P50_MS - added:+.3f} ms): {'PASS' if ok else 'FAIL'}")
+    by = {(r["target"], r["stream"]): r for r in results["summary"] if r["connections"] == 1}
+    for stream in (False, True):
+        on, off = by.get(("learning", stream)), by.get(("routed", stream))
+        if on and off:
+            delta = on["added_p50_ms"] - off["added_p50_ms"]
+            lines.append(f"verdict: learning on vs off stream={stream!s:5s} added p50 "
+                         f"{delta:+.3f} ms (limit {TARGET_LEARNING_P50_MS:g} ms): "
+                         f"{'PASS' if delta <= TARGET_LEARNING_P50_MS else 'FAIL'}")
     rss = results["memory_mib"].get("VmHWM", float("nan"))
     lines.append(f"verdict: proxy peak RSS {rss:.1f} MiB (limit {TARGET_RSS_MIB:g} MiB): "
                  f"{'PASS' if rss < TARGET_RSS_MIB else 'FAIL'}")

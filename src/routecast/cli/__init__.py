@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "route": "routecast.cli.router:route_cmd",
     "tune-cascade": "routecast.cli.tune:tune_cmd",
     "keys": "routecast.cli.keys:keys_group",
+    "outcomes": "routecast.cli.learning:outcomes_group",
 }
 
 
