@@ -242,7 +242,9 @@ def _read_record(rec: dict[str, Any], where: str, models: list[str],
     if task is not None and not isinstance(task, str):
         raise DataFormatError("field 'task' must be a string", where=where)
     _track(present, "task", task is not None, where)
-    row_q, row_c, row_r = [], [], []
+    row_q: list[float] = []
+    row_c: list[float] = []
+    row_r: list[str | None] = []
     row_x: dict[str, list[float]] = {k: [] for k in OPTIONAL_ARRAYS}
     for m in models:
         if m not in outcomes:  # sparse file: an unlabelled pair

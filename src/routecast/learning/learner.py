@@ -159,10 +159,10 @@ class Learner:
         self.labels = LabelTable(self.models, holdout_fraction=s.holdout_fraction, seed=s.seed)
         if prior is not None:
             router: Router = MappedRouter(prior, self.models, model_map or {},
-                                          self.nominal_cost_usd).ready()
+                                          self.nominal_cost_usd.tolist()).ready()
             kind = "prior"
         else:
-            router = ColdRouter(self.models, self.nominal_cost_usd).ready()
+            router = ColdRouter(self.models, self.nominal_cost_usd.tolist()).ready()
             kind = "cold"
         # A prior router's policy is calibrated once held-out labels exist; until then it
         # seeks quality, as the cold router does.
