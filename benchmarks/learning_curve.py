@@ -114,6 +114,8 @@ def make_explorer(strategy: str, seed: int) -> Any:
 
     if strategy == "active":
         return ActiveExplorer()
+    if strategy == "active-random":
+        return ActiveExplorer(randomized=True, seed=seed)
     if strategy == "uniform-30x2":
         return UniformExplorer(fraction=0.3, k=2, seed=seed)
     if strategy == "uniform-all-x3":
@@ -129,8 +131,9 @@ def run_stream(world: World, order: np.ndarray, strategy: str, noise: float, arg
     nominal = s.mean_cost_usd()  # list prices stand-in: what a typical answer costs
     learner = Learner(s.models, nominal, LearnerSettings(router=args.router,
                                                          refit_every=args.refit_every,
+                                                         kernel_power=args.kernel_power,
                                                          seed=args.seed))
-    paced = strategy == "active"
+    paced = strategy.startswith("active")
     meter = SpendMeter(budget_usd=None, spend_fraction=args.spend_fraction if paced else None)
     explorer = make_explorer(strategy, args.seed)
     rng = np.random.default_rng(args.seed + 7)
@@ -158,6 +161,7 @@ def run_stream(world: World, order: np.ndarray, strategy: str, noise: float, arg
 
 def curve(world: World, strategy: str, noise: float, args: Any) -> list[dict[str, Any]]:
     order = np.random.default_rng(args.seed).permutation(world.stream.n_prompts)
+    order = order[:args.max_requests]
     checkpoints = tuple(c for c in CHECKPOINTS if c <= len(order))
     rows: list[dict[str, Any]] = []
     lo, hi = world.cost_range
@@ -225,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise", default="0,0.1", help="judge noise levels, comma-separated")
     p.add_argument("--spend-fraction", type=float, default=0.2)
     p.add_argument("--refit-every", type=int, default=300)
+    p.add_argument("--kernel-power", type=float, default=3.0)
+    p.add_argument("--max-requests", type=int, default=2000)
     p.add_argument("--judge-price", default="0.2,0.2",
                    help="judge USD per 1M input,output tokens (default: a Mistral-7B-class "
                         "judge at 0.2/0.2; gpt-3.5-turbo-1106 is 1,2)")

@@ -5,15 +5,15 @@ swapped in, /v1/feedback, and a failing or slow judge that changes nothing for c
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import json
-import urllib.error
-import urllib.request
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -49,19 +49,22 @@ class Grader:
                              "usage": {"prompt_tokens": 50, "completion_tokens": 1}})
 
 
-@pytest.fixture()
+@pytest.fixture
 def upstreams() -> Iterator[tuple[StubUpstream, Grader, str]]:
     grader = Grader()
     with StubUpstream() as stub, LiveServer(grader.app, lifespan="off") as g:
         yield stub, grader, f"{g.url}/v1"
 
 
-def config(stub: StubUpstream, grader_url: str, db: Path, **learning: Any) -> Any:
+def config(stub: StubUpstream, grader_url: str, db: Path, *, models: Any = None,
+           extra: Any = None, **learning: Any) -> Any:
     spec = {"models": ["small", "large"], "judge": {"model": "grader"}, "first_refit": 6,
             "refit_every": 6, "spend_fraction": None, "timeout_s": 1.0, **learning}
     return make_config(stub.url, db, models={"grader": model_entry(grader_url, "grader",
-                                                                   max_retries=0)},
-                       endpoints={"auto": {"type": "routed", "learning": spec}})
+                                                                   max_retries=0),
+                                             **(models or {})},
+                       endpoints={"auto": {"type": "routed", "learning": spec}},
+                       **(extra or {}))
 
 
 class Reply:
@@ -78,9 +81,12 @@ class Client:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
 
-    def post(self, path: str, json: Any) -> Reply:
+    def post(self, path: str, json: Any, token: str | None = None) -> Reply:
+        headers = {"content-type": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
         req = urllib.request.Request(self.base_url + path, data=_dumps(json), method="POST",
-                                     headers={"content-type": "application/json"})
+                                     headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return Reply(r.status, {k.lower(): v for k, v in r.headers.items()}, r.read())
@@ -92,9 +98,9 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def ask(client: Client, text: str) -> Reply:
+def ask(client: Client, text: str, token: str | None = None) -> Reply:
     r = client.post("/v1/chat/completions", json={
-        "model": "auto", "messages": [{"role": "user", "content": text}]})
+        "model": "auto", "messages": [{"role": "user", "content": text}]}, token=token)
     assert r.status_code == 200, r.text
     return r
 
@@ -179,3 +185,69 @@ def test_a_failing_or_slow_judge_changes_no_answer_and_no_latency(
             assert took < 1.0, f"the client waited {took:.2f} s behind the judge"
         wait_for(lambda: grader.calls >= 3)
     assert rows(db, "SELECT id FROM labels") == []
+
+
+def test_a_sensitive_prompt_is_never_shadowed_to_a_non_local_model(
+        upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path) -> None:
+    stub, grader, grader_url = upstreams
+    db = tmp_path / "log.db"
+    local = {"small": {**model_entry(stub.url, "small"), "local": True},
+             "grader": {**model_entry(grader_url, "grader", max_retries=0), "local": True}}
+    cfg = config(stub, grader_url, db, models=local, max_labels_per_request=4,
+                 extra={"privacy": {"patterns": ["email"]}})
+    with serve(cfg) as url:
+        client = Client(url)
+        for i in range(6):
+            assert ask(client, f"mail ann{i}@example.com about it").json()["model"] == "small"
+            ask(client, f"an ordinary question {i}")
+        wait_for(lambda: len(rows(db, "SELECT id FROM labels")) >= 8)
+        time.sleep(0.3)  # let shadows still in flight arrive
+    to_large = [r.body for r in stub.received if r.body.get("model") == "large"]
+    assert to_large and not any("example.com" in json.dumps(b) for b in to_large)
+    stored = [p for (p,) in rows(db, "SELECT prompt FROM labels")]
+    assert any("[REDACTED:email]" in p for p in stored)
+    assert not any("example.com" in p for p in stored)
+
+
+def test_feedback_needs_the_key_that_asked(upstreams: tuple[StubUpstream, Grader, str],
+                                           tmp_path: Path) -> None:
+    from routecast.server.keys import add_key
+
+    stub, grader, grader_url = upstreams
+    db = tmp_path / "log.db"
+    alice, bob = add_key(db, "alice"), add_key(db, "bob")
+    with serve(config(stub, grader_url, db, extra={"auth": {"required": True}})) as url:
+        client = Client(url)
+        rid = ask(client, "hello there", token=alice).headers["x-routecast-response-id"]
+        other = client.post("/v1/feedback", {"response_id": rid, "score": 1}, token=bob)
+        assert other.status_code == 403 and other.json()["error"]["code"] == "not_your_response"
+        assert client.post("/v1/feedback", {"response_id": rid, "score": 1}).status_code == 401
+        mine = client.post("/v1/feedback", {"response_id": rid, "score": 1}, token=alice)
+        assert mine.status_code == 200
+        assert wait_for(lambda: rows(db, "SELECT client FROM labels WHERE source='feedback'")) \
+            == [("alice",)]
+
+
+def test_a_prior_router_on_public_names_starts_the_endpoint(
+        upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path) -> None:
+    from routecast import Policy, make_router
+    from routecast.routers.persist import save_router
+    from tests.toy import toy_dataset
+
+    stub, grader, grader_url = upstreams
+    toy = toy_dataset()
+    public = toy.select_models(["small", "large"])
+    public = type(public)(**{**public.__dict__, "models": ("tiny-public", "huge-public")})
+    router = make_router("linear").fit(public.subset("train"))
+    save_router(router, tmp_path / "prior", policy=Policy(0.0))
+    db = tmp_path / "log.db"
+    cfg = make_config(stub.url, db, models={"grader": model_entry(grader_url, "grader")},
+                      endpoints={"auto": {
+                          "type": "routed", "router": str(tmp_path / "prior"),
+                          "model_map": {"tiny-public": "small", "huge-public": "large"},
+                          "learning": {"judge": {"model": "grader"}}}})
+    hard = next(p for p, t in zip(toy.prompts, toy.task or (), strict=True) if t == "hard")
+    with serve(cfg) as url:
+        client = Client(url)
+        # Before any label: the prior's predictions, under the endpoint's own model names.
+        assert ask(client, hard).json()["model"] == "large"

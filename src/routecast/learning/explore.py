@@ -15,8 +15,9 @@ a judge call. An explorer returns the models worth labelling.
   the policy picks. ``g_j = H_{-j}(c_j) - p_j`` is how far model ``j``'s predicted point lies
   below the non-decreasing frontier (running best, linear between points) of the *other*
   models' predicted (cost, quality) points on this prompt; relevance
-  ``exp(-max(g_j, 0) / (u_j + 0.02))`` is 1 on or above the frontier and fades as ``j`` falls below it by more than its uncertainty (optimism in the
-  face of uncertainty: a dominated model is explored only while it might not be);
+  ``exp(-max(g_j, 0) / (u_j + 0.02))`` is 1 on or above the frontier and fades as ``j``
+  falls below it by more than its uncertainty (optimism in the face of uncertainty: a
+  dominated model is explored only while it might not be);
 * **price**: value ``v_j = u_j * relevance_j`` per dollar of the label's cost. Cheap models are
   labelled freely; the strongest model mostly through its own served answers (judge only).
 
@@ -91,9 +92,12 @@ class ActiveExplorer:
     what every later estimate, and every router's fit, starts from.
     """
 
-    def __init__(self, *, max_labels: int = 6, window: int = 200, warmup: int = 10) -> None:
+    def __init__(self, *, max_labels: int = 6, window: int = 200, warmup: int = 10,
+                 randomized: bool = False, seed: int = 0) -> None:
         self.max_labels = max_labels
         self.warmup = warmup
+        self.randomized = randomized
+        self._rng = np.random.default_rng(seed)
         self._recent: deque[list[tuple[float, float]]] = deque(maxlen=window)
 
     def values(self, candidates: Sequence[Candidate]) -> np.ndarray:
@@ -128,6 +132,12 @@ class ActiveExplorer:
         allowance = meter.allowance()
         chosen: list[Candidate] = []
         warm = np.asarray([c.labels < self.warmup for c in candidates])
+        if self.randomized and limit > 0:
+            # Probabilistic thresholding: a candidate below the threshold still has a chance
+            # in proportion to its value, one above it is bought; labels then cover every
+            # region instead of only the most uncertain one.
+            keep = self._rng.random(len(ratio)) < ratio / limit
+            ratio = np.where(keep, np.maximum(ratio, limit), ratio)
         order = sorted(range(len(candidates)), key=lambda j: (not warm[j], -ratio[j]))
         for j in order:
             if len(chosen) == self.max_labels or (ratio[j] < limit and not warm[j]):

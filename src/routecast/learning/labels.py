@@ -49,9 +49,12 @@ class LabelTable:
             self._c = np.vstack([self._c, grow.copy()])
         self._row[prompt] = i
         self.prompts.append(prompt)
-        h = zlib.crc32(f"{self.seed}:{prompt}".encode()) / 2**32
-        self.holdout.append(h < self.holdout_fraction)
+        self.holdout.append(self.is_holdout(prompt))
         return i
+
+    def is_holdout(self, prompt: str) -> bool:
+        """Whether ``prompt``'s labels are held out (fixed by a hash of its text)."""
+        return zlib.crc32(f"{self.seed}:{prompt}".encode()) / 2**32 < self.holdout_fraction
 
     def add(self, prompt: str, model: str, quality: float, cost_usd: float | None = None
             ) -> None:
