@@ -127,7 +127,7 @@ def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
 
 def test_labels_land_in_the_store_a_refit_swaps_in_and_feedback_works(
         upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path) -> None:
-    stub, grader, grader_url = upstreams
+    stub, _grader, grader_url = upstreams
     db = tmp_path / "log.db"
     with serve(config(stub, grader_url, db)) as url:
         client = Client(url)
@@ -189,7 +189,7 @@ def test_a_failing_or_slow_judge_changes_no_answer_and_no_latency(
 
 def test_a_sensitive_prompt_is_never_shadowed_to_a_non_local_model(
         upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path) -> None:
-    stub, grader, grader_url = upstreams
+    stub, _grader, grader_url = upstreams
     db = tmp_path / "log.db"
     local = {"small": {**model_entry(stub.url, "small"), "local": True},
              "grader": {**model_entry(grader_url, "grader", max_retries=0), "local": True}}
@@ -213,7 +213,7 @@ def test_feedback_needs_the_key_that_asked(upstreams: tuple[StubUpstream, Grader
                                            tmp_path: Path) -> None:
     from routecast.server.keys import add_key
 
-    stub, grader, grader_url = upstreams
+    stub, _grader, grader_url = upstreams
     db = tmp_path / "log.db"
     alice, bob = add_key(db, "alice"), add_key(db, "bob")
     with serve(config(stub, grader_url, db, extra={"auth": {"required": True}})) as url:
@@ -234,7 +234,7 @@ def test_a_prior_router_on_public_names_starts_the_endpoint(
     from routecast.routers.persist import save_router
     from tests.toy import toy_dataset
 
-    stub, grader, grader_url = upstreams
+    stub, _grader, grader_url = upstreams
     toy = toy_dataset()
     public = toy.select_models(["small", "large"])
     public = type(public)(**{**public.__dict__, "models": ("tiny-public", "huge-public")})
