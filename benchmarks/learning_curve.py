@@ -18,6 +18,7 @@ train label, and its calibrated 95 % point on the test split (quality vs the tar
 the best single model's test quality, and cost as a share of that model's).
 
 Strategies compared: ``active`` (the default explorer, budget-paced to ``--spend-fraction``),
+``active-greedy`` (the same without randomisation),
 and the references ``uniform-30x2`` (30 % of requests shadowed to 2 random models) and
 ``uniform-all-x3`` (every request shadowed to 3), each also judging every served answer.
 
@@ -113,9 +114,9 @@ def make_explorer(strategy: str, seed: int) -> Any:
     from routecast.learning import ActiveExplorer, UniformExplorer
 
     if strategy == "active":
-        return ActiveExplorer()
-    if strategy == "active-random":
-        return ActiveExplorer(randomized=True, seed=seed)
+        return ActiveExplorer(seed=seed)
+    if strategy == "active-greedy":
+        return ActiveExplorer(randomized=False)
     if strategy == "uniform-30x2":
         return UniformExplorer(fraction=0.3, k=2, seed=seed)
     if strategy == "uniform-all-x3":
