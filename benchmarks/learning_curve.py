@@ -130,7 +130,9 @@ def run_stream(world: World, order: np.ndarray, strategy: str, noise: float, arg
 
     s = world.stream
     nominal = s.mean_cost_usd()  # list prices stand-in: what a typical answer costs
+    params = {k: float(v) for k, v in (x.split("=", 1) for x in args.router_param)}
     learner = Learner(s.models, nominal, LearnerSettings(router=args.router,
+                                                         router_params=params,
                                                          refit_every=args.refit_every,
                                                          kernel_power=args.kernel_power,
                                                          seed=args.seed))
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--router", default="linear")
+    p.add_argument("--router-param", action="append", default=[], metavar="KEY=NUMBER",
+                   help="a parameter of the learned router (e.g. C=0.3), repeatable")
     p.add_argument("--strategies", default="active,uniform-30x2,uniform-all-x3")
     p.add_argument("--noise", default="0,0.1", help="judge noise levels, comma-separated")
     p.add_argument("--spend-fraction", type=float, default=0.2)
