@@ -135,6 +135,7 @@ def run_stream(world: World, order: np.ndarray, strategy: str, noise: float, arg
                                                          router_params=params,
                                                          refit_every=args.refit_every,
                                                          kernel_power=args.kernel_power,
+                                                         calibration_window=args.window,
                                                          seed=args.seed))
     paced = strategy.startswith("active")
     meter = SpendMeter(budget_usd=None, spend_fraction=args.spend_fraction if paced else None)
@@ -235,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spend-fraction", type=float, default=0.2)
     p.add_argument("--refit-every", type=int, default=300)
     p.add_argument("--kernel-power", type=float, default=3.0)
+    p.add_argument("--window", type=int, default=300,
+                   help="held-out prompts (most recent) the policy is calibrated on")
     p.add_argument("--max-requests", type=int, default=2000)
     p.add_argument("--judge-price", default="0.2,0.2",
                    help="judge USD per 1M input,output tokens (default: a Mistral-7B-class "

@@ -33,7 +33,7 @@ from routecast.backends.base import Backend, Completion, Request, Usage
 from routecast.backends.routed import RoutedBackend, routing_text
 from routecast.data.pricing import estimate_tokens
 from routecast.errors import ConfigError, RequestError
-from routecast.learning.explore import ActiveExplorer, Explorer, UniformExplorer
+from routecast.learning.explore import ActiveExplorer, Candidate, Explorer, UniformExplorer
 from routecast.learning.judge import JUDGE_MAX_TOKENS, RUBRIC, judge_messages, parse_score
 from routecast.learning.learner import Learner, LearnerSettings
 from routecast.learning.meter import SpendMeter
@@ -80,7 +80,8 @@ def make_learner(name: str, spec: RoutedEndpoint, config: Config) -> Learner:
     nominal = [price_of(config.models[m]).cost_usd(NOMINAL_USAGE) for m in models]
     settings = LearnerSettings(
         router=lc.router, refit_every=lc.refit_every, first_refit=lc.first_refit,
-        holdout_fraction=lc.holdout_fraction, quality_fraction=lc.quality_fraction,
+        holdout_fraction=lc.holdout_fraction, calibration_window=lc.calibration_window,
+        quality_fraction=lc.quality_fraction,
         budget_usd_per_query=lc.budget_usd_per_query)
     try:
         from routecast.routers import make_router
@@ -249,12 +250,19 @@ class LearningService:
             estimate_tokens(e.rubric) + estimate_tokens(item.prompt)
             + estimate_tokens(item.answer or "") + 12, JUDGE_MAX_TOKENS))
         served = item.model if item.answer else None
-        cands = e.learner.candidates(item.prompt, served, judge_usd=judge_usd,
-                                     allowed=item.allowed)
-        plan = e.explorer.plan(cands, e.meter)
+        # Predicting for the explorer costs a millisecond or more of CPU: in a worker thread,
+        # so that it never holds the event loop that clients' requests run on.
+        plan = await asyncio.to_thread(self._plan, e, item, served, judge_usd)
         await asyncio.gather(*(self._label(e, item, c.model, c.served) for c in plan))
         if e.learner.due() and not e.refitting:
             await self._refit(e)
+
+    @staticmethod
+    def _plan(e: EndpointLearning, item: _Served, served: str | None, judge_usd: float
+              ) -> list[Candidate]:
+        cands = e.learner.candidates(item.prompt, served, judge_usd=judge_usd,
+                                     allowed=item.allowed)
+        return e.explorer.plan(cands, e.meter)
 
     async def _label(self, e: EndpointLearning, item: _Served, model: str, served: bool
                      ) -> None:

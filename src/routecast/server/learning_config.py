@@ -48,6 +48,9 @@ class LearningConfig(BaseModel):
     refit_every: int = Field(default=300, ge=1)
     first_refit: int = Field(default=25, ge=1)
     holdout_fraction: float = Field(default=0.15, gt=0, lt=1)
+    #: The most recent held-out prompts the policy is recalibrated on (shorter: follows a
+    #: shift in the traffic sooner, noisier).
+    calibration_window: int = Field(default=300, ge=10)
     quality_fraction: float | None = Field(default=0.95, gt=0, le=1.5)
     budget_usd_per_query: float | None = Field(default=None, ge=0)
     #: Background work waiting at most (requests beyond it are not learned from).
