@@ -1,6 +1,6 @@
 """What the routecast server adds on top of the model server it forwards to.
 
-Five targets, each sent the same requests (RouterBench test prompts), plain and streamed:
+Six targets, each sent the same requests (RouterBench test prompts), plain and streamed:
 
 * **direct**: straight to a stub OpenAI-compatible server (a few lines of raw asyncio that
   answer at once with a canned completion, so the stub costs as little as possible);
@@ -11,7 +11,11 @@ Five targets, each sent the same requests (RouterBench test prompts), plain and 
 * **messages** and **responses**: the plain endpoint again, asked through routecast's
   Anthropic Messages API (``/v1/messages``) and OpenAI Responses API (``/v1/responses``), which
   routecast translates to chat and back (a Responses answer is also stored, for
-  ``previous_response_id``), next to the chat request of the **plain** row.
+  ``previous_response_id``), next to the chat request of the **plain** row;
+* **learning**: the same routed endpoint with a ``learning:`` block (the saved router as its
+  prior, the active explorer paced to 20 % of the strongest model's cost, a stub model as the
+  judge): the background loop shadows and judges while the load runs, on the same core. The
+  verdict compares its added p50 with the routed endpoint's (learning off): within 0.1 ms.
 
 The proxy runs pinned to one core (``taskset -c 1``); the stub and the load generator share the
 other (``taskset -c 0``). Load comes from ``wrk`` (Debian: ``apt-get install wrk``): at
@@ -54,6 +58,8 @@ STREAM_CHUNKS = 20
 #: The issue's targets: added p50 latency at concurrency 1, and the proxy's resident memory.
 TARGET_ADDED_P50_MS = 1.0
 TARGET_RSS_MIB = 150.0
+#: Learning on vs off (issue 11): the routed endpoint's added p50 may grow by at most this.
+TARGET_LEARNING_P50_MS = 0.1
 
 # -- the stub upstream (runs in its own process: `proxy_overhead.py --stub PORT`) ------------
 
@@ -183,7 +189,10 @@ def prepare(data: str, workdir: Path, stub_port: int) -> dict[str, Any]:
                                    "tools": bool(i % 2), "context_window": 8192 << (i % 3)}}
               for i, (m, c) in enumerate(zip(router.models_, mean_cost, strict=True))}
     config = {"models": models,
-              "endpoints": {"auto": {"type": "routed", "router": "router"}},
+              "endpoints": {"auto": {"type": "routed", "router": "router"},
+                            "auto-learning": {"type": "routed", "router": "router",
+                                              "learning": {"judge": {
+                                                  "model": router.models_[0]}}}},
               "storage": {"db": "requests.db"}}
     (workdir / "routecast.yaml").write_text(yaml.safe_dump(config))
     picks = router.route(prompts[:200], policy)
@@ -354,7 +363,8 @@ def measure(args: argparse.Namespace, work: Path, facts: dict[str, Any], stub_po
     targets = {"direct": (f"http://127.0.0.1:{stub_port}", plain, "chat/completions"),
                "plain": (base, plain, "chat/completions"),
                "routed": (base, "auto", "chat/completions"),
-               "messages": (base, plain, "messages"), "responses": (base, plain, "responses")}
+               "messages": (base, plain, "messages"), "responses": (base, plain, "responses"),
+               "learning": (base, "auto-learning", "chat/completions")}
     scripts: dict[tuple[str, bool], tuple[str, Path]] = {}
     for stream in (False, True):
         for target, (url, model, path) in targets.items():
@@ -375,12 +385,13 @@ def measure(args: argparse.Namespace, work: Path, facts: dict[str, Any], stub_po
               file=sys.stderr)
         endpoint, script = scripts[target, stream]
         cpu0 = cpu_s(pid) if target != "direct" else 0.0
-        route0 = routing_totals(base) if target == "routed" else (0.0, 0.0, 0.0)
+        routed = target in ("routed", "learning")
+        route0 = routing_totals(base) if routed else (0.0, 0.0, 0.0)
         result = run_wrk(endpoint, script, connections, args.duration, pin)
         if target != "direct":
             result["proxy_cpu_ms_per_request"] = (
                 (cpu_s(pid) - cpu0) * 1000 / max(1, result["requests"]))
-        if target == "routed":
+        if routed:
             cpu, prompts, batches = (a - b for a, b in zip(
                 routing_totals(base), route0, strict=True))
             result["routing_ms_per_request"] = cpu * 1000 / max(1, prompts)
@@ -478,6 +489,14 @@ def verdict(results: dict[str, Any]) -> list[str]:
             lines.append(f"verdict: {r['target']:6s} stream={r['stream']!s:5s} added p50 "
                          f"{added:.3f} ms (limit {TARGET_ADDED_P50_MS:g} ms, margin "
                          f"{TARGET_ADDED_P50_MS - added:+.3f} ms): {'PASS' if ok else 'FAIL'}")
+    by = {(r["target"], r["stream"]): r for r in results["summary"] if r["connections"] == 1}
+    for stream in (False, True):
+        on, off = by.get(("learning", stream)), by.get(("routed", stream))
+        if on and off:
+            delta = on["added_p50_ms"] - off["added_p50_ms"]
+            lines.append(f"verdict: learning on vs off stream={stream!s:5s} added p50 "
+                         f"{delta:+.3f} ms (limit {TARGET_LEARNING_P50_MS:g} ms): "
+                         f"{'PASS' if delta <= TARGET_LEARNING_P50_MS else 'FAIL'}")
     rss = results["memory_mib"].get("VmHWM", float("nan"))
     lines.append(f"verdict: proxy peak RSS {rss:.1f} MiB (limit {TARGET_RSS_MIB:g} MiB): "
                  f"{'PASS' if rss < TARGET_RSS_MIB else 'FAIL'}")

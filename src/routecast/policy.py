@@ -246,6 +246,7 @@ def _sweep(router: Router, data: Dataset) -> tuple[FloatArray, FloatArray, Float
         raise ConfigError(
             f"the router was fitted on models {list(router.models_)} but the calibration data "
             f"has {list(data.models)}; calibrate on data with the same models")
+    data.require_complete("calibrating a policy")
     pred_q = router.predict(list(data.prompts))
     pred_c = router.predict_cost(list(data.prompts))
     weights = weight_grid(pred_c)

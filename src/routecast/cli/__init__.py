@@ -40,6 +40,7 @@ _BUILTINS = {
     "route": "routecast.cli.router:route_cmd",
     "tune-cascade": "routecast.cli.tune:tune_cmd",
     "keys": "routecast.cli.keys:keys_group",
+    "outcomes": "routecast.cli.learning:outcomes_group",
 }
 
 #: Every command by name (a read-only mapping; plugins included).

@@ -105,6 +105,13 @@ def stats_cmd(db_path: str, since_hours: float | None, as_json: bool) -> None:
         console.print(f"{db_path}: no requests logged yet", highlight=False)
         return
     console.print(stats_table(rows, f"requests in {db_path}"))
+    from routecast.learning.store import learning_stats
+
+    for s in learning_stats(db_path):  # endpoints with `learning:`: what learning cost
+        console.print(f"learning {s.endpoint}: {s.labels} labels ("
+                      + ", ".join(f"{k} {v}" for k, v in sorted(s.by_source.items()))
+                      + f"), shadow ${s.shadow_usd:.6f}, judge ${s.judge_usd:.6f}, "
+                      f"{s.refits} refits ({s.swaps} swapped in)", highlight=False)
     strongest = sorted({(r.endpoint, r.baseline_model) for r in rows
                         if r.baseline_model is not None})
     console.print("[dim]saved: 1 - spend / (the same tokens at the endpoint's strongest model: "

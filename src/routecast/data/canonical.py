@@ -13,6 +13,10 @@ The first line is a header, every following line one prompt::
 ``quality`` (in [0, 1]) and ``cost_usd`` (>= 0) are required for every model of every prompt;
 ``latency_s``, ``tokens_in``, ``tokens_out``, ``confidence`` and ``response`` are optional, but
 a field must be given for all (prompt, model) pairs or for none. ``task`` is optional likewise.
+
+Sparse outcomes (labels gathered from traffic, for training): a header with ``"sparse": true``
+lets a prompt's ``outcomes`` leave out models nobody labelled on it (at least one model per
+prompt); loading gives a ``Dataset`` with ``sparse=True`` and NaN for the missing pairs.
 The full description lives in the README ("Outcomes format").
 """
 
@@ -68,6 +72,8 @@ def save(dataset: Dataset, path: str | Path) -> Path:
     tmp = path.with_name(f".partial-{path.name}")  # keeps the suffix, so .gz stays gzip
     header = {"format": FORMAT, "version": VERSION, "name": dataset.name,
               "models": list(dataset.models), "meta": dataset.meta}
+    if dataset.sparse:
+        header["sparse"] = True
     arrays = {k: getattr(dataset, k) for k in OPTIONAL_ARRAYS if getattr(dataset, k) is not None}
     try:
         _write(dataset, tmp, header, arrays)
@@ -85,8 +91,11 @@ def _write(dataset: Dataset, tmp: Path, header: dict[str, Any],
         for i in range(dataset.n_prompts):
             outcomes: dict[str, dict[str, Any]] = {}
             for j, model in enumerate(dataset.models):
+                if dataset.sparse and math.isnan(dataset.quality[i, j]):
+                    continue  # unlabelled: left out (the header says the file is sparse)
+                cost = float(dataset.cost_usd[i, j])
                 o: dict[str, Any] = {"quality": float(dataset.quality[i, j]),
-                                     "cost_usd": float(dataset.cost_usd[i, j])}
+                                     "cost_usd": None if math.isnan(cost) else cost}
                 for k, arr in arrays.items():
                     v = float(arr[i, j])
                     if math.isinf(v):
@@ -160,7 +169,8 @@ def load(path: str | Path) -> Dataset:
             models = header["models"]
             continue
         _read_record(rec, where, models, seen_ids, lineno, ids, prompts, splits, tasks,
-                     quality, cost, extra, responses, present)
+                     quality, cost, extra, responses, present,
+                     sparse=header.get("sparse") is True)
 
     if header is None:
         raise DataFormatError("is empty", where=path, fix="write a header line first")
@@ -205,7 +215,8 @@ def _read_record(rec: dict[str, Any], where: str, models: list[str],
                  seen_ids: dict[str, int], lineno: int, ids: list[str], prompts: list[str],
                  splits: list[str], tasks: list[str | None], quality: list[list[float]],
                  cost: list[list[float]], extra: dict[str, list[list[float]]],
-                 responses: list[list[str | None]], present: dict[str, bool]) -> None:
+                 responses: list[list[str | None]], present: dict[str, bool], *,
+                 sparse: bool = False) -> None:
     for key, typ in (("id", str), ("prompt", str), ("split", str), ("outcomes", dict)):
         if not isinstance(rec.get(key), typ):
             raise DataFormatError(f"field {key!r} is missing or not a {typ.__name__}", where=where)
@@ -218,19 +229,31 @@ def _read_record(rec: dict[str, Any], where: str, models: list[str],
         raise DataFormatError(f"split {rec['split']!r} is not one of {', '.join(SPLITS)}",
                               where=where)
     outcomes = rec["outcomes"]
-    if set(outcomes) != set(models):
+    if sparse and outcomes and set(outcomes) <= set(models):
+        pass  # a sparse file may leave out unlabelled models
+    elif set(outcomes) != set(models):
         missing = sorted(set(models) - set(outcomes))
         unknown = sorted(set(outcomes) - set(models))
         raise DataFormatError(
             f"outcomes do not match the header's models (missing {missing}, unknown {unknown})",
-            where=where, fix="give one outcome per header model, or drop the prompt")
+            where=where, fix="give one outcome per header model, or drop the prompt (or mark "
+                             "the header \"sparse\": true for partial training labels)")
     task = rec.get("task")
     if task is not None and not isinstance(task, str):
         raise DataFormatError("field 'task' must be a string", where=where)
     _track(present, "task", task is not None, where)
-    row_q, row_c, row_r = [], [], []
+    row_q: list[float] = []
+    row_c: list[float] = []
+    row_r: list[str | None] = []
     row_x: dict[str, list[float]] = {k: [] for k in OPTIONAL_ARRAYS}
     for m in models:
+        if m not in outcomes:  # sparse file: an unlabelled pair
+            row_q.append(math.nan)
+            row_c.append(math.nan)
+            for k in OPTIONAL_ARRAYS:
+                row_x[k].append(math.nan)
+            row_r.append(None)
+            continue
         o = outcomes[m]
         if not isinstance(o, dict):
             raise DataFormatError(f"outcome of {m!r} is not an object", where=where)
@@ -238,7 +261,8 @@ def _read_record(rec: dict[str, Any], where: str, models: list[str],
         if not 0 <= q <= 1:
             raise DataFormatError(f"{m!r} quality {q} is outside [0, 1]", where=where,
                                   fix="rescale quality to [0, 1]")
-        c = _number(o.get("cost_usd"), f"{m!r} cost_usd", where)
+        # A sparse file may know a label's quality but not what the answer cost (feedback).
+        c = _number(o.get("cost_usd"), f"{m!r} cost_usd", where, allow_none=sparse)
         if c < 0:
             raise DataFormatError(f"{m!r} cost_usd {c} is negative", where=where)
         row_q.append(q)
@@ -295,4 +319,5 @@ def _build(header: dict[str, Any], path: Path, ids: list[str], prompts: list[str
         quality=arr(quality), cost_usd=arr(cost), split=np.asarray(splits, dtype="<U10"),
         task=tuple(t or "" for t in tasks) if present.get("task") else None,
         responses=resp, meta=dict(header.get("meta", {})), **optional,
+        sparse=header.get("sparse") is True,
     )

@@ -1,8 +1,14 @@
 """The :class:`Dataset`: prompts and what every model achieved on each of them.
 
 A dataset is the ``X`` (prompts) and ``y`` (outcomes) of routing. Per-(prompt, model) arrays are
-shaped ``(n_prompts, n_models)``; ``quality`` and ``cost_usd`` are always present and complete,
-the other outcome arrays are ``None`` when the source does not record them.
+shaped ``(n_prompts, n_models)``; ``quality`` and ``cost_usd`` are always present, the other
+outcome arrays are ``None`` when the source does not record them.
+
+A dataset is complete unless built with ``sparse=True``: then NaN in ``quality`` marks a
+(prompt, model) pair nobody labelled (and NaN in ``cost_usd`` one whose cost is unknown), as in
+labels gathered from live traffic. Routers fit on sparse data where they can (see
+``Router.accepts_sparse``); evaluation and calibration need complete data and call
+:meth:`Dataset.require_complete`.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class Dataset:
     confidence: FloatArray | None = None
     responses: npt.NDArray[np.object_] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: NaN quality / cost_usd mark unlabelled pairs (see the module docstring).
+    sparse: bool = False
 
     def __post_init__(self) -> None:
         n, m = len(self.prompts), len(self.models)
@@ -71,13 +79,16 @@ class Dataset:
                 continue
             if arr.shape != (n, m):
                 raise DataError(f"{name} has shape {arr.shape}, expected ({n}, {m})", where=where)
-        if self.quality.size and (np.isnan(self.quality).any() or np.isnan(self.cost_usd).any()):
+        if not self.sparse and self.quality.size and (
+                np.isnan(self.quality).any() or np.isnan(self.cost_usd).any()):
             raise DataError("quality and cost_usd must be complete (no NaN)", where=where,
-                            fix="drop or fill the missing outcomes before building the dataset")
-        if self.quality.size and (self.quality.min() < 0 or self.quality.max() > 1):
+                            fix="drop or fill the missing outcomes, or build a sparse dataset "
+                                "(sparse=True) for training on partial labels")
+        if self.quality.size and (np.nanmin(self.quality, initial=0.0) < 0
+                                  or np.nanmax(self.quality, initial=1.0) > 1):
             raise DataError("quality must lie in [0, 1]", where=where,
                             fix="rescale the scores to [0, 1] (e.g. divide 1-10 scores by 10)")
-        if self.cost_usd.size and self.cost_usd.min() < 0:
+        if self.cost_usd.size and np.nanmin(self.cost_usd, initial=0.0) < 0:
             raise DataError("cost_usd must be >= 0", where=where)
         if self.split.shape != (n,):
             raise DataError(f"split has shape {self.split.shape}, expected ({n},)", where=where)
@@ -180,9 +191,44 @@ class Dataset:
     # -- summaries -------------------------------------------------------------------------
 
     def mean_quality(self) -> FloatArray:
-        """Mean quality per model, shape ``(n_models,)``."""
-        return np.asarray(self.quality.mean(axis=0), dtype=np.float64)
+        """Mean quality per model, shape ``(n_models,)``; of a sparse dataset, over each
+        model's labelled prompts (NaN for a model with none)."""
+        return _column_mean(self.quality, self.sparse)
 
     def mean_cost_usd(self) -> FloatArray:
-        """Mean cost per prompt per model, shape ``(n_models,)``."""
-        return np.asarray(self.cost_usd.mean(axis=0), dtype=np.float64)
+        """Mean cost per prompt per model, shape ``(n_models,)``; sparse as mean_quality."""
+        return _column_mean(self.cost_usd, self.sparse)
+
+    # -- sparse outcomes -------------------------------------------------------------------
+
+    @property
+    def labelled(self) -> npt.NDArray[np.bool_]:
+        """``(n, m)`` mask of the (prompt, model) pairs with a quality label."""
+        return np.asarray(~np.isnan(self.quality))
+
+    def is_complete(self) -> bool:
+        """Whether every pair has a quality and a cost (always true unless ``sparse``)."""
+        return not self.sparse or not (np.isnan(self.quality).any()
+                                       or np.isnan(self.cost_usd).any())
+
+    def require_complete(self, purpose: str) -> None:
+        """Raise :class:`DataError` unless every pair is labelled: ``purpose`` (e.g.
+        "evaluation") needs each model's outcome on each prompt."""
+        if not self.is_complete():
+            missing = int(np.isnan(self.quality).sum())
+            raise DataError(
+                f"is sparse ({missing} of {self.quality.size} (prompt, model) outcomes are "
+                f"missing), and {purpose} needs every model's outcome on every prompt",
+                where=f"dataset {self.name!r}",
+                fix="use fully labelled data for it (e.g. a recorded benchmark's test split); "
+                    "sparse labels are for fitting routers")
+
+
+def _column_mean(arr: FloatArray, sparse: bool) -> FloatArray:
+    if not sparse:
+        return np.asarray(arr.mean(axis=0), dtype=np.float64)
+    have = ~np.isnan(arr)
+    count = have.sum(axis=0)
+    total = np.where(have, arr, 0.0).sum(axis=0)
+    return np.asarray(np.where(count > 0, total / np.maximum(count, 1), np.nan),
+                      dtype=np.float64)

@@ -282,4 +282,6 @@ def build_dataset(tasks: Sequence[Task], specs: Sequence[ModelSpec],
         name=name, models=tuple(s.name for s in specs), ids=tuple(t.id for t in tasks),
         prompts=tuple(t.prompt for t in tasks), split=random_split(n, seed=seed),
         task=tuple(t.category or t.grader for t in tasks), responses=responses, meta=meta,
-        **arrays)
+        quality=arrays["quality"], cost_usd=arrays["cost_usd"], latency_s=arrays["latency_s"],
+        tokens_in=arrays["tokens_in"], tokens_out=arrays["tokens_out"],
+        confidence=arrays["confidence"])

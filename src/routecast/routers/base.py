@@ -41,12 +41,23 @@ class Router(Estimator, ABC):
     name: ClassVar[str] = ""
     #: True for routers that look at true outcomes (the oracle): evaluation only.
     evaluation_only: ClassVar[bool] = False
+    #: True for routers that fit on sparse outcomes (NaN for unlabelled (prompt, model)
+    #: pairs, e.g. labels from live traffic); the others refuse them with a clear error.
+    accepts_sparse: ClassVar[bool] = False
 
     def fit(self, dataset: Dataset) -> Self:
         if dataset.n_prompts == 0:
             raise DataError("cannot fit a router on an empty dataset", where=dataset.name)
+        if not dataset.is_complete() and not self.accepts_sparse:
+            from routecast.routers import ROUTERS
+
+            able = sorted(n for n, c in ROUTERS.items() if c.accepts_sparse)
+            raise DataError(
+                f"router {self.name!r} cannot fit on sparse outcomes (some models are "
+                "unlabelled on some prompts)", where=dataset.name,
+                fix=f"use a router that can ({', '.join(able)}), or fill the missing outcomes")
         self.models_: tuple[str, ...] = tuple(dataset.models)
-        self.mean_cost_usd_: FloatArray = dataset.mean_cost_usd()
+        self.mean_cost_usd_: FloatArray = _known_costs(dataset)
         self._fit(dataset)
         return self
 
@@ -167,6 +178,19 @@ class Router(Estimator, ABC):
             if "::" not in key:
                 setattr(self, key, arr)
         self.models_ = tuple(self.models_)
+
+
+def _known_costs(dataset: Dataset) -> FloatArray:
+    """Mean cost per model; in sparse data a model whose cost was never observed gets the
+    dearest known mean, so that a policy never prefers it for being cheap without evidence."""
+    cost = dataset.mean_cost_usd()
+    unknown = np.isnan(cost)
+    if unknown.all():
+        raise DataError("no model has a known cost", where=dataset.name,
+                        fix="record the cost of the answers that were labelled")
+    if unknown.any():
+        cost = np.where(unknown, float(np.nanmax(cost)), cost)
+    return np.asarray(cost, dtype=np.float64)
 
 
 def _jsonable(value: Any) -> bool:

@@ -28,6 +28,7 @@ class RandomRouter(Router):
     """
 
     name = "random"
+    accepts_sparse = True
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -49,12 +50,29 @@ class RandomRouter(Router):
 
 
 class BestSingleRouter(Router):
-    """Predicts each model's mean training quality for every prompt."""
+    """Predicts each model's mean training quality for every prompt.
+
+    On sparse outcomes, each model's mean over its labelled prompts, shrunk towards the mean
+    of all labels by ``prior`` pseudo-labels (0: none), so that a model seen twice is not
+    taken at its word; a model with no label gets the mean of all labels.
+    """
 
     name = "best-single"
+    accepts_sparse = True
+
+    def __init__(self, prior: float = 0.0) -> None:
+        self.prior = prior
 
     def _fit(self, dataset: Dataset) -> None:
-        self.mean_quality_: FloatArray = dataset.mean_quality()
+        if dataset.is_complete():
+            self.mean_quality_: FloatArray = dataset.mean_quality()
+            return
+        have = dataset.labelled
+        overall = float(np.nanmean(dataset.quality)) if have.any() else 0.5
+        total = np.where(have, dataset.quality, 0.0).sum(axis=0)
+        self.mean_quality_ = (total + self.prior * overall) / np.maximum(
+            have.sum(axis=0) + self.prior, 1e-12)
+        self.mean_quality_[have.sum(axis=0) == 0] = overall
 
     def predict(self, prompts: Sequence[str]) -> FloatArray:
         self._check_fitted()
@@ -72,6 +90,7 @@ class CheapestRouter(Router):
     """
 
     name = "cheapest"
+    accepts_sparse = True
 
     def _fit(self, dataset: Dataset) -> None:
         self.quality_: float = float(dataset.mean_quality()[int(np.argmin(self.mean_cost_usd_))])

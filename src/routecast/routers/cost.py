@@ -92,7 +92,9 @@ class PromptCost:
         prices = _prices(data)
         self.cost_rows_: Any = rows
         if prices is None:
-            self.cost_target_: FloatArray = data.cost_usd
+            # Sparse outcomes: an unknown cost counts as the model's mean (known) cost.
+            self.cost_target_: FloatArray = np.where(np.isnan(data.cost_usd),
+                                                     self.mean_cost_usd_, data.cost_usd)
             self.cost_prices_: FloatArray = np.zeros((0, 2))
             self.tokens_per_char_: FloatArray = np.zeros(0)
         else:

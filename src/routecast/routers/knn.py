@@ -24,9 +24,13 @@ class KNNRouter(Router):
 
     ``weighted`` weighs neighbours by similarity; ``prior`` shrinks the neighbour mean towards
     the model's overall mean with that many pseudo-neighbours, which steadies small ``k``.
+
+    On sparse outcomes a model's prediction averages its ``k`` nearest *labelled* neighbours
+    (prompts with a label for that model), shrunk towards its mean over its labels.
     """
 
     name = "knn"
+    accepts_sparse = True
 
     def __init__(self, k: int = 40, encoder: str | Encoder = "tfidf", weighted: bool = True,
                  prior: float = 1.0) -> None:
@@ -43,7 +47,9 @@ class KNNRouter(Router):
         self._features_t: Any = None  # rebuilt on first use
         self.k_: int = max(1, min(self.k, dataset.n_prompts))
         self.quality_: FloatArray = dataset.quality
-        self.mean_quality_: FloatArray = dataset.mean_quality()
+        mean = dataset.mean_quality()
+        overall = float(np.nanmean(dataset.quality)) if dataset.labelled.any() else 0.5
+        self.mean_quality_: FloatArray = np.where(np.isnan(mean), overall, mean)
 
     def neighbours(self, prompts: Sequence[str]) -> tuple[FloatArray, IntArray]:
         """Cosine similarity and row index of the ``k_`` nearest training prompts, best first."""
@@ -67,6 +73,8 @@ class KNNRouter(Router):
         self._check_fitted()
         if len(prompts) == 0:
             return np.empty((0, len(self.models_)))
+        if np.isnan(self.quality_).any():
+            return self._predict_sparse(prompts)
         sim, idx = self.neighbours(prompts)
         # Similarity weights stay positive even for orthogonal neighbours.
         w = np.clip(sim, 1e-6, None) if self.weighted else np.ones_like(sim)
@@ -94,3 +102,26 @@ class KNNRouter(Router):
             self.features_, self.quality_, rows, labels, prior, existing)
         self.mean_quality_ = np.append(self.mean_quality_, self.quality_[:, -1].mean())
         self._features_t = None  # the cached transpose would hide the appended rows
+
+    def _predict_sparse(self, prompts: Sequence[str]) -> FloatArray:
+        """Per model, the ``k`` nearest prompts labelled for it."""
+        if getattr(self, "_features_t", None) is None:
+            self.neighbours(prompts[:1])  # builds the transposed training matrix
+        sim = self.encoder_.transform(prompts) @ self._features_t
+        sim = np.asarray(sim.toarray() if hasattr(sim, "toarray") else sim, dtype=np.float64)
+        out = np.empty((len(prompts), len(self.models_)))
+        for j in range(len(self.models_)):
+            rows = np.flatnonzero(~np.isnan(self.quality_[:, j]))
+            if rows.size == 0:
+                out[:, j] = self.mean_quality_[j]
+                continue
+            s = sim[:, rows]
+            k = min(self.k_, rows.size)
+            idx = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < rows.size else \
+                np.tile(np.arange(rows.size), (len(prompts), 1))
+            top = np.take_along_axis(s, idx, axis=1)
+            w = np.clip(top, 1e-6, None) if self.weighted else np.ones_like(top)
+            q = self.quality_[rows[idx], j]
+            out[:, j] = ((w * q).sum(axis=1) + self.prior * self.mean_quality_[j]) / (
+                w.sum(axis=1) + self.prior)
+        return out

@@ -26,9 +26,13 @@ class LinearRouter(Router):
     ``C`` is the inverse regularisation strength. A model whose training quality is constant
     (always right or always wrong) gets that constant (within 1e-9), since a classifier cannot
     be fitted.
+
+    On sparse outcomes each model's regression is fitted on the prompts labelled for it (the
+    encoder on every prompt); a model with no label predicts the mean of all labels.
     """
 
     name = "linear"
+    accepts_sparse = True
 
     def __init__(self, C: float = 1.0, encoder: str | Encoder = "tfidf",  # noqa: N803
                  max_iter: int = 1000) -> None:
@@ -50,14 +54,22 @@ class LinearRouter(Router):
         # Only the fitted weights are kept (arrays persist without pickle).
         self.coef_: FloatArray = np.zeros((m, d))
         self.intercept_: FloatArray = np.zeros(m)
+        have = dataset.labelled
+        overall = float(np.nanmean(dataset.quality)) if have.any() else 0.5
         for j in range(m):
-            q = dataset.quality[:, j]
+            rows = np.flatnonzero(have[:, j])
+            if rows.size == 0:
+                self.intercept_[j] = _logit(overall)
+                continue
+            xj2, yj2 = (x2, y2) if rows.size == n else (  # sparse: the labelled prompts
+                stack([x[rows], x[rows]]), np.r_[np.ones(rows.size), np.zeros(rows.size)])
+            q = dataset.quality[rows, j]
             if np.all(q == q[0]):
                 # A constant has no classifier: predict it through the intercept alone.
                 self.intercept_[j] = _logit(float(q[0]))
                 continue
             clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
-            clf.fit(x2, y2, sample_weight=np.r_[q, 1.0 - q])
+            clf.fit(xj2, yj2, sample_weight=np.r_[q, 1.0 - q])
             self.coef_[j] = clf.coef_[0]
             self.intercept_[j] = clf.intercept_[0]
 

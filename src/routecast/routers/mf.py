@@ -59,6 +59,8 @@ class MFRouter(DenseFeatures, PromptCost, Router):
     """
 
     name = "mf"
+    #: Sparse outcomes fit natively: the loss runs over the labelled pairs only.
+    accepts_sparse = True
 
     def __init__(self, k: int = 16, alpha: float = 20.0, encoder: str | Encoder = "tfidf",
                  dim: int = 128, max_iter: int = 300, seed: int = 0,
@@ -120,14 +122,23 @@ def fit_mf(z: FloatArray, y: FloatArray, k: int, alpha: float, max_iter: int,
     n, d = z.shape
     m = y.shape[1]
     rng = np.random.default_rng(seed)
+    # Sparse outcomes (NaN = unlabelled) enter the loss with weight 0.
+    known = ~np.isnan(y)
+    mask = None if known.all() else known.astype(np.float64)
+    if mask is not None:
+        col = _col_means(y, float(np.nanmean(y)) if known.any() else 0.5)
+        y = np.where(known, y, 0.0)
+        n = max(1, round(float(known.sum()) / m))  # labels per model, as a dense fit counts
+    else:
+        col = y.mean(axis=0)
     # Small random start: at zero the gradients of P and v vanish together (a saddle).
     start = [rng.normal(0.0, 0.1, (d, k)), rng.normal(0.0, 0.1, (m, k)),
-             logit(np.clip(y.mean(axis=0), 0.02, 0.98))]
+             logit(np.clip(col, 0.02, 0.98))]
 
     def fun(params: list[FloatArray]) -> tuple[float, list[FloatArray]]:
         proj, emb, bias = params
         e = z @ proj
-        loss, g = soft_bce(e @ emb.T + bias, y)
+        loss, g = soft_bce(e @ emb.T + bias, y, mask)
         g /= n
         reg = 0.5 * alpha * (float((proj * proj).sum()) + float((emb * emb).sum()))
         return (loss / n + reg,
@@ -135,3 +146,11 @@ def fit_mf(z: FloatArray, y: FloatArray, k: int, alpha: float, max_iter: int,
 
     proj, emb, bias = minimize(fun, start, max_iter=max_iter)
     return proj, emb, bias
+
+
+def _col_means(y: FloatArray, fill: float) -> FloatArray:
+    """Per-column mean over non-NaN entries; ``fill`` for an all-NaN column."""
+    known = ~np.isnan(y)
+    total = np.where(known, y, 0.0).sum(axis=0)
+    count = known.sum(axis=0)
+    return np.asarray(np.where(count > 0, total / np.maximum(count, 1), fill), dtype=np.float64)

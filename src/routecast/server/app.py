@@ -66,6 +66,7 @@ from routecast.server.capability_check import EXCLUDED_HEADER, CapabilityCheck, 
 from routecast.server.endpoints import EndpointTable, build_endpoints
 from routecast.server.gauges import breaker_gauges, routing_gauges
 from routecast.server.keys import ClientKey, KeyStore, RateLimitedError
+from routecast.server.learning import LearningService
 from routecast.server.openapi import openapi_schema
 from routecast.server.privacy import PrivacyRule
 from routecast.server.prometheus import ServerMetrics
@@ -107,6 +108,7 @@ class RoutecastServer(StreamMixin):
                                   "keys add NAME --db FILE`)")
             self.keys = KeyStore(config.storage.db)
         self.metrics = ServerMetrics()
+        self.learning: LearningService | None = None
         self._apply(config, table)
         self.metrics.extra += [*routing_gauges(lambda: self.table),
                                *breaker_gauges(lambda: self.table)]
@@ -126,6 +128,7 @@ class RoutecastServer(StreamMixin):
             Route("/metrics", self.render_metrics, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             *self.apis.routes(),
+            Route("/v1/feedback", self.feedback, methods=["POST"]),
         ]
         if config.ui.enabled:
             from routecast.server.ui.views import Dashboard
@@ -150,6 +153,9 @@ class RoutecastServer(StreamMixin):
         self.privacy = (PrivacyRule(config.privacy.patterns, local)
                         if config.privacy.patterns else None)
         self.capability = CapabilityCheck.from_config(config)
+        # Learning endpoints (routecast.server.learning); started in the lifespan.
+        learning = LearningService(config, table, config.storage.db, self.privacy)
+        self._learning_next = learning if learning else None
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -159,6 +165,7 @@ class RoutecastServer(StreamMixin):
             self.keys.open()
             self._spawn(self._flush_keys())
         await self.table.start()
+        await self._start_learning()
         hup = self._install_sighup()
         try:
             yield
@@ -167,6 +174,8 @@ class RoutecastServer(StreamMixin):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             for task in list(self._tasks):
                 task.cancel()
+            if self.learning is not None:
+                await self.learning.aclose()
             await self.table.aclose()
             await self.capability.aclose()
             if self.keys is not None:
@@ -217,7 +226,11 @@ class RoutecastServer(StreamMixin):
                       self.config_path, e)
             return
         old, old_deadline = self.table, self.deadline_s
+        old_learning = self.learning
         self._apply(config, table)
+        await self._start_learning()
+        if old_learning is not None:
+            await old_learning.aclose()
         if self.keys is not None:
             self.keys.reload()
         self.reloads_total += 1
@@ -230,6 +243,27 @@ class RoutecastServer(StreamMixin):
         self._spawn(close_later())
 
     # -- routes ----------------------------------------------------------------------------
+
+    async def _start_learning(self) -> None:
+        self.learning, self._learning_next = self._learning_next, None
+        if self.learning is not None:
+            await self.learning.start()
+
+    async def feedback(self, http: HTTPRequest) -> Response:
+        """``POST /v1/feedback``: a client's score of an answer (see server/learning.py)."""
+        try:
+            key = (self.keys.authenticate(http.headers.get("authorization"))
+                   if self.keys is not None else None)
+            body = parse_json(await self._read_body(http.headers, http.stream()))
+            if self.learning is None:
+                raise RequestError("no endpoint of this server learns from feedback; add a "
+                                   "`learning:` block to a routed endpoint", status=404,
+                                   code="feedback_not_enabled")
+            return json_response(await self.learning.feedback(body, key.name if key else None))
+        except RoutecastError as e:
+            status, code = status_of(e)
+            return json_response(error_body(str(e), status, param=getattr(e, "param", None),
+                                            code=code), status)
 
     async def chat_completions(self, http: HTTPRequest) -> Response:
         return await self._answer(http.headers, http.stream(), "chat")
@@ -333,17 +367,21 @@ class RoutecastServer(StreamMixin):
             await committed
         out, extra = (completion.body, None) if dialect is None else (
             await dialect.answer(completion))
-        response = Response(dumps(out), media_type="application/json", headers={
+        headers = {
             "x-routecast-request-id": request_id,
             "x-routecast-model": completion.model,
             "x-routecast-route": ",".join(completion.route),
             "x-routecast-cost-usd": f"{completion.cost_usd:.10g}",
             "x-routecast-latency-ms": f"{latency_s * 1000:.3f}",
             **(extra or {}),
-        })
+        }
+        if self.learning is not None:  # queued for the background loop; never waits
+            rid = self.learning.observe(endpoint, request, completion, key_name)
+            if rid is not None:
+                headers["x-routecast-response-id"] = rid
         if isinstance(body, CheckedBody) and body.verdict is not None:
-            response.headers[EXCLUDED_HEADER] = body.verdict.header()
-        return response
+            headers[EXCLUDED_HEADER] = body.verdict.header()
+        return Response(dumps(out), media_type="application/json", headers=headers)
 
     def _deadline(self, endpoint: str) -> UpstreamTimeoutError:
         return UpstreamTimeoutError(

@@ -65,6 +65,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from routecast.errors import ConfigError
+from routecast.server.learning_config import LearningConfig
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -169,7 +170,8 @@ class PlainEndpoint(BaseModel):
 class RoutedEndpoint(BaseModel):
     model_config = _STRICT
     type: Literal["routed"]
-    router: Path
+    #: A saved router; optional with ``learning`` (then the prior it starts from).
+    router: Path | None = None
     cost_weight: float | None = Field(default=None, ge=0)
     budget_usd: float | None = Field(default=None, ge=0)
     calibration_data: Path | None = None
@@ -182,6 +184,7 @@ class RoutedEndpoint(BaseModel):
     #: (``routecast.capabilities.feature_tags``); the router must be fitted on prompts tagged
     #: the same way (``tag_prompt``).
     features: bool = False
+    learning: LearningConfig | None = None
 
     @model_validator(mode="after")
     def _one_policy(self) -> RoutedEndpoint:
@@ -343,8 +346,19 @@ class Config(BaseModel):
                 problems += [f"endpoints.{name}.fallbacks[{i}]: unknown model {m!r}"
                              for i, m in enumerate(endpoint.fallbacks) if m not in known]
             if isinstance(endpoint, RoutedEndpoint):
+                if endpoint.router is None and (endpoint.learning is None
+                                                or not endpoint.learning.models):
+                    problems.append(f"endpoints.{name}.router: missing; add it (a saved router "
+                                    "folder), or give `learning` with `models` to start "
+                                    "learning from nothing")
                 problems += [f"endpoints.{name}.model_map.{k}: unknown model {m!r}"
                              for k, m in endpoint.model_map.items() if m not in known]
+                learn = endpoint.learning
+                problems += [f"endpoints.{name}.learning.{where}: unknown model {m!r}"
+                             for where, m in ([("models", m) for m in learn.models]
+                                              + ([("judge.model", learn.judge.model)]
+                                                 if learn.judge else []))
+                             if m not in known] if learn else []
             if isinstance(endpoint, CascadeEndpoint):
                 problems += [f"endpoints.{name}.models[{i}]: unknown model {m!r}"
                              for i, m in enumerate(endpoint.models or []) if m not in known]

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from routecast.backends.judges import Judge
     from routecast.cascades.cascade import Cascade
+    from routecast.learning.learner import Learner
     from routecast.policy import Policy
     from routecast.routers.base import Router
     from routecast.signals.learned import LearnedScorer
@@ -50,6 +51,8 @@ class EndpointTable:
     strongest: dict[str, str]
     #: Every distinct backend object once, for start-up and shutdown.
     members: list[Backend] = field(default_factory=list)
+    #: Routed endpoint -> its learner, for endpoints with ``learning:``.
+    learners: dict[str, Learner] = field(default_factory=dict)
 
     async def start(self) -> None:
         await start_all(self.members)
@@ -127,11 +130,18 @@ def build_endpoints(config: Config, *, env: Mapping[str, str] | None = None,
         return FallbackBackend([leaves[m] for m in chain], name=endpoint)
 
     backends: dict[str, Backend] = {}
+    learners: dict[str, Learner] = {}
     for name, spec in config.endpoints.items():
         if isinstance(spec, PlainEndpoint):
             backends[name] = with_fallbacks(spec.model, spec.fallbacks, name)
         elif isinstance(spec, RoutedEndpoint):
-            router, policy = (routers or {}).get(name) or _load_router(name, spec)
+            if spec.learning is not None and name not in (routers or {}):
+                from routecast.server.learning import make_learner
+
+                learners[name] = learner = make_learner(name, spec, config)
+                router, policy = learner.current.router, learner.current.policy
+            else:
+                router, policy = (routers or {}).get(name) or _load_router(name, spec)
             models = list(getattr(router, "models_", ()))
             unmapped = [m for m in models if spec.model_map.get(m, m) not in leaves]
             if unmapped:
@@ -161,7 +171,7 @@ def build_endpoints(config: Config, *, env: Mapping[str, str] | None = None,
     strongest = {name: max(b.models, key=lambda m: prices[m].rank)
                  for name, b in backends.items()}
     members = list({id(b): b for b in [*leaves.values(), *backends.values()]}.values())
-    return EndpointTable(backends, prices, strongest, members)
+    return EndpointTable(backends, prices, strongest, members, learners)
 
 
 def _load_router(name: str, spec: RoutedEndpoint) -> tuple[Router, Policy]:
@@ -169,7 +179,7 @@ def _load_router(name: str, spec: RoutedEndpoint) -> tuple[Router, Policy]:
     from routecast.policy import Policy
     from routecast.routers.persist import load_router
 
-    if not spec.router.is_dir():
+    if spec.router is None or not spec.router.is_dir():
         raise ConfigError(f"endpoints.{name}.router: no saved router folder at {spec.router}. "
                           "Fix: give the folder a router was saved to")
     router, saved_policy = load_router(spec.router)

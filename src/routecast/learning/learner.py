@@ -1,0 +1,270 @@
+"""The learning loop's core: labels in, a refitted, validated, recalibrated router out.
+
+A :class:`Learner` owns one endpoint's :class:`~routecast.learning.labels.LabelTable` and its
+current (router, policy) pair, which it replaces in one assignment (so a reader sees the old
+pair or the new one, never a mix):
+
+* **cold start** from nothing: until labels arrive, a router that prefers the endpoint's
+  dearest model (``nominal_cost_usd``: its price for a typical request), so first clients get
+  the safest answers and their judged answers are the first labels; or from a **prior**
+  router fitted on public data, its models mapped to the endpoint's (``model_map``);
+* **refit** when :meth:`due`: early after 25, 50, 100, ... labels, then every
+  ``refit_every`` labels. Candidates are the zero router (each model's mean label, shrunk:
+  mixing single models) and the configured router family, both fitted on the training labels;
+  each is scored on the held-out labels (Brier score) against the current router, and the best
+  replaces the current one only if it validates better. A refit that validates worse is not
+  swapped in (it is reported, with both scores);
+* **recalibration** of the policy to the endpoint's target (a quality fraction of the best
+  single model, or a mean budget per query) on the most recent held-out labels (imputed where
+  sparse: :mod:`routecast.learning.calibrate`), after every refit whether or not the router
+  changed: a shift in the traffic moves the calibration even when the router stays.
+
+It also turns a request into exploration :class:`~routecast.learning.explore.Candidate` s: the
+current router's predictions, and ``nearby``, a kernel count of each model's labels on similar
+prompts: ``sum_i max(cos(x, x_i), 0) ** kernel_power`` over the labelled training prompts
+``x_i`` (TF-IDF rows of the current router's encoder, or one fitted on the labels).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from routecast.data.dataset import Dataset, FloatArray
+from routecast.learning.calibrate import brier, calibrate
+from routecast.learning.explore import Candidate
+from routecast.learning.labels import LabelTable
+from routecast.policy import Policy
+from routecast.routers import make_router
+from routecast.routers.base import Router
+
+
+@dataclass
+class LearnerSettings:
+    """How an endpoint learns; the server builds it from the config's ``learning:`` block."""
+
+    router: str = "linear"
+    router_params: dict[str, Any] = field(default_factory=dict)
+    refit_every: int = 300
+    first_refit: int = 25
+    holdout_fraction: float = 0.15
+    #: Held-out prompts (most recent first) the policy is calibrated on.
+    calibration_window: int = 300
+    min_holdout_labels: int = 20
+    quality_fraction: float | None = 0.95
+    budget_usd_per_query: float | None = None
+    kernel_power: float = 3.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The router and policy in use, as one value (swapped whole)."""
+
+    router: Router
+    policy: Policy
+    version: int
+    kind: str
+
+
+@dataclass
+class RefitReport:
+    version: int
+    swapped: bool
+    kind: str
+    labels: int
+    scores: dict[str, float]
+    cost_weight: float
+    seconds: float
+
+
+class ColdRouter(Router):
+    """No labels yet: equal quality for every model, broken towards the dearer one, so a
+    quality-seeking policy answers with the strongest model. Not registered: internal."""
+
+    name = "cold"
+
+    def __init__(self, models: Sequence[str], nominal_cost_usd: Sequence[float]) -> None:
+        self.models = tuple(models)
+        self.nominal_cost_usd = tuple(nominal_cost_usd)
+
+    def _fit(self, dataset: Dataset) -> None:
+        pass
+
+    def ready(self) -> ColdRouter:
+        self.models_ = self.models
+        self.mean_cost_usd_ = np.asarray(self.nominal_cost_usd, dtype=np.float64)
+        rank = np.argsort(np.argsort(self.mean_cost_usd_))
+        self.quality_ = 0.5 + 1e-6 * rank
+        return self
+
+    def predict(self, prompts: Sequence[str]) -> FloatArray:
+        self._check_fitted()
+        return np.tile(self.quality_, (len(prompts), 1))
+
+
+class MappedRouter(Router):
+    """A router fitted on other model names (public data), answering for the endpoint's models
+    through ``model_map`` (endpoint model -> the router's model). Models it does not cover
+    get the mean of its predictions and the dearest nominal cost."""
+
+    name = "mapped"
+
+    def __init__(self, inner: Router, models: Sequence[str], model_map: Mapping[str, str],
+                 nominal_cost_usd: Sequence[float]) -> None:
+        self.inner = inner
+        self.models = tuple(models)
+        self.model_map = dict(model_map)
+        self.nominal_cost_usd = tuple(nominal_cost_usd)
+
+    def _fit(self, dataset: Dataset) -> None:
+        pass
+
+    def ready(self) -> MappedRouter:
+        from routecast.errors import ConfigError
+
+        inner_models = list(self.inner.models_)
+        cols = [inner_models.index(self.model_map.get(m, m))
+                if self.model_map.get(m, m) in inner_models else -1 for m in self.models]
+        if all(c < 0 for c in cols):
+            raise ConfigError("the prior router knows none of the endpoint's models; map them "
+                              "with learning.model_map (endpoint model: prior router's model)")
+        self.cols_ = cols
+        self.models_ = self.models
+        self.mean_cost_usd_ = np.asarray(self.nominal_cost_usd, dtype=np.float64)
+        return self
+
+    def predict(self, prompts: Sequence[str]) -> FloatArray:
+        inner = self.inner.predict(list(prompts))
+        fill = inner.mean(axis=1)
+        return np.column_stack([inner[:, c] if c >= 0 else fill for c in self.cols_])
+
+
+class Learner:
+    """One endpoint's learning state; see the module docstring."""
+
+    def __init__(self, models: Sequence[str], nominal_cost_usd: Sequence[float],
+                 settings: LearnerSettings | None = None, *,
+                 prior: Router | None = None, model_map: Mapping[str, str] | None = None
+                 ) -> None:
+        self.models = tuple(models)
+        self.settings = settings or LearnerSettings()
+        s = self.settings
+        self.nominal_cost_usd = np.asarray(nominal_cost_usd, dtype=np.float64)
+        self.labels = LabelTable(self.models, holdout_fraction=s.holdout_fraction, seed=s.seed)
+        if prior is not None:
+            router: Router = MappedRouter(prior, self.models, model_map or {},
+                                          self.nominal_cost_usd.tolist()).ready()
+            kind = "prior"
+        else:
+            router = ColdRouter(self.models, self.nominal_cost_usd.tolist()).ready()
+            kind = "cold"
+        # A prior router's policy is calibrated once held-out labels exist; until then it
+        # seeks quality, as the cold router does.
+        self.current = Snapshot(router, Policy(0.0), 0, kind)
+        self.reports: list[RefitReport] = []
+        self._next_refit = s.first_refit
+        self._density: tuple[Any, Any, FloatArray] | None = None
+
+    # -- serving and exploring -------------------------------------------------------------
+
+    def route(self, prompts: Sequence[str]) -> list[str]:
+        snap = self.current
+        return snap.router.route(list(prompts), snap.policy)
+
+    def nearby(self, prompt: str) -> FloatArray:
+        """Kernel count of each model's training labels on prompts like ``prompt``."""
+        if self._density is None:
+            return np.zeros(len(self.models))
+        encoder, rows_t, mask = self._density
+        sim = encoder.transform([prompt]) @ rows_t
+        sim = np.asarray(sim.toarray() if hasattr(sim, "toarray") else sim).ravel()
+        w = np.clip(sim, 0.0, 1.0) ** self.settings.kernel_power
+        return np.asarray(w @ mask, dtype=np.float64)
+
+    def candidates(self, prompt: str, served: str | None, *, judge_usd: float,
+                   allowed: frozenset[str] | None = None) -> list[Candidate]:
+        """One candidate per model ``allowed`` to see ``prompt`` and not yet labelled on it;
+        ``judge_usd`` is what judging one answer to it would cost."""
+        snap = self.current
+        quality = snap.router.predict([prompt])[0]
+        cost = snap.router.predict_cost([prompt])[0]
+        near = self.nearby(prompt)
+        counts = self.labels.counts()
+        out = []
+        for j, m in enumerate(self.models):
+            if allowed is not None and m not in allowed and m != served:
+                continue
+            if self.labels.has(prompt, m):
+                continue
+            is_served = m == served
+            out.append(Candidate(m, is_served, float(quality[j]), float(cost[j]),
+                                 float(near[j]),
+                                 judge_usd + (0.0 if is_served else float(cost[j])),
+                                 int(counts[j])))
+        return out
+
+    def record(self, prompt: str, model: str, quality: float,
+               cost_usd: float | None = None) -> None:
+        self.labels.add(prompt, model, quality, cost_usd)
+
+    # -- refitting -------------------------------------------------------------------------
+
+    def due(self) -> bool:
+        return self.labels.n_labels >= self._next_refit
+
+    def refit(self) -> RefitReport:
+        """Fit the candidates, keep the best if it validates better, recalibrate, swap."""
+        t0 = time.perf_counter()
+        s = self.settings
+        n = self.labels.n_labels
+        self._next_refit = n + min(max(n, s.first_refit), s.refit_every)
+        train = self.labels.dataset("train")
+        hold = self.labels.dataset("holdout", last=s.calibration_window)
+        current = self.current
+        fitted: dict[str, Router] = {}
+        if train is not None:
+            fitted["zero"] = make_router("best-single", prior=2.0).fit(train)
+            if train.n_prompts >= 20 and len(set(train.prompts)) >= 20:
+                fitted[s.router] = make_router(s.router, **s.router_params).fit(train)
+        scores: dict[str, float] = {}
+        enough = hold is not None and int(hold.labelled.sum()) >= s.min_holdout_labels
+        if enough:
+            assert hold is not None
+            scores = {k: brier(r, hold) for k, r in fitted.items()}
+            scores["current"] = (math.inf if current.kind == "cold"
+                                 else brier(current.router, hold))
+            best = min(scores, key=lambda k: scores[k])
+        else:  # nothing to validate on yet: mixing single models is the safe step from cold
+            best = "zero" if current.kind == "cold" and "zero" in fitted else "current"
+        swapped = best not in ("current",)
+        router, kind = (fitted[best], best) if swapped else (current.router, current.kind)
+        calib = hold if enough else train
+        policy = current.policy
+        if calib is not None and kind != "cold":
+            policy = calibrate(router, calib, quality_fraction=s.quality_fraction,
+                               budget_usd=s.budget_usd_per_query)
+        self.current = Snapshot(router, policy, current.version + 1, kind)  # the swap
+        if swapped or self._density is None:
+            self._build_density(router, train)
+        report = RefitReport(self.current.version, swapped, kind, n, scores,
+                             policy.cost_weight, time.perf_counter() - t0)
+        self.reports.append(report)
+        return report
+
+    def _build_density(self, router: Router, train: Dataset | None) -> None:
+        if train is None:
+            return
+        encoder = getattr(router, "encoder_", None)
+        if encoder is None or not hasattr(encoder, "transform"):
+            from routecast.encoders import make_encoder
+
+            encoder = make_encoder("tfidf").fit(train.prompts)
+        rows = encoder.transform(list(train.prompts))
+        rows_t = rows.T.tocsr() if hasattr(rows, "tocsr") else np.ascontiguousarray(rows.T)
+        self._density = (encoder, rows_t, train.labelled.astype(np.float64))

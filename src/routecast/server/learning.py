@@ -1,0 +1,372 @@
+"""The server side of learning from traffic: a background queue that labels answers, shadow
+requests, ``POST /v1/feedback``, and refits swapped into the routed endpoint.
+
+Nothing here is on a request's path. After a learning endpoint has answered, the server calls
+:meth:`LearningService.observe`, which only puts the finished request on a bounded queue
+(``learning.queue_size``; when it is full the request is not learned from, and counted) and
+returns the response id the client gets in ``x-routecast-response-id``. Background tasks
+(``learning.concurrency``) take requests off the queue and, as the explorer decides, ask the
+judge to grade the served answer, ask other models the same request (shadows) and have those
+graded; every label goes to the :class:`~routecast.learning.learner.Learner` and the outcome
+store. Each shadow and judge call has its own timeout (``learning.timeout_s``); a slow or failing
+one costs a label, never a client's answer or latency. Refits run in a worker thread and the
+new router and policy are swapped into the endpoint in one step on the event loop.
+
+Privacy and keys: a request the privacy rule restricted (``Request.allowed``) is shadowed only
+to allowed models, and graded only by a judge that is allowed too; its stored prompt is
+masked. Feedback must come with the same client key that made the request (when the server
+requires keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from routecast.backends.base import Backend, Completion, Request, Usage
+from routecast.backends.routed import RoutedBackend, routing_text
+from routecast.data.pricing import estimate_tokens
+from routecast.errors import ConfigError, RequestError
+from routecast.learning.explore import ActiveExplorer, Candidate, Explorer, UniformExplorer
+from routecast.learning.judge import JUDGE_MAX_TOKENS, RUBRIC, judge_messages, parse_score
+from routecast.learning.learner import Learner, LearnerSettings
+from routecast.learning.meter import SpendMeter
+from routecast.learning.store import LabelRow, OutcomeStore
+
+if TYPE_CHECKING:
+    from routecast.server.config import Config, RoutedEndpoint
+    from routecast.server.endpoints import EndpointTable
+    from routecast.server.privacy import PrivacyRule
+
+log = logging.getLogger("routecast.server")
+
+#: Response ids remembered for feedback, per server (oldest forgotten first).
+MAX_RESPONSES = 100_000
+#: A typical request, for a model's nominal cost before its answers have been seen.
+NOMINAL_USAGE = Usage(prompt_tokens=500, completion_tokens=200)
+
+
+def make_learner(name: str, spec: RoutedEndpoint, config: Config) -> Learner:
+    """The endpoint's learner: cold, or from the saved ``router`` as a prior (its models mapped
+    to configured ones by ``model_map``)."""
+    from routecast.server.endpoints import price_of
+
+    lc = spec.learning
+    assert lc is not None
+    prior = None
+    to_prior: dict[str, str] = {}
+    models = list(lc.models)
+    if spec.router is not None:
+        from routecast.routers.persist import load_router
+
+        if not spec.router.is_dir():
+            raise ConfigError(f"endpoints.{name}.router: no saved router folder at "
+                              f"{spec.router}. Fix: give the folder a router was saved to, or "
+                              "remove `router` to start learning from nothing")
+        prior, _ = load_router(spec.router)
+        to_prior = {ours: theirs for theirs, ours in spec.model_map.items()}
+        models = models or [spec.model_map.get(m, m) for m in prior.models_]
+    unknown = [m for m in models if m not in config.models]
+    if unknown:
+        raise ConfigError(f"endpoints.{name}.learning: models {unknown} are not configured. "
+                          "Fix: define them under `models`, or map the prior router's models "
+                          f"with endpoints.{name}.model_map")
+    nominal = [price_of(config.models[m]).cost_usd(NOMINAL_USAGE) for m in models]
+    settings = LearnerSettings(
+        router=lc.router, refit_every=lc.refit_every, first_refit=lc.first_refit,
+        holdout_fraction=lc.holdout_fraction, calibration_window=lc.calibration_window,
+        quality_fraction=lc.quality_fraction,
+        budget_usd_per_query=lc.budget_usd_per_query)
+    try:
+        from routecast.routers import make_router
+
+        make_router(lc.router)
+    except ConfigError as e:
+        raise ConfigError(f"endpoints.{name}.learning.router: {e}") from None
+    return Learner(models, nominal, settings, prior=prior, model_map=to_prior)
+
+
+@dataclass
+class _Served:
+    """A finished request waiting to be learned from."""
+
+    endpoint: str
+    prompt: str
+    body: dict[str, Any]
+    api: Any
+    model: str
+    answer: str | None
+    baseline_usd: float
+    allowed: frozenset[str] | None
+    response_id: str
+    client: str | None
+
+
+@dataclass
+class EndpointLearning:
+    name: str
+    learner: Learner
+    backend: RoutedBackend
+    explorer: Explorer
+    meter: SpendMeter
+    judge: str | None
+    rubric: str
+    timeout_s: float
+    refitting: bool = False
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def count(self, what: str) -> None:
+        self.counters[what] = self.counters.get(what, 0) + 1
+
+
+class LearningService:
+    """Every learning endpoint of one server; see the module docstring."""
+
+    def __init__(self, config: Config, table: EndpointTable, db: Path | None,
+                 privacy: PrivacyRule | None) -> None:
+        from routecast.server.config import RoutedEndpoint
+
+        self.table = table
+        self.privacy = privacy
+        self.db = db
+        self.store: OutcomeStore | None = None
+        self.endpoints: dict[str, EndpointLearning] = {}
+        self._responses: OrderedDict[str, tuple[str, str, str, str | None]] = OrderedDict()
+        self._queue: asyncio.Queue[_Served] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        size = 1
+        workers = 1
+        for name, spec in config.endpoints.items():
+            if not isinstance(spec, RoutedEndpoint) or spec.learning is None:
+                continue
+            lc = spec.learning
+            backend = table.backends[name]
+            learner = table.learners[name]
+            assert isinstance(backend, RoutedBackend)
+            explorer: Explorer = (
+                ActiveExplorer(max_labels=lc.max_labels_per_request) if lc.strategy == "active"
+                else UniformExplorer(fraction=lc.shadow_fraction, k=lc.shadows_per_request))
+            self.endpoints[name] = EndpointLearning(
+                name, learner, backend, explorer,
+                SpendMeter(lc.budget_usd, lc.spend_fraction),
+                lc.judge.model if lc.judge else None,
+                (lc.judge.rubric if lc.judge and lc.judge.rubric else RUBRIC), lc.timeout_s)
+            size = max(size, lc.queue_size)
+            workers = max(workers, lc.concurrency)
+        self.queue_size = size
+        self.concurrency = workers
+
+    def __bool__(self) -> bool:
+        return bool(self.endpoints)
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.db is not None:
+            self.store = await asyncio.to_thread(OutcomeStore, self.db)
+            for e in self.endpoints.values():  # resume: the labels of earlier runs
+                for row in await asyncio.to_thread(self.store.labels, e.name):
+                    e.learner.record(row.prompt, row.model, row.quality, row.cost_usd)
+                spent = await asyncio.to_thread(self.store.spend, e.name)
+                e.meter.shadow_usd = spent.get("shadow", 0.0)
+                e.meter.judge_usd = spent.get("judge", 0.0)
+                if e.learner.due():
+                    self._spawn(self._refit(e))
+        self._queue = asyncio.Queue(self.queue_size)
+        self._workers = [asyncio.get_running_loop().create_task(self._work())
+                         for _ in range(self.concurrency)]
+
+    async def aclose(self) -> None:
+        for task in [*self._workers, *self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
+        if self.store is not None:
+            self.store.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the request path: one put_nowait ----------------------------------------------------
+
+    def observe(self, endpoint: str, request: Request, completion: Completion,
+                client: str | None) -> str | None:
+        """Queue a finished request for learning; the response id, or ``None`` when
+        ``endpoint`` does not learn. Never blocks and never raises for a full queue."""
+        e = self.endpoints.get(endpoint)
+        if e is None:
+            return None
+        response_id = f"rc-{uuid.uuid4().hex}"
+        prompt = routing_text(request, e.backend.route_on)
+        if request.allowed is not None and self.privacy is not None:
+            prompt = self.privacy.redact(prompt)
+        self._responses[response_id] = (endpoint, prompt, completion.model, client)
+        if len(self._responses) > MAX_RESPONSES:
+            self._responses.popitem(last=False)
+        strongest = self.table.strongest.get(endpoint)
+        baseline = (self.table.prices[strongest].cost_usd(completion.usage)
+                    if strongest in self.table.prices else completion.cost_usd)
+        item = _Served(endpoint, prompt, request.body, request.api, completion.model,
+                       _answer_text(completion.body), baseline, request.allowed, response_id,
+                       client)
+        if self._queue is None:
+            return response_id
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            e.count("dropped")
+        return response_id
+
+    # -- background work -------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            item = await self._queue.get()
+            try:
+                await self._learn(self.endpoints[item.endpoint], item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug in learning must not stop the workers
+                log.exception("learning from a request to %s failed: %s", item.endpoint, exc)
+
+    async def _learn(self, e: EndpointLearning, item: _Served) -> None:
+        e.meter.watch(item.baseline_usd)
+        e.count("observed")
+        judge_ok = e.judge is not None and (item.allowed is None or e.judge in item.allowed)
+        if not judge_ok or item.prompt == "":
+            return
+        assert e.judge is not None
+        judge_price = self.table.prices[e.judge]
+        judge_usd = judge_price.cost_usd(Usage(
+            estimate_tokens(e.rubric) + estimate_tokens(item.prompt)
+            + estimate_tokens(item.answer or "") + 12, JUDGE_MAX_TOKENS))
+        served = item.model if item.answer else None
+        # Predicting for the explorer costs a millisecond or more of CPU: in a worker thread,
+        # so that it never holds the event loop that clients' requests run on.
+        plan = await asyncio.to_thread(self._plan, e, item, served, judge_usd)
+        await asyncio.gather(*(self._label(e, item, c.model, c.served) for c in plan))
+        if e.learner.due() and not e.refitting:
+            await self._refit(e)
+
+    @staticmethod
+    def _plan(e: EndpointLearning, item: _Served, served: str | None, judge_usd: float
+              ) -> list[Candidate]:
+        cands = e.learner.candidates(item.prompt, served, judge_usd=judge_usd,
+                                     allowed=item.allowed)
+        return e.explorer.plan(cands, e.meter)
+
+    async def _label(self, e: EndpointLearning, item: _Served, model: str, served: bool
+                     ) -> None:
+        answer, cost = item.answer, None
+        if not served:
+            shadow = await self._call(e, e.backend.backends[model], dict(item.body, stream=False),
+                                      item, "shadow", model)
+            if shadow is None:
+                return
+            answer, cost = _answer_text(shadow.body), shadow.cost_usd
+        if not answer:
+            return
+        assert e.judge is not None
+        body = {"model": e.judge, "messages": judge_messages(item.prompt, answer, e.rubric),
+                "max_tokens": JUDGE_MAX_TOKENS, "temperature": 0}
+        verdict = await self._call(e, self.table.backends[e.judge], body, item, "judge", e.judge)
+        score = parse_score(_answer_text(verdict.body) or "") if verdict else None
+        if score is None:
+            e.count("no_verdict")
+            return
+        e.learner.record(item.prompt, model, score, cost)
+        e.count("labels")
+        if self.store is not None:
+            await asyncio.to_thread(self.store.add_label, LabelRow(
+                e.name, item.prompt, model, score, cost, "judge" if served else "shadow",
+                item.response_id, item.client))
+
+    async def _call(self, e: EndpointLearning, backend: Backend, body: dict[str, Any],
+                    item: _Served, kind: str, model: str) -> Completion | None:
+        body.pop("stream_options", None)
+        try:
+            async with asyncio.timeout(e.timeout_s):
+                result = await backend.complete(Request(body, "chat" if kind == "judge"
+                                                        else item.api, None, item.allowed))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # slow, failing, refused: no label, nothing else
+            e.count(f"{kind}_failed")
+            log.info("learning %s call to %s failed: %s", kind, model, exc)
+            return None
+        e.meter.charge(result.cost_usd, kind)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.add_spend, e.name, kind, model, result.cost_usd)
+        return result
+
+    async def _refit(self, e: EndpointLearning) -> None:
+        e.refitting = True
+        try:
+            report = await asyncio.to_thread(e.learner.refit)
+        except Exception as exc:
+            log.error("refit of %s failed, still serving the current router: %s", e.name, exc)
+            return
+        finally:
+            e.refitting = False
+        snap = e.learner.current
+        # The swap: three assignments on the event loop, no await between them.
+        e.backend.router, e.backend.policy = snap.router, snap.policy
+        e.backend.batcher.router, e.backend.batcher.policy = snap.router, snap.policy
+        e.count("refits")
+        if self.store is not None:
+            await asyncio.to_thread(self.store.add_refit, e.name, report.version, report.swapped,
+                                    report.kind, report.labels, report.scores,
+                                    report.cost_weight, report.seconds)
+
+    # -- feedback --------------------------------------------------------------------------
+
+    async def feedback(self, body: Mapping[str, Any], client: str | None) -> dict[str, Any]:
+        """Record a client's score of an answer: ``{"response_id": ..., "score": 0..1}``."""
+        rid, score = body.get("response_id"), body.get("score")
+        if not isinstance(rid, str) or not rid:
+            raise RequestError("`response_id` must be the x-routecast-response-id of an answer",
+                               status=400, param="response_id")
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+            raise RequestError("`score` must be a number from 0 (bad) to 1 (good)",
+                               status=400, param="score")
+        known = self._responses.get(rid)
+        if known is None:
+            raise RequestError(f"no answer with response id {rid[:64]!r} is known here (ids "
+                               "are kept for the latest answers of learning endpoints)",
+                               status=404, param="response_id", code="response_not_found")
+        endpoint, prompt, model, owner = known
+        if owner is not None and owner != client:
+            raise RequestError("feedback on an answer must come with the key that asked for "
+                               "it", status=403, param="response_id", code="not_your_response")
+        e = self.endpoints[endpoint]
+        e.learner.record(prompt, model, float(score))
+        e.count("feedback")
+        if self.store is not None:
+            await asyncio.to_thread(self.store.add_label, LabelRow(
+                endpoint, prompt, model, float(score), None, "feedback", rid, client))
+        if e.learner.due() and not e.refitting:
+            self._spawn(self._refit(e))
+        return {"object": "feedback", "response_id": rid, "endpoint": endpoint,
+                "model": model, "score": float(score)}
+
+
+def _answer_text(body: Mapping[str, Any]) -> str | None:
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        return None
+    first = choices[0]
+    message = first.get("message")
+    if isinstance(message, Mapping):
+        content = message.get("content")
+        return content if isinstance(content, str) else None
+    text = first.get("text")
+    return text if isinstance(text, str) else None

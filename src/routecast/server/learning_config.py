@@ -1,0 +1,67 @@
+"""The ``learning:`` block of a routed endpoint (see ``routecast.learning``)::
+
+    endpoints:
+      auto:
+        type: routed
+        # router: routers/public   # optional: a prior router fitted on public data (its
+        # model_map: {gpt-4-1106-preview: big}  # models mapped to ours); omit to start cold
+        learning:
+          models: [small, medium, big]   # cold start: the models to learn to route among
+          judge: {model: grader}         # any configured model; optional rubric:
+          strategy: active               # or uniform (shadow_fraction x shadows_per_request)
+          spend_fraction: 0.2            # pace: <= 20 % of what the strongest model would cost
+          budget_usd: 50                 # hard cap on shadow answers + judge calls, in all
+          refit_every: 300               # labels between refits (early refits at 25, 50, ...)
+          quality_fraction: 0.95         # target the policy is recalibrated to (or
+                                         # budget_usd_per_query)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class JudgeConfig(BaseModel):
+    model_config = _STRICT
+    #: A configured model that grades answers.
+    model: str
+    rubric: str | None = None
+
+
+class LearningConfig(BaseModel):
+    """How a routed endpoint learns from its traffic; every default is documented above."""
+
+    model_config = _STRICT
+    models: list[str] = Field(default_factory=list)
+    judge: JudgeConfig | None = None
+    router: str = "linear"
+    strategy: Literal["active", "uniform"] = "active"
+    shadow_fraction: float = Field(default=0.3, ge=0, le=1)
+    shadows_per_request: int = Field(default=2, ge=0, le=16)
+    max_labels_per_request: int = Field(default=6, ge=1, le=32)
+    budget_usd: float | None = Field(default=None, ge=0)
+    spend_fraction: float | None = Field(default=0.2, ge=0)
+    refit_every: int = Field(default=300, ge=1)
+    first_refit: int = Field(default=25, ge=1)
+    holdout_fraction: float = Field(default=0.15, gt=0, lt=1)
+    #: The most recent held-out prompts the policy is recalibrated on (shorter: follows a
+    #: shift in the traffic sooner, noisier).
+    calibration_window: int = Field(default=300, ge=10)
+    quality_fraction: float | None = Field(default=0.95, gt=0, le=1.5)
+    budget_usd_per_query: float | None = Field(default=None, ge=0)
+    #: Background work waiting at most (requests beyond it are not learned from).
+    queue_size: int = Field(default=1000, ge=1)
+    #: Background tasks working the queue.
+    concurrency: int = Field(default=4, ge=1, le=64)
+    #: The most one shadow or judge call may take.
+    timeout_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> LearningConfig:
+        if self.budget_usd_per_query is not None:
+            self.quality_fraction = None
+        return self

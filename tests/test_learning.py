@@ -1,0 +1,181 @@
+"""Sparse outcomes and the learning loop's core: data model, routers on sparse labels,
+calibration, the explorer's budget, and refits that validate worse staying out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routecast import Policy, make_router
+from routecast.data.canonical import load, save
+from routecast.data.dataset import Dataset
+from routecast.errors import DataError, DataFormatError
+from routecast.learning import ActiveExplorer, Candidate, Learner, LearnerSettings, SpendMeter
+from routecast.learning.calibrate import calibrate
+from routecast.learning.judge import parse_score
+from tests.toy import toy_dataset
+
+
+def sparse_toy(keep: float = 0.4, seed: int = 1) -> tuple[Dataset, Dataset]:
+    """The toy train split with a random ``keep`` share of its pairs labelled, and the full one."""
+    full = toy_dataset().subset("train")
+    mask = np.random.default_rng(seed).random(full.quality.shape) < keep
+    mask[:, 0] |= ~mask.any(axis=1)  # every prompt keeps at least one label
+    return replace(full, quality=np.where(mask, full.quality, np.nan),
+                   cost_usd=np.where(mask, full.cost_usd, np.nan), sparse=True), full
+
+
+def test_a_dataset_takes_nan_only_when_sparse_and_evaluation_refuses_it() -> None:
+    data, full = sparse_toy()
+    with pytest.raises(DataError, match="sparse=True"):
+        replace(data, sparse=False)
+    labelled = data.labelled
+    expected = [full.quality[labelled[:, j], j].mean() for j in range(3)]
+    np.testing.assert_allclose(data.mean_quality(), expected)
+    assert not data.is_complete() and full.is_complete()
+    with pytest.raises(DataError, match="evaluation needs every model"):
+        data.require_complete("evaluation")
+
+
+def test_the_canonical_format_round_trips_sparse_outcomes(tmp_path: Path) -> None:
+    data, _ = sparse_toy()
+    path = save(data, tmp_path / "labels.jsonl")
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[0])["sparse"] is True
+    first = json.loads(lines[1])
+    assert set(first["outcomes"]) == {m for j, m in enumerate(data.models)
+                                      if data.labelled[0, j]}
+    back = load(path)
+    assert back.sparse
+    np.testing.assert_array_equal(back.labelled, data.labelled)
+    np.testing.assert_allclose(back.quality[back.labelled], data.quality[data.labelled])
+    # Without the header's flag a missing model is still an error, and says how to allow it.
+    dense = tmp_path / "dense.jsonl"
+    head = json.loads(lines[0])
+    del head["sparse"]
+    dense.write_text("\n".join([json.dumps(head), *lines[1:]]) + "\n")
+    with pytest.raises(DataFormatError, match='"sparse": true'):
+        load(dense)
+
+
+@pytest.mark.parametrize("name", ["linear", "knn", "mf", "best-single"])
+def test_routers_fit_sparse_labels_on_the_labelled_pairs_only(name: str) -> None:
+    data, _ = sparse_toy()
+    # `large` labelled on a fifth of the prompts, always right there: a router that read the
+    # missing pairs as failures would predict about 0.2 for it.
+    rows = np.arange(data.n_prompts) % 5 == 0
+    q = data.quality.copy()
+    q[:, 2] = np.where(rows, 1.0, np.nan)
+    c = data.cost_usd.copy()
+    c[:, 2] = np.where(rows, 0.02, np.nan)
+    sparse = replace(data, quality=q, cost_usd=c)
+    router = make_router(name).fit(sparse)
+    pred = router.predict(list(toy_dataset().subset("test").prompts))
+    assert np.isfinite(pred).all()
+    assert pred[:, 2].mean() > 0.8
+    assert router.mean_cost_usd_[2] == pytest.approx(0.02)
+
+
+def test_a_router_that_cannot_fit_sparse_labels_says_which_can() -> None:
+    data, _ = sparse_toy()
+    with pytest.raises(DataError, match=r"cannot fit on sparse outcomes.*linear"):
+        make_router("mlp").fit(data)
+
+
+def test_sparse_linear_fit_learns_the_words_from_few_labels() -> None:
+    data, _ = sparse_toy(keep=0.3)
+    test = toy_dataset().subset("test")
+    router = make_router("linear").fit(data)
+    pred = router.predict(list(test.prompts))
+    hard = np.asarray(test.task) == "hard"
+    # small is right on easy prompts only: the sparse fit sees that.
+    assert pred[~hard, 0].mean() - pred[hard, 0].mean() > 0.3
+
+
+def test_calibration_on_complete_labels_matches_the_policys_own() -> None:
+    toy = toy_dataset()
+    router = make_router("linear").fit(toy.subset("train"))
+    val = toy.subset("validation")
+    mine = calibrate(router, val, quality_fraction=0.9)
+    assert mine.cost_weight == Policy.for_quality(router, val, 0.9).cost_weight
+
+
+def test_the_active_explorer_stays_within_the_allowance_and_prefers_cheap_uncertain() -> None:
+    meter = SpendMeter(budget_usd=1.0, spend_fraction=None)
+    explorer = ActiveExplorer(max_labels=3, warmup=0)
+    cands = [
+        Candidate("served", True, 0.9, 0.02, 50.0, 0.001, 100),   # well known: little to learn
+        Candidate("cheap", False, 0.6, 0.001, 0.0, 0.002, 100),   # uncertain and cheap
+        Candidate("dear", False, 0.6, 0.5, 0.0, 0.5, 100),        # uncertain, dear
+        Candidate("bad", False, 0.05, 0.4, 50.0, 0.4, 100),       # confidently dominated
+    ]
+    chosen = [c.model for c in explorer.plan(cands, meter)]
+    assert chosen[0] == "cheap" and "bad" not in chosen
+    meter.charge(0.9985, "shadow")  # almost all spent: only what fits is bought
+    assert [c.model for c in explorer.plan(cands, meter)] == ["served"]
+    meter.charge(0.001, "judge")
+    assert explorer.plan(cands, meter) == []
+
+
+def test_the_meter_paces_spend_against_the_strongest_models_cost() -> None:
+    meter = SpendMeter(budget_usd=10.0, spend_fraction=0.2)
+    assert meter.allowance() == 0.0  # nothing watched, nothing to spend
+    meter.watch(1.0)
+    assert meter.allowance() == pytest.approx(0.2)
+    meter.charge(0.15, "shadow")
+    assert meter.allowance() == pytest.approx(0.05)
+    assert meter.spent_usd == pytest.approx(0.15)
+
+
+def test_a_refit_that_validates_worse_is_not_swapped_in() -> None:
+    toy = toy_dataset(n=600)
+    prior = make_router("linear").fit(toy_dataset(n=40, seed=5))  # other prompts, a few
+    settings = LearnerSettings(first_refit=10, min_holdout_labels=10, holdout_fraction=0.3)
+    learner = Learner(toy.models, [0.001, 0.004, 0.02], settings, prior=prior)
+    before = learner.current
+    rng = np.random.default_rng(0)
+    for i, prompt in enumerate(toy.prompts):
+        holdout = learner.labels.is_holdout(prompt)
+        for j, model in enumerate(toy.models):
+            # Training labels are coin flips; held-out ones are the truth.
+            q = toy.quality[i, j] if holdout else float(rng.random() < 0.5)
+            learner.record(prompt, model, q, toy.cost_usd[i, j])
+    report = learner.refit()
+    assert not report.swapped
+    assert report.scores["current"] < report.scores["linear"]
+    assert learner.current.router is before.router and learner.current.version == 1
+    # ...while truthful training labels are swapped in.
+    for i, prompt in enumerate(toy.prompts):
+        for j, model in enumerate(toy.models):
+            learner.record(prompt, model, toy.quality[i, j], toy.cost_usd[i, j])
+    assert learner.refit().swapped
+
+
+def test_a_cold_learner_serves_the_strongest_model_then_learns_to_save() -> None:
+    toy = toy_dataset(n=600)
+    learner = Learner(toy.models, [0.001, 0.004, 0.02],
+                      LearnerSettings(first_refit=30, min_holdout_labels=20))
+    assert set(learner.route(list(toy.prompts[:5]))) == {"large"}
+    for i, prompt in enumerate(toy.prompts):
+        for j, model in enumerate(toy.models):
+            learner.record(prompt, model, toy.quality[i, j], toy.cost_usd[i, j])
+        if learner.due():
+            learner.refit()
+    tasks = toy.task or ()
+    easy = [p for p, t in zip(toy.prompts, tasks, strict=True) if t == "easy"][:40]
+    hard = [p for p, t in zip(toy.prompts, tasks, strict=True) if t == "hard"][:40]
+    assert learner.current.kind == "linear"
+    # small (always wrong on hard prompts) now answers many easy ones, and no hard one.
+    assert learner.route(easy).count("small") >= 15
+    assert learner.route(hard).count("small") == 0
+
+
+@pytest.mark.parametrize(("reply", "score"), [("9", 0.9), ("10", 1.0), ("Score: 7.", 0.7),
+                                               ("0", 0.0), ("no idea", None), ("42", None)])
+def test_the_judges_verdict_is_its_first_score_from_0_to_10(reply: str,
+                                                            score: float | None) -> None:
+    assert parse_score(reply) == score

@@ -1,0 +1,253 @@
+"""Learning endpoints end to end: a real routecast server over real HTTP upstreams (the stub
+for the models, a small grading server for the judge), labels in the SQLite store, a refit
+swapped in, /v1/feedback, and a failing or slow judge that changes nothing for clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from routecast.learning.store import export_outcomes, learning_stats
+from tests.routecast_live import make_config, model_entry, serve
+from tests.stub_upstream import LiveServer, StubUpstream
+
+
+class Grader:
+    """A judge upstream: scores 9 an answer from `large`, 2 any other; or fails / stalls."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.calls = 0
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self._chat,
+                                           methods=["POST"])])
+
+    async def _chat(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        self.calls += 1
+        if self.mode == "fail":
+            return JSONResponse({"error": {"message": "grader down", "type": "x"}}, 500)
+        if self.mode == "slow":
+            await asyncio.sleep(3.0)
+        answer = body["messages"][-1]["content"]
+        score = "9" if "large says:" in answer else "2"
+        return JSONResponse({"id": "g", "object": "chat.completion", "model": "grader",
+                             "choices": [{"index": 0, "finish_reason": "stop",
+                                          "message": {"role": "assistant", "content": score}}],
+                             "usage": {"prompt_tokens": 50, "completion_tokens": 1}})
+
+
+@pytest.fixture
+def upstreams() -> Iterator[tuple[StubUpstream, Grader, str]]:
+    grader = Grader()
+    with StubUpstream() as stub, LiveServer(grader.app, lifespan="off") as g:
+        yield stub, grader, f"{g.url}/v1"
+
+
+def config(stub: StubUpstream, grader_url: str, db: Path, *, models: Any = None,
+           extra: Any = None, **learning: Any) -> Any:
+    spec = {"models": ["small", "large"], "judge": {"model": "grader"}, "first_refit": 6,
+            "refit_every": 6, "spend_fraction": None, "timeout_s": 1.0, **learning}
+    return make_config(stub.url, db, models={"grader": model_entry(grader_url, "grader",
+                                                                   max_retries=0),
+                                             **(models or {})},
+                       endpoints={"auto": {"type": "routed", "learning": spec}},
+                       **(extra or {}))
+
+
+class Reply:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status_code, self.headers, self.text = status, headers, body.decode()
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+class Client:
+    """A few lines of urllib: real HTTP to the server, no extra dependency."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def post(self, path: str, json: Any, token: str | None = None) -> Reply:
+        headers = {"content-type": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.base_url + path, data=_dumps(json), method="POST",
+                                     headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return Reply(r.status, {k.lower(): v for k, v in r.headers.items()}, r.read())
+        except urllib.error.HTTPError as e:
+            return Reply(e.code, {k.lower(): v for k, v in e.headers.items()}, e.read())
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def ask(client: Client, text: str, token: str | None = None) -> Reply:
+    r = client.post("/v1/chat/completions", json={
+        "model": "auto", "messages": [{"role": "user", "content": text}]}, token=token)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def wait_for(check: Any, timeout_s: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+def test_labels_land_in_the_store_a_refit_swaps_in_and_feedback_works(
+        upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path) -> None:
+    stub, _grader, grader_url = upstreams
+    db = tmp_path / "log.db"
+    with serve(config(stub, grader_url, db)) as url:
+        client = Client(url)
+        first = ask(client, "what is two plus two")
+        # Cold start answers with the strongest (dearest) model.
+        assert first.json()["model"] == "large"
+        rid = first.headers["x-routecast-response-id"]
+        for i in range(30):
+            ask(client, f"question number {i} about topic {i % 5}")
+        labels = wait_for(lambda: rows(db, "SELECT model, quality, source FROM labels")
+                          if len(rows(db, "SELECT id FROM labels")) >= 12 else None)
+        by_model = {m: {q for mm, q, _ in labels if mm == m} for m, _, _ in labels}
+        # The judge's verdicts, as the grader gave them: 0.9 for large, 0.2 for small.
+        assert by_model.get("large") == {0.9} and by_model.get("small") == {0.2}
+        assert {s for _, _, s in labels} >= {"judge", "shadow"}
+        refits = wait_for(lambda: rows(db, "SELECT swapped, router FROM learning_refits"))
+        assert any(swapped for swapped, _ in refits)
+        spend = rows(db, "SELECT kind, SUM(cost_usd) FROM learning_spend GROUP BY kind")
+        assert {k for k, _ in spend} == {"judge", "shadow"} and all(v > 0 for _, v in spend)
+        # After the refit the endpoint knows small is bad here... and large is worth it.
+        assert ask(client, "question number 99 about topic 1").json()["model"] == "large"
+
+        ok = client.post("/v1/feedback", json={"response_id": rid, "score": 0.0})
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["model"] == "large"
+        fb = wait_for(lambda: rows(db, "SELECT model, quality FROM labels "
+                                       "WHERE source = 'feedback'"))
+        assert fb == [("large", 0.0)]
+        missing = client.post("/v1/feedback", json={"response_id": "rc-nope", "score": 1})
+        assert missing.status_code == 404 and "response id" in missing.json()["error"]["message"]
+        bad = client.post("/v1/feedback", json={"response_id": rid, "score": 7})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "score"
+
+    data = export_outcomes(db, "auto")
+    assert data.sparse and set(data.models) == {"small", "large"}
+    assert data.labelled.sum() == len(rows(db, "SELECT DISTINCT prompt, model FROM labels"))
+    (stats,) = learning_stats(db)
+    assert stats.endpoint == "auto" and stats.by_source["feedback"] == 1
+    assert stats.judge_usd > 0 and stats.refits >= 1
+
+
+@pytest.mark.parametrize("mode", ["fail", "slow"])
+def test_a_failing_or_slow_judge_changes_no_answer_and_no_latency(
+        upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path, mode: str) -> None:
+    stub, grader, grader_url = upstreams
+    grader.mode = mode
+    db = tmp_path / "log.db"
+    with serve(config(stub, grader_url, db)) as url:
+        client = Client(url)
+        for i in range(8):
+            t0 = time.perf_counter()
+            r = ask(client, f"tell me about {i}")
+            took = time.perf_counter() - t0
+            assert r.json()["choices"][0]["message"]["content"] == f"large says: tell me about {i}"
+            assert took < 1.0, f"the client waited {took:.2f} s behind the judge"
+        wait_for(lambda: grader.calls >= 3)
+    assert rows(db, "SELECT id FROM labels") == []
+
+
+def test_a_sensitive_prompt_is_never_shadowed_to_a_non_local_model(
+        upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path) -> None:
+    stub, _grader, grader_url = upstreams
+    db = tmp_path / "log.db"
+    local = {"small": {**model_entry(stub.url, "small"), "local": True},
+             "grader": {**model_entry(grader_url, "grader", max_retries=0), "local": True}}
+    cfg = config(stub, grader_url, db, models=local, max_labels_per_request=4,
+                 extra={"privacy": {"patterns": ["email"]}})
+    with serve(cfg) as url:
+        client = Client(url)
+        for i in range(6):
+            assert ask(client, f"mail ann{i}@example.com about it").json()["model"] == "small"
+            ask(client, f"an ordinary question {i}")
+        wait_for(lambda: len(rows(db, "SELECT id FROM labels")) >= 8)
+        time.sleep(0.3)  # let shadows still in flight arrive
+    to_large = [r.body for r in stub.received if r.body.get("model") == "large"]
+    assert to_large and not any("example.com" in json.dumps(b) for b in to_large)
+    stored = [p for (p,) in rows(db, "SELECT prompt FROM labels")]
+    assert any("[REDACTED:email]" in p for p in stored)
+    assert not any("example.com" in p for p in stored)
+
+
+def test_feedback_needs_the_key_that_asked(upstreams: tuple[StubUpstream, Grader, str],
+                                           tmp_path: Path) -> None:
+    from routecast.server.keys import add_key
+
+    stub, _grader, grader_url = upstreams
+    db = tmp_path / "log.db"
+    alice, bob = add_key(db, "alice"), add_key(db, "bob")
+    with serve(config(stub, grader_url, db, extra={"auth": {"required": True}})) as url:
+        client = Client(url)
+        rid = ask(client, "hello there", token=alice).headers["x-routecast-response-id"]
+        other = client.post("/v1/feedback", {"response_id": rid, "score": 1}, token=bob)
+        assert other.status_code == 403 and other.json()["error"]["code"] == "not_your_response"
+        assert client.post("/v1/feedback", {"response_id": rid, "score": 1}).status_code == 401
+        mine = client.post("/v1/feedback", {"response_id": rid, "score": 1}, token=alice)
+        assert mine.status_code == 200
+        assert wait_for(lambda: rows(db, "SELECT client FROM labels WHERE source='feedback'")) \
+            == [("alice",)]
+
+
+def test_a_prior_router_on_public_names_starts_the_endpoint(
+        upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path) -> None:
+    from routecast import Policy, make_router
+    from routecast.routers.persist import save_router
+    from tests.toy import toy_dataset
+
+    stub, _grader, grader_url = upstreams
+    toy = toy_dataset()
+    public = toy.select_models(["small", "large"])
+    public = type(public)(**{**public.__dict__, "models": ("tiny-public", "huge-public")})
+    router = make_router("linear").fit(public.subset("train"))
+    save_router(router, tmp_path / "prior", policy=Policy(0.0))
+    db = tmp_path / "log.db"
+    cfg = make_config(stub.url, db, models={"grader": model_entry(grader_url, "grader")},
+                      endpoints={"auto": {
+                          "type": "routed", "router": str(tmp_path / "prior"),
+                          "model_map": {"tiny-public": "small", "huge-public": "large"},
+                          "learning": {"judge": {"model": "grader"}}}})
+    hard = next(p for p, t in zip(toy.prompts, toy.task or (), strict=True) if t == "hard")
+    with serve(cfg) as url:
+        client = Client(url)
+        # Before any label: the prior's predictions, under the endpoint's own model names.
+        assert ask(client, hard).json()["model"] == "large"
