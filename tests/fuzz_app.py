@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from routecast.backends.base import Backend, Chunk, Completion, Price, Request, Usage
 from routecast.server.app import create_app
@@ -37,7 +37,7 @@ class Echo(Backend):
                                                        route))
 
 
-def fuzz_app(**config: Any) -> Starlette:
+def fuzz_app(**config: Any) -> ASGIApp:
     """``small`` and ``large`` as echo backends; ``config`` adds top-level config keys."""
     doc = {"models": {m: {"base_url": "http://127.0.0.1:9/v1"} for m in ("small", "large")},
            "storage": {"db": None}, "limits": {"max_body_bytes": 65536, "max_messages": 64},

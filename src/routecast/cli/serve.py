@@ -13,7 +13,7 @@ from routecast.cli.common import err_console
 from routecast.errors import ConfigError
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
+    from starlette.types import ASGIApp
 
     from routecast.server.config import Config
 
@@ -49,7 +49,7 @@ def serve_cmd(config_path: str | None, host: str, port: int, log_level: str) -> 
     _run(create_app(config, config_path=Path(config_path)), config, host, port, log_level)
 
 
-def _run(app: Starlette, config: Config, host: str, port: int, log_level: str) -> None:
+def _run(app: ASGIApp, config: Config, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
     _one_blas_thread()

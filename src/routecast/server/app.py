@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import secrets
 import signal
 import threading
@@ -50,35 +49,25 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
-from routecast.backends.base import Api, Backend, Completion, Request
-from routecast.backends.routed import SESSION_HEADER
-from routecast.errors import (
-    ConfigError,
-    RequestError,
-    RoutecastError,
-    UpstreamError,
-    UpstreamTimeoutError,
-)
+from routecast.backends.base import Api, Backend
+from routecast.errors import ConfigError, RequestError, RoutecastError
+from routecast.server.admission import Admission, Ticket
 from routecast.server.apis.routes import ApiRoutes
-from routecast.server.asgi import RoutecastApp, http_error, json_response, unexpected
-from routecast.server.capability_check import EXCLUDED_HEADER, CapabilityCheck, CheckedBody
+from routecast.server.asgi import FastPath, error_response, http_error, json_response, unexpected
+from routecast.server.capability_check import EXCLUDED_HEADER, CapabilityCheck
 from routecast.server.endpoints import EndpointTable, build_endpoints
 from routecast.server.gauges import breaker_gauges, routing_gauges
-from routecast.server.keys import ClientKey, KeyStore, RateLimitedError
+from routecast.server.keys import KeyStore
 from routecast.server.learning import LearningService
 from routecast.server.openapi import openapi_schema
 from routecast.server.privacy import PrivacyRule
 from routecast.server.prometheus import ServerMetrics
-from routecast.server.requestlog import LogRow, RequestLog, prompt_text
-from routecast.server.streaming import StreamMixin, status_of
-from routecast.server.wire import (
-    check_chat,
-    check_completions,
-    dumps,
-    error_body,
-    parse_json,
-)
+from routecast.server.recording import Recorder
+from routecast.server.requestlog import RequestLog
+from routecast.server.streaming import deadline_error, start_stream
+from routecast.server.wire import dumps, parse_json
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -90,8 +79,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("routecast.server")
 
-class RoutecastServer(StreamMixin):
-    """The server's state and request handlers; :attr:`app` is the ASGI app to run."""
+class RoutecastServer:
+    """The server's state and request handlers; :attr:`app` is the ASGI app to run.
+
+    A completion request passes two collaborators, both built per config by :meth:`_apply`
+    (a reload builds new ones; a request keeps those it started with): :attr:`admission`
+    (auth, limits, endpoint, privacy, capability check, key budgets:
+    :mod:`routecast.server.admission`) and :attr:`recorder` (metrics and the request log:
+    :mod:`routecast.server.recording`). A :class:`~routecast.server.admission.Ticket` carries
+    what they learn about the request (its id, key name, verdict) from one to the other.
+    :meth:`_answer` composes them with a backend (and a dialect, for the other APIs); streams
+    get them as arguments (:func:`routecast.server.streaming.start_stream`).
+
+    :attr:`app` is :class:`~routecast.server.asgi.FastPath` around :attr:`starlette`, a plain
+    Starlette app with the routes below. A new route is a ``Route`` in that list and a handler
+    method; one that answers completions calls :meth:`_answer` (or composes
+    ``self.admission`` and ``self.recorder`` itself), and goes into
+    :data:`routecast.server.asgi.FAST_ROUTES` to skip Starlette's routing.
+    """
 
     def __init__(self, config: Config, table: EndpointTable,
                  request_log: RequestLog | None = None, *, config_path: Path | None = None,
@@ -134,25 +139,29 @@ class RoutecastServer(StreamMixin):
             from routecast.server.ui.views import Dashboard
 
             routes += Dashboard(self).routes()
-        self.app = RoutecastApp(
-            self._answer,
+        self.starlette = Starlette(
             routes=routes,
             exception_handlers={HTTPException: http_error, Exception: unexpected},
             lifespan=self._lifespan,
         )
+        self.app: ASGIApp = FastPath(self.starlette, self._answer)
 
     def _apply(self, config: Config, table: EndpointTable) -> None:
         """Take a config and its endpoint table into use (at start-up and on reload)."""
         self.config = config
         self.table = table
         self.backends = table.backends
-        self.max_body = config.limits.max_body_bytes
-        self.max_messages = config.limits.max_messages
         self.deadline_s = config.limits.deadline_s
         local = [name for name, m in config.models.items() if m.local]
         self.privacy = (PrivacyRule(config.privacy.patterns, local)
                         if config.privacy.patterns else None)
         self.capability = CapabilityCheck.from_config(config)
+        self.admission = Admission(table.backends, max_body_bytes=config.limits.max_body_bytes,
+                                   max_messages=config.limits.max_messages,
+                                   capability=self.capability, privacy=self.privacy,
+                                   keys=self.keys)
+        self.recorder = Recorder(self.metrics, self.request_log, table, privacy=self.privacy,
+                                 redact=config.privacy.redact_log)
         # Learning endpoints (routecast.server.learning); started in the lifespan.
         learning = LearningService(config, table, config.storage.db, self.privacy)
         self._learning_next = learning if learning else None
@@ -225,7 +234,7 @@ class RoutecastServer(StreamMixin):
             log.error("reload of %s failed, still serving the old config: %s",
                       self.config_path, e)
             return
-        old, old_deadline = self.table, self.deadline_s
+        old, old_deadline, old_capability = self.table, self.deadline_s, self.capability
         old_learning = self.learning
         self._apply(config, table)
         await self._start_learning()
@@ -239,6 +248,7 @@ class RoutecastServer(StreamMixin):
         async def close_later() -> None:
             await asyncio.sleep(old_deadline + 1.0)
             await old.aclose()
+            await old_capability.aclose()  # its requests (through the old admission) are done
 
         self._spawn(close_later())
 
@@ -254,16 +264,14 @@ class RoutecastServer(StreamMixin):
         try:
             key = (self.keys.authenticate(http.headers.get("authorization"))
                    if self.keys is not None else None)
-            body = parse_json(await self._read_body(http.headers, http.stream()))
+            body = parse_json(await self.admission.read_body(http.headers, http.stream()))
             if self.learning is None:
                 raise RequestError("no endpoint of this server learns from feedback; add a "
                                    "`learning:` block to a routed endpoint", status=404,
                                    code="feedback_not_enabled")
             return json_response(await self.learning.feedback(body, key.name if key else None))
         except RoutecastError as e:
-            status, code = status_of(e)
-            return json_response(error_body(str(e), status, param=getattr(e, "param", None),
-                                            code=code), status)
+            return error_response(e)
 
     async def chat_completions(self, http: HTTPRequest) -> Response:
         return await self._answer(http.headers, http.stream(), "chat")
@@ -280,8 +288,7 @@ class RoutecastServer(StreamMixin):
         name = http.path_params["model"]
         backend = self.backends.get(name)
         if backend is None:
-            e = self._unknown_endpoint(name)
-            return json_response(error_body(str(e), 404, param="model", code=e.code), 404)
+            return error_response(self.admission.unknown_endpoint(name))
         return json_response(_model_object(name, backend))
 
     async def health(self, http: HTTPRequest) -> Response:
@@ -300,69 +307,37 @@ class RoutecastServer(StreamMixin):
         """One completion request: ``headers`` as a mapping with lower-case names,
         ``body_parts`` the body as it arrives; a ``dialect`` translates another API (Messages,
         Responses) to chat and back (:mod:`routecast.server.apis`)."""
-        t0 = time.perf_counter()
-        ts = time.time()
-        endpoint = ""
-        body: dict[str, Any] = {}
-        key: ClientKey | None = None
-        cost_usd = 0.0
         request_id = f"{self._id_prefix}{next(self._ids):x}"
-        key_name: str | None = None
+        ticket = Ticket(api, request_id)
+        admission, recorder = self.admission, self.recorder  # one config for the request
+        deadline_s = self.deadline_s
+        settle, cost_usd = True, 0.0
         self.metrics.in_flight += 1
         try:
-            client = (self.keys.authenticate(headers.get("authorization"))
-                      if self.keys is not None else None)
-            key_name = client.name if client is not None else None
-            body = parse_json(await self._read_body(headers, body_parts))
-            if dialect is not None:
-                body = await dialect.to_chat(body)
-            endpoint = (check_chat(body, self.max_messages) if api == "chat"
-                        else check_completions(body))
-            backend = self.backends.get(endpoint)
-            if backend is None:
-                raise self._unknown_endpoint(endpoint)
-            allowed = self.privacy.allowed(body) if self.privacy is not None else None
-            if allowed is not None and not any(m in allowed for m in backend.models):
-                raise RequestError(
-                    f"this prompt matches a privacy pattern and endpoint {endpoint!r} has no "
-                    "model marked `local: true`; ask an endpoint with a local model",
-                    status=403, param="messages", code="privacy_rule")
-            allowed, verdict = await self.capability.check(body, api, backend.models, allowed,
-                                                           endpoint)
-            if verdict is not None:
-                checked = CheckedBody(body)
-                checked.verdict = verdict
-                body = checked
-            request = Request(body, api, headers.get(SESSION_HEADER), allowed)
-            if dialect is not None:
-                backend = dialect.before(backend, request)
-            if self.keys is not None and client is not None:
-                self.keys.admit(client)
-                key = client  # admitted: from here on the key must be settled
+            backend, request = await admission.admit(ticket, headers, body_parts, dialect)
             if request.stream:
-                response = await self._start_stream(backend, request, endpoint, t0, ts, key,
-                                                    request_id, key_name)
-                key = None  # the stream settles it when it ends
-                if isinstance(body, CheckedBody) and body.verdict is not None:
-                    response.headers[EXCLUDED_HEADER] = body.verdict.header()
+                response = await start_stream(backend, request, ticket, deadline_s=deadline_s,
+                                              admission=admission, recorder=recorder)
+                settle = False  # the stream settles the key when it ends
                 return response if dialect is None else dialect.stream(response)
             try:
-                async with asyncio.timeout(self.deadline_s):
+                async with asyncio.timeout(deadline_s):
                     completion = await backend.complete(request)
             except TimeoutError:
-                raise self._deadline(endpoint) from None
+                raise deadline_error(ticket.endpoint, deadline_s) from None
             cost_usd = completion.cost_usd
         except RoutecastError as e:
-            response = self._error(e, endpoint, body, t0, ts, request_id, key_name)
+            recorder.failed(ticket, e)
+            response = error_response(e, request_id)
             return response if dialect is None else dialect.error(response)
         finally:
             self.metrics.in_flight -= 1
-            if key is not None and self.keys is not None:
-                self.keys.settle(key, cost_usd)
-        latency_s = time.perf_counter() - t0
-        committed = self._record(endpoint, body, ts, latency_s, stream=False,
-                                 completion=completion, request_id=request_id,
-                                 key_name=key_name)
+            if settle and ticket.key is not None:
+                admission.settle(ticket, cost_usd)
+        # Logged (durably, if asked) before it goes out. (Inline, not a helper: one coroutine
+        # less on the hot path.)
+        latency_s = time.perf_counter() - ticket.t0
+        committed = recorder.record(ticket, latency_s, stream=False, completion=completion)
         if committed is not None:
             await committed
         out, extra = (completion.body, None) if dialect is None else (
@@ -375,110 +350,19 @@ class RoutecastServer(StreamMixin):
             "x-routecast-latency-ms": f"{latency_s * 1000:.3f}",
             **(extra or {}),
         }
-        if self.learning is not None:  # queued for the background loop; never waits
-            rid = self.learning.observe(endpoint, request, completion, key_name)
+        learning = self.learning
+        if learning is not None:  # queued for the background loop; never waits
+            rid = learning.observe(ticket.endpoint, request, completion, ticket.key_name)
             if rid is not None:
                 headers["x-routecast-response-id"] = rid
-        if isinstance(body, CheckedBody) and body.verdict is not None:
-            headers[EXCLUDED_HEADER] = body.verdict.header()
+        if ticket.verdict is not None:
+            headers[EXCLUDED_HEADER] = ticket.verdict.header()
         return Response(dumps(out), media_type="application/json", headers=headers)
 
-    def _deadline(self, endpoint: str) -> UpstreamTimeoutError:
-        return UpstreamTimeoutError(
-            f"endpoint {endpoint!r} did not answer within this server's deadline "
-            f"({self.deadline_s:g} s, limits.deadline_s)", model=endpoint, status=504,
-            code="deadline_exceeded")
-
-    async def _read_body(self, headers: Mapping[str, str], body_parts: AsyncIterator[bytes]
-                         ) -> bytes:
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise self._too_large()
-        parts: list[bytes] = []
-        size = 0
-        async for part in body_parts:
-            size += len(part)
-            if size > self.max_body:
-                raise self._too_large()
-            parts.append(part)
-        return b"".join(parts)
-
-    def _too_large(self) -> RequestError:
-        return RequestError(f"the request body is larger than this server takes "
-                            f"({self.max_body} bytes, limits.max_body_bytes)", status=413,
-                            code="request_too_large")
-
-    def _unknown_endpoint(self, endpoint: str) -> RequestError:
-        names = list(self.backends)
-        shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
-        return RequestError(f"unknown model {endpoint!r}: this server's endpoints are {shown} "
-                            "(GET /v1/models lists them)", status=404, param="model",
-                            code="model_not_found")
-
-    # -- errors, log, metrics --------------------------------------------------------------
-
-    def _error(self, e: RoutecastError, endpoint: str, body: Mapping[str, Any], t0: float,
-               ts: float, request_id: str | None = None, key_name: str | None = None
-               ) -> Response:
-        status, code = status_of(e)
-        param = e.param if isinstance(e, (RequestError, UpstreamError)) else None
-        if status >= 500:
-            log.warning("%s: %s", endpoint or "-", e)
-        route = [e.model] if isinstance(e, UpstreamError) else []
-        self._record(endpoint or "-", body, ts, time.perf_counter() - t0,
-                     stream=bool(body.get("stream")), status=status, error=str(e), route=route,
-                     request_id=request_id, key_name=key_name)
-        if isinstance(e, UpstreamError) and e.upstream_code:
-            code = e.upstream_code  # the upstream's own reason, which clients may act on
-        response = json_response(error_body(str(e), status, param=param, code=code), status)
-        wait = e.retry_after_s if isinstance(e, (UpstreamError, RateLimitedError)) else None
-        if wait is not None:
-            response.headers["retry-after"] = str(max(1, math.ceil(wait)))
-        if request_id is not None:
-            response.headers["x-routecast-request-id"] = request_id
-        return response
-
-    def _record(self, endpoint: str, body: Mapping[str, Any], ts: float, latency_s: float, *,
-                stream: bool, completion: Completion | None = None, status: int = 200,
-                error: str | None = None, route: list[str] | None = None,
-                request_id: str | None = None, key_name: str | None = None
-                ) -> asyncio.Future[None] | None:
-        """Count the request in /metrics and queue its log row. With ``storage.durable`` an
-        answered request's row is committed before its response goes out: the caller awaits
-        the future returned. Error rows are always batched (nothing was delivered)."""
-        c = completion
-        route = c.route if c is not None else route or []
-        self.metrics.observe(endpoint, c.model if c else None, status, latency_s,
-                             c.cost_usd if c else 0.0,
-                             c.usage.prompt_tokens if c else 0,
-                             c.usage.completion_tokens if c else 0, escalated=len(route) > 1)
-        if self.request_log is None:
-            return None
-        baseline = self.table.strongest.get(endpoint)
-        user = body.get("user")
-        row = LogRow(ts=ts, endpoint=endpoint, model=c.model if c else None,
-                     route=",".join(route), status=status, stream=stream, latency_s=latency_s,
-                     error=error, baseline_model=baseline,
-                     session=user if isinstance(user, str) else None,
-                     request_id=request_id, key_name=key_name)
-        if isinstance(body, CheckedBody) and body.verdict is not None:
-            row.excluded = body.verdict.header()
-        if c is not None:
-            u = c.usage
-            row.prompt_tokens, row.completion_tokens = u.prompt_tokens, u.completion_tokens
-            row.cached_tokens, row.reasoning_tokens = u.cached_tokens, u.reasoning_tokens
-            row.usage_estimated, row.cost_usd, row.routing_s = u.estimated, c.cost_usd, c.routing_s
-            row.trace = c.trace
-            if baseline is not None:
-                row.baseline_cost_usd = self.table.prices[baseline].cost_usd(u)
-        if self.log_prompts and body:
-            row.prompt = prompt_text(dict(body))
-            if self.privacy is not None and self.config.privacy.redact_log:
-                row.prompt = self.privacy.redact(row.prompt)
-        if c is not None and self.request_log.durable:
-            return self.request_log.write_durable(row)
-        self.request_log.write(row)
-        return None
+    def ticket(self, api: Api) -> Ticket:
+        """A new request's ticket, with this server's next request id (for routes that
+        compose the collaborators themselves)."""
+        return Ticket(api, f"{self._id_prefix}{next(self._ids):x}")
 
 
 def _model_object(name: str, backend: Backend) -> dict[str, Any]:
@@ -490,7 +374,7 @@ def _model_object(name: str, backend: Backend) -> dict[str, Any]:
 def create_app(config: Config, *, env: Mapping[str, str] | None = None,
                routers: Mapping[str, tuple[Router, Policy]] | None = None,
                table: EndpointTable | None = None, config_path: Path | None = None
-               ) -> Starlette:
+               ) -> ASGIApp:
     """The ASGI app for ``config`` (run it with uvicorn). Routers load here, so config and
     router problems surface before the server binds its port. ``routers`` and ``table``
     replace what the config would load (for tests and library use); ``config_path`` is the

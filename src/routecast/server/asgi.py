@@ -1,24 +1,26 @@
-"""The ASGI side of the server: the app object, its short way in, its last-resort answers.
+"""The ASGI side of the server: the short way in, and the last-resort answers.
 
-:class:`RoutecastApp` is the Starlette app of :class:`routecast.server.app.RoutecastServer`;
-the completion routes skip Starlette's routing and middleware (see the class). Errors that no
-handler answers (Starlette's 404/405, bugs) get OpenAI-shaped answers here.
+:class:`FastPath` wraps the server's plain Starlette app and sends the completion routes
+straight to their handler (see the class). Errors that no handler answers (Starlette's 404/405,
+bugs) get OpenAI-shaped answers here, and so do routecast's own errors (:func:`error_response`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final
 
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from routecast.backends.base import Api
+from routecast.errors import RequestError, RoutecastError, UpstreamError
+from routecast.server.recording import status_of
 from routecast.server.wire import dumps, error_body
 
 log = logging.getLogger("routecast.server")
@@ -27,30 +29,33 @@ log = logging.getLogger("routecast.server")
 #: arrives, which route) -> the response.
 Answer = Callable[[Mapping[str, str], AsyncIterator[bytes], Api], Awaitable[Response]]
 
-_COMPLETION_ROUTES: Final[Mapping[str, Api]] = {"/v1/chat/completions": "chat",
-                                                 "/v1/completions": "completions"}
+#: The routes that take the short way in, and the API each one speaks.
+FAST_ROUTES: Final[Mapping[str, Api]] = {"/v1/chat/completions": "chat",
+                                          "/v1/completions": "completions"}
 
 
-class RoutecastApp(Starlette):
-    """The Starlette app, with a short way in for the two completion routes.
+class FastPath:
+    """An ASGI app: ``POST`` to a path of :data:`FAST_ROUTES` goes straight to ``answer``,
+    everything else (other routes, lifespan) to ``app``, a plain Starlette app.
 
-    ``POST /v1/chat/completions`` and ``POST /v1/completions`` go straight to the handler:
     Starlette's route matching, its two exception middlewares (which wrap every ASGI message)
     and its ``Request`` object cost ~10-15 us a request, ~5 % of all the proxy spends on one.
     The handler answers every error it knows itself; anything else gets the same 500 answer and
-    log line as through Starlette's handler. Every other request takes Starlette's way.
+    log line as through Starlette's handler. Wrapping (as middleware wraps an app) rather than
+    overriding Starlette's ``__call__`` keeps the app a plain one: routes, handlers and
+    lifespan are all Starlette's own.
     """
 
-    def __init__(self, answer: Answer, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, app: ASGIApp, answer: Answer) -> None:
+        self.app = app
         self.answer = answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        api = _COMPLETION_ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        api = FAST_ROUTES.get(scope["path"]) if scope["type"] == "http" else None
         if api is None or scope["method"] != "POST" or scope.get("root_path"):
-            await super().__call__(scope, receive, send)
+            await self.app(scope, receive, send)
             return
-        scope["app"] = self
+        scope["app"] = self.app
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:  # ASGI names are lower case; the first one wins
             headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
@@ -86,6 +91,24 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
 def json_response(data: Any, status: int = 200) -> Response:
     """``data`` as a JSON response."""
     return Response(dumps(data), status_code=status, media_type="application/json")
+
+
+def error_response(e: RoutecastError, request_id: str | None = None) -> Response:
+    """A routecast error as OpenAI answers errors: its status, ``param`` and ``code`` (an
+    upstream's own, when it gave them), ``Retry-After`` when a wait is known, and the
+    request's id when it has one."""
+    status, code = status_of(e)
+    param = e.param if isinstance(e, (RequestError, UpstreamError)) else None
+    if isinstance(e, UpstreamError) and e.upstream_code:
+        code = e.upstream_code  # the upstream's own reason, which clients may act on
+    response = json_response(error_body(str(e), status, param=param, code=code), status)
+    # Upstream errors and a key's rate limit (server.keys.RateLimitedError) know the wait.
+    wait = getattr(e, "retry_after_s", None)
+    if wait is not None:
+        response.headers["retry-after"] = str(max(1, math.ceil(wait)))
+    if request_id is not None:
+        response.headers["x-routecast-request-id"] = request_id
+    return response
 
 
 async def http_error(http: HTTPRequest, exc: Exception) -> Response:

@@ -62,13 +62,6 @@ class Verdict:
         return "; ".join(f"{m} ({why})" for m, why in self.excluded.items())
 
 
-class CheckedBody(dict[str, Any]):
-    """A request body whose check ruled models out: the client's JSON object, carrying the
-    :class:`Verdict` to the response headers and the request log (which see only the body)."""
-
-    verdict: Verdict | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class _Endpoint:
     """An endpoint's models and the limits under which none can be ruled out."""

@@ -1,4 +1,4 @@
-"""Streamed answers: the SSE response of the server, as a mixin of its request handler.
+"""Streamed answers: the SSE response of the server.
 
 The first chunk is awaited before the response starts, so a failure before it still gets an
 error status (and a fallback model its turn). After that, however the stream ends, the client
@@ -6,6 +6,10 @@ gets a well-formed ending: ``[DONE]`` after the last chunk (which carries the su
 :func:`_ending`) and the usage chunk if asked for, or one OpenAI-shaped error event
 (the upstream died, the deadline passed, a bug) and then the connection closes. Every wait for
 the upstream is bounded by the request's deadline, so nothing can leave a client hanging.
+
+:func:`start_stream` takes the request's collaborators as arguments: the
+:class:`~routecast.server.admission.Admission` that admitted it (whose key the stream settles
+when it ends) and the :class:`~routecast.server.recording.Recorder` that logs it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
@@ -21,12 +25,14 @@ from starlette.types import Receive, Scope, Send
 
 from routecast.backends.base import Api, Backend, Chunk, Completion, Request, close_stream
 from routecast.backends.transport import json_loads
-from routecast.errors import RequestError, RoutecastError, UpstreamError, UpstreamTimeoutError
+from routecast.errors import RoutecastError, UpstreamError, UpstreamTimeoutError
+from routecast.server.capability_check import EXCLUDED_HEADER
+from routecast.server.recording import status_of
 from routecast.server.wire import DONE, error_body, sse
 
 if TYPE_CHECKING:
-    from routecast.server.keys import ClientKey, KeyStore
-    from routecast.server.prometheus import ServerMetrics
+    from routecast.server.admission import Admission, Ticket
+    from routecast.server.recording import Recorder
 
 log = logging.getLogger("routecast.server")
 
@@ -34,131 +40,121 @@ log = logging.getLogger("routecast.server")
 CLIENT_CLOSED = 499
 
 
-def status_of(e: RoutecastError) -> tuple[int, str]:
-    """The HTTP status and error code a routecast error is answered with."""
-    if isinstance(e, (RequestError, UpstreamError)):
-        return e.status, e.code or "invalid_request"
-    return 500, "internal_error"
+def deadline_error(endpoint: str, deadline_s: float) -> UpstreamTimeoutError:
+    """The 504 of a request that ran past ``limits.deadline_s``."""
+    return UpstreamTimeoutError(
+        f"endpoint {endpoint!r} did not answer within this server's deadline "
+        f"({deadline_s:g} s, limits.deadline_s)", model=endpoint, status=504,
+        code="deadline_exceeded")
 
 
-class StreamMixin:
-    """The streaming half of :class:`routecast.server.app.RoutecastServer`."""
+async def start_stream(backend: Backend, request: Request, ticket: Ticket, *,
+                       deadline_s: float, admission: Admission, recorder: Recorder
+                       ) -> Response:
+    """The SSE response to ``request``, once ``backend``'s first chunk has come (errors
+    before it raise, for the caller to answer with a status). From then on the stream owns
+    the ticket: it settles the key and records the request however it ends."""
+    deadline = asyncio.get_running_loop().time() + deadline_s
+    endpoint = ticket.endpoint
+    chunks = backend.stream(request)
+    try:
+        async with asyncio.timeout_at(deadline):
+            first = await anext(chunks)
+    except StopAsyncIteration:
+        raise UpstreamError(f"endpoint {endpoint!r} ended its stream without an answer",
+                            model=endpoint) from None
+    except TimeoutError:
+        await close_stream(chunks)
+        raise deadline_error(endpoint, deadline_s) from None
+    except BaseException:
+        await close_stream(chunks)
+        raise
+    headers = {"x-routecast-model": first.model, "x-routecast-route": ",".join(first.route),
+               "cache-control": "no-cache", "x-accel-buffering": "no"}
+    if ticket.request_id is not None:
+        headers["x-routecast-request-id"] = ticket.request_id
+    if ticket.verdict is not None:
+        headers[EXCLUDED_HEADER] = ticket.verdict.header()
+    events = _events(first, chunks, request, ticket, deadline, deadline_s, admission, recorder)
+    # A response never sent (the client left first) never runs the generator: settle then.
+    on_close = (lambda: admission.settle(ticket, 0.0)) if ticket.key is not None else None
+    return EventStream(events, headers, on_close=on_close)
 
-    deadline_s: float
-    metrics: ServerMetrics
-    keys: KeyStore | None
 
-    def _deadline(self, endpoint: str) -> UpstreamTimeoutError:
-        raise NotImplementedError
-
-    def _record(self, endpoint: str, body: Mapping[str, Any], ts: float, latency_s: float, *,
-                stream: bool, completion: Completion | None = None, status: int = 200,
-                error: str | None = None, route: list[str] | None = None,
-                request_id: str | None = None, key_name: str | None = None
-                ) -> asyncio.Future[None] | None:
-        raise NotImplementedError
-
-    async def _start_stream(self, backend: Backend, request: Request, endpoint: str,
-                            t0: float, ts: float, key: ClientKey | None,
-                            request_id: str | None = None, key_name: str | None = None
-                            ) -> Response:
-        deadline = asyncio.get_running_loop().time() + self.deadline_s
-        chunks = backend.stream(request)
-        try:
-            async with asyncio.timeout_at(deadline):
-                first = await anext(chunks)
-        except StopAsyncIteration:
-            raise UpstreamError(f"endpoint {endpoint!r} ended its stream without an answer",
-                                model=endpoint) from None
-        except TimeoutError:
-            await close_stream(chunks)
-            raise self._deadline(endpoint) from None
-        except BaseException:
-            await close_stream(chunks)
-            raise
-        headers = {"x-routecast-model": first.model, "x-routecast-route": ",".join(first.route),
-                   "cache-control": "no-cache", "x-accel-buffering": "no"}
-        if request_id is not None:
-            headers["x-routecast-request-id"] = request_id
-        ids = (request_id, key_name)
-        events = self._events(first, chunks, request, endpoint, t0, ts, deadline, key, ids)
-        return EventStream(events, headers)
-
-    async def _events(self, chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
-                      endpoint: str, t0: float, ts: float, deadline: float,
-                      key: ClientKey | None, ids: tuple[str | None, str | None]
-                      ) -> AsyncIterator[bytes]:
-        options = request.body.get("stream_options") or {}
-        wants_usage = bool(options.get("include_usage"))
-        final: Completion | None = None
-        error: RoutecastError | None = None
-        recorded = False
-        last: dict[str, Any] = {}
-        # A piece whose last event has a finish_reason is held back until the next one comes:
-        # if the stream ends there, it carries the summary (see `_ending`).
-        held: Chunk | None = None
-        self.metrics.in_flight += 1
-        try:
-            while True:
-                if chunk.final is not None:
-                    final = chunk.final
-                    ending = _ending(chunk, held, final, last, request.api, wants_usage, t0)
-                    held = None
-                    break
-                if chunk.data is not None:
-                    last = chunk.data
-                piece = _flush(held)
+async def _events(chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
+                  ticket: Ticket, deadline: float, deadline_s: float, admission: Admission,
+                  recorder: Recorder) -> AsyncIterator[bytes]:
+    options = request.body.get("stream_options") or {}
+    wants_usage = bool(options.get("include_usage"))
+    endpoint, t0 = ticket.endpoint, ticket.t0
+    final: Completion | None = None
+    error: RoutecastError | None = None
+    recorded = False
+    last: dict[str, Any] = {}
+    # A piece whose last event has a finish_reason is held back until the next one comes:
+    # if the stream ends there, it carries the summary (see `_ending`).
+    held: Chunk | None = None
+    metrics = recorder.metrics
+    metrics.in_flight += 1
+    try:
+        while True:
+            if chunk.final is not None:
+                final = chunk.final
+                ending = _ending(chunk, held, final, last, request.api, wants_usage, t0)
                 held = None
-                if _finishes(chunk.data):
-                    held = chunk
-                else:
-                    piece += _piece(chunk)
-                if piece:
-                    yield piece
-                async with asyncio.timeout_at(deadline):
-                    chunk = await anext(chunks)
-            # Log (durably, if asked) before [DONE]: a client that saw the end is logged.
-            recorded = True
-            committed = self._record(endpoint, request.body, ts, time.perf_counter() - t0,
-                                     stream=True, completion=final, request_id=ids[0],
-                                     key_name=ids[1])
-            if committed is None:
-                yield ending + DONE  # one write for the two
+                break
+            if chunk.data is not None:
+                last = chunk.data
+            piece = _flush(held)
+            held = None
+            if _finishes(chunk.data):
+                held = chunk
             else:
-                yield ending
-                await committed
-                yield DONE
-        except StopAsyncIteration:
-            error = UpstreamError(f"endpoint {endpoint!r} ended its stream without a summary",
-                                  model=endpoint)
-            yield _flush(held) + sse(error_body(str(error), 502, code="upstream_error"))
-        except TimeoutError:
-            error = self._deadline(endpoint)
-            yield _flush(held) + sse(error_body(str(error), 504, code="deadline_exceeded"))
-        except RoutecastError as e:  # mid-stream: the status is sent; say it in the stream
-            error = e
-            status, code = status_of(e)
-            yield _flush(held) + sse(error_body(str(e), status, code=code))
-        except Exception as e:  # a bug: still end the stream in a way clients understand
-            log.exception("stream of %s failed", endpoint, exc_info=e)
-            error = RoutecastError(f"internal error ({type(e).__name__}); see the server log")
-            yield _flush(held) + sse(error_body(str(error), 500, code="internal_error"))
-        finally:
-            self.metrics.in_flight -= 1
-            if key is not None and self.keys is not None:
-                self.keys.settle(key, final.cost_usd if final is not None else 0.0)
-            await close_stream(chunks)
-            latency_s = time.perf_counter() - t0
-            if recorded:
-                pass
-            elif final is not None:
-                self._record(endpoint, request.body, ts, latency_s, stream=True,
-                             completion=final, request_id=ids[0], key_name=ids[1])
-            else:
-                status = status_of(error)[0] if error is not None else CLIENT_CLOSED
-                self._record(endpoint, request.body, ts, latency_s, stream=True,
-                             status=status, error=str(error) if error else "client disconnected",
-                             route=chunk.route, request_id=ids[0], key_name=ids[1])
+                piece += _piece(chunk)
+            if piece:
+                yield piece
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(chunks)
+        # Log (durably, if asked) before [DONE]: a client that saw the end is logged.
+        recorded = True
+        committed = recorder.record(ticket, time.perf_counter() - t0, stream=True,
+                                    completion=final)
+        if committed is None:
+            yield ending + DONE  # one write for the two
+        else:
+            yield ending
+            await committed
+            yield DONE
+    except StopAsyncIteration:
+        error = UpstreamError(f"endpoint {endpoint!r} ended its stream without a summary",
+                              model=endpoint)
+        yield _flush(held) + sse(error_body(str(error), 502, code="upstream_error"))
+    except TimeoutError:
+        error = deadline_error(endpoint, deadline_s)
+        yield _flush(held) + sse(error_body(str(error), 504, code="deadline_exceeded"))
+    except RoutecastError as e:  # mid-stream: the status is sent; say it in the stream
+        error = e
+        status, code = status_of(e)
+        yield _flush(held) + sse(error_body(str(e), status, code=code))
+    except Exception as e:  # a bug: still end the stream in a way clients understand
+        log.exception("stream of %s failed", endpoint, exc_info=e)
+        error = RoutecastError(f"internal error ({type(e).__name__}); see the server log")
+        yield _flush(held) + sse(error_body(str(error), 500, code="internal_error"))
+    finally:
+        metrics.in_flight -= 1
+        if ticket.key is not None:
+            admission.settle(ticket, final.cost_usd if final is not None else 0.0)
+        await close_stream(chunks)
+        latency_s = time.perf_counter() - t0
+        if recorded:
+            pass
+        elif final is not None:
+            recorder.record(ticket, latency_s, stream=True, completion=final)
+        else:
+            status = status_of(error)[0] if error is not None else CLIENT_CLOSED
+            recorder.record(ticket, latency_s, stream=True, status=status,
+                            error=str(error) if error else "client disconnected",
+                            route=chunk.route)
 
 
 def _piece(chunk: Chunk) -> bytes:
@@ -272,10 +268,12 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str]) -> None:
+    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str], *,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.events = events
         self.status_code = 200
         self.background = None
+        self.on_close = on_close
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -306,6 +304,8 @@ class EventStream(Response):
             aclose = getattr(self.events, "aclose", None)
             if aclose is not None:
                 await aclose()  # the stream's own clean-up: release the upstream, log
+            if self.on_close is not None:
+                self.on_close()
 
 
 class _Watch:

@@ -31,8 +31,8 @@ from routecast.server.apis.anthropic import MessagesDialect
 from routecast.server.apis.conversations import ConversationCascades
 from routecast.server.apis.responses import ResponsesDialect
 from routecast.server.apis.store import ResponseStore
-from routecast.server.asgi import json_response
-from routecast.server.streaming import status_of
+from routecast.server.asgi import error_response, json_response
+from routecast.server.recording import status_of
 from routecast.server.wire import error_body, parse_json
 
 if TYPE_CHECKING:
@@ -96,14 +96,14 @@ class ApiRoutes:
         server = self.server
         if server.keys is not None:
             server.keys.authenticate(headers.get("authorization"))
-        return parse_json(await server._read_body(headers, http.stream()))
+        return parse_json(await server.admission.read_body(headers, http.stream()))
 
     async def count_tokens(self, http: HTTPRequest) -> Response:
         try:
             body = await self._body(http, client_headers(http))
             endpoint = anthropic.check_model(body)
             if endpoint not in self.server.backends:
-                raise self.server._unknown_endpoint(endpoint)
+                raise self.server.admission.unknown_endpoint(endpoint)
             return json_response({"input_tokens": anthropic.count_tokens(body)})
         except RoutecastError as e:
             status = status_of(e)[0]
@@ -127,19 +127,22 @@ class ApiRoutes:
 
     async def embeddings(self, http: HTTPRequest) -> Response:
         server = self.server
-        t0, ts = time.perf_counter(), time.time()
-        body: dict[str, Any] = {}
-        endpoint = ""
+        # Not a chat request, but logged like one: the ticket's api is only read by admission,
+        # which embeddings do not pass through.
+        ticket = server.ticket("chat")
+        recorder = server.recorder
+        t0 = ticket.t0
         try:
             headers = client_headers(http)
-            body = await self._body(http, headers)
+            body = ticket.body = await self._body(http, headers)
             endpoint = body.get("model") or ""
             if not isinstance(endpoint, str) or not endpoint:
                 raise RequestError("`model` is required: an endpoint naming one embedding model",
                                    param="model", code="missing_model")
+            ticket.endpoint = endpoint
             backend = server.backends.get(endpoint)
             if backend is None:
-                raise server._unknown_endpoint(endpoint)
+                raise server.admission.unknown_endpoint(endpoint)
             leaf = server.backends.get(backend.models[0]) if len(backend.models) == 1 else None
             if not isinstance(leaf, OpenAIHTTPBackend):
                 raise RequestError(f"endpoint {endpoint!r} chooses among several models; "
@@ -158,11 +161,13 @@ class ApiRoutes:
             completion = Completion({}, leaf.model, usage, leaf.price.cost_usd(usage),
                                     time.perf_counter() - t0, [leaf.model])
         except RoutecastError as e:
-            return server._error(e, endpoint, body, t0, ts)
-        server._record(endpoint, {}, ts, time.perf_counter() - t0, stream=False,
-                       completion=completion)
+            recorder.failed(ticket, e)
+            return error_response(e, ticket.request_id)
+        ticket.body = {}  # the input is not a prompt: an answered request logs none
+        recorder.record(ticket, time.perf_counter() - t0, stream=False, completion=completion)
         if isinstance(data, dict):
             data["model"] = leaf.model
         return Response(json_dumps(data), media_type="application/json",
-                        headers={"x-routecast-model": leaf.model})
+                        headers={"x-routecast-model": leaf.model,
+                                 "x-routecast-request-id": ticket.request_id or ""})
 
