@@ -26,7 +26,9 @@ what a signal allows in this cascade space when nothing shifts, not an out-of-sa
 **Known tasks** (``--known-tasks``): instead of leaving a task out, the data's own test split
 (every task, 297 prompts) is held out and signals are fitted and cascades tuned on its train
 and validation splits; this is where per-task calibration (``confidence/task`` against
-``confidence``, ``cross-agreement`` against ``cross-agreement/global``) can act.
+``confidence``, ``cross-agreement/task`` against ``cross-agreement``) can act. Under
+leave-one-task-out the per-task variants calibrate the tuning tasks only, and the held-out
+task keeps the global fit.
 
 **Pooled**: the tuning target (a fraction of the tuning data's best single-model quality, on
 a fixed grid) indexes one cascade per fold; each fold's cascade answers its held-out task's
@@ -38,8 +40,8 @@ Signals (``old`` = as on main before issue 12):
 * ``confidence`` (old): the recorded confidence, Platt-scaled per model;
 * ``learned`` (old): FrugalGPT-style TF-IDF scorer, ``text_features=False``;
 * ``learned+text``: the same with the task-agnostic answer features;
-* ``cross-agreement``: a small per-model scorer on task-agnostic features only (confidence, length,
-  hedging, refusal, format), per-task calibrated where the task was seen;
+* ``cross-agreement``: a small per-model scorer on task-agnostic features only (confidence,
+  length, hedging, refusal, format);
 * ``cross-agreement+pairs``: the same plus pair steps (two cheap models in parallel, both paid for,
   :func:`routecast.signals.agreement.add_pairs`) scored by whether the two answers agree.
 
@@ -77,7 +79,7 @@ SIGNALS: dict[str, tuple[str, dict[str, Any], bool, bool]] = {
     "cross-agreement+pairs": ("cross-agreement", {}, True, False),
     # Per-task calibration only differs where the task was seen (--known-tasks):
     "confidence/task": ("confidence", {"per_task": True}, False, False),
-    "cross-agreement/global": ("cross-agreement", {"per_task": False}, False, False),
+    "cross-agreement/task": ("cross-agreement", {"per_task": True}, False, False),
 }
 #: The signals run by default: the per-task variants equal their global fits on unseen tasks.
 LOTO_SIGNALS = ("confidence", "learned", "learned+text", "cross-agreement",

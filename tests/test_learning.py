@@ -179,3 +179,21 @@ def test_a_cold_learner_serves_the_strongest_model_then_learns_to_save() -> None
 def test_the_judges_verdict_is_its_first_score_from_0_to_10(reply: str,
                                                             score: float | None) -> None:
     assert parse_score(reply) == score
+
+
+def test_a_model_with_too_few_labels_is_explored_but_not_routed_to() -> None:
+    toy = toy_dataset(n=400)
+    learner = Learner(toy.models, [0.001, 0.004, 0.02],
+                      LearnerSettings(first_refit=50, min_holdout_labels=10,
+                                      min_model_labels=30))
+    for i, prompt in enumerate(toy.prompts):
+        for j, model in enumerate(toy.models):
+            if model != "large" or i < 10:  # large: ten labels, all of them good
+                learner.record(prompt, model, 1.0 if model == "large" else toy.quality[i, j],
+                               toy.cost_usd[i, j])
+    learner.refit()
+    hard = [p for p, t in zip(toy.prompts, toy.task or (), strict=True) if t == "hard"][:30]
+    assert "large" not in learner.route(hard)
+    # The explorer still sees its fitted prediction, so it keeps asking about it.
+    cands = learner.candidates("a new theorem proof question", None, judge_usd=0.0)
+    assert next(c for c in cands if c.model == "large").quality > 0.5

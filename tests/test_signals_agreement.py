@@ -149,8 +149,9 @@ def test_per_task_calibration_fixes_a_task_whose_confidence_means_less() -> None
     unseen = replace(test, task=tuple("c" for _ in range(test.n_prompts)))
     np.testing.assert_allclose(per_task.score(unseen), plain.score(unseen))
     for name in ("cross-agreement",):  # the agreement scorer calibrates per task the same way
-        scorer = make_signal(name).fit(train)
-        fallback = make_signal(name, per_task=False).fit(train)
+        scorer = make_signal(name, per_task=True).fit(train)
+        fallback = make_signal(name).fit(train)
+        assert not np.allclose(scorer.score(test), fallback.score(test))
         np.testing.assert_allclose(scorer.score(unseen), fallback.score(unseen))
 
 

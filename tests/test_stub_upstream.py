@@ -10,19 +10,20 @@ import socket
 from tests.stub_upstream import LiveServer, StubUpstream
 
 
-def accepted_sockets(live: LiveServer) -> list[socket.socket]:
-    """The server side of the connections ``live`` accepted (found among live objects: uvicorn
-    keeps them inside its asyncio transports and exposes none)."""
-    found = []
+def accepted_socket(live: LiveServer, client: socket.socket) -> socket.socket | None:
+    """The server side of ``client``'s connection to ``live``, found among live objects:
+    uvicorn keeps it inside its asyncio transport and exposes none. Other socket objects
+    (of earlier tests, some closed under them) are passed over."""
     for obj in gc.get_objects():
-        if (isinstance(obj, socket.socket) and obj is not live.sock and obj.fileno() != -1
-                and obj.family == socket.AF_INET):
-            try:
-                if obj.getsockname()[1] == live.port:
-                    found.append(obj)
-            except OSError:
-                continue
-    return found
+        if not isinstance(obj, socket.socket) or obj is live.sock or obj is client:
+            continue
+        try:
+            if (obj.family == socket.AF_INET and obj.getsockname()[1] == live.port
+                    and obj.getpeername() == client.getsockname()):
+                return obj
+        except OSError:
+            continue
+    return None
 
 
 def test_accepted_connections_have_tcp_nodelay() -> None:
@@ -32,9 +33,9 @@ def test_accepted_connections_have_tcp_nodelay() -> None:
         body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
         conn.request("POST", "/v1/chat/completions", body=body,
                      headers={"content-type": "application/json"})
-        assert conn.getresponse().read()
-        accepted = accepted_sockets(live)
-        assert accepted, "found no accepted socket to check"
-        for sock in accepted:
-            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert conn.getresponse().read()  # keep-alive: the connection stays open
+        assert conn.sock is not None
+        accepted = accepted_socket(live, conn.sock)
+        assert accepted is not None, "found no accepted socket to check"
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         conn.close()

@@ -14,6 +14,12 @@ pair or the new one, never a mix):
   each is scored on the held-out labels (Brier score) against the current router, and the best
   replaces the current one only if it validates better. A refit that validates worse is not
   swapped in (it is reported, with both scores);
+* **trust**: a model with fewer than ``min_model_labels`` labels is explored but not routed
+  to (its predicted quality is held at 0 for the policy). A few labels of a dear model that
+  happened to be right made the router send it traffic it did not deserve: on the RouterBench
+  subset, masking models with under 30 labels raised the test AIQ of a router refitted on the
+  labels of 1,000 requests from 0.809 to 0.848 (and from 0.801 to 0.844 under 10 % judge
+  noise);
 * **recalibration** of the policy to the endpoint's target (a quality fraction of the best
   single model, or a mean budget per query) on the most recent held-out labels (imputed where
   sparse: :mod:`routecast.learning.calibrate`), after every refit whether or not the router
@@ -59,17 +65,26 @@ class LearnerSettings:
     quality_fraction: float | None = 0.95
     budget_usd_per_query: float | None = None
     kernel_power: float = 3.0
+    #: Labels a model needs before it is routed to (explored before that).
+    min_model_labels: int = 30
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The router and policy in use, as one value (swapped whole)."""
+    """The router and policy in use, as one value (swapped whole). ``router`` serves (models
+    without enough labels masked); ``raw`` is the fitted router itself, which the explorer and
+    validation read."""
 
     router: Router
     policy: Policy
     version: int
     kind: str
+    raw: Router | None = None
+
+    @property
+    def fitted(self) -> Router:
+        return self.raw if self.raw is not None else self.router
 
 
 @dataclass
@@ -145,6 +160,34 @@ class MappedRouter(Router):
         return np.column_stack([inner[:, c] if c >= 0 else fill for c in self.cols_])
 
 
+class TrustedRouter(Router):
+    """Serves ``inner``'s predictions with the quality of untrusted models held at 0, so no
+    policy routes to them; costs unchanged. Not registered: internal."""
+
+    name = "trusted"
+
+    def __init__(self, inner: Router, trusted: Sequence[bool]) -> None:
+        self.inner = inner
+        self.trusted = tuple(trusted)
+
+    def _fit(self, dataset: Dataset) -> None:
+        pass
+
+    def ready(self) -> TrustedRouter:
+        self.models_ = tuple(self.inner.models_)
+        self.mean_cost_usd_ = self.inner.mean_cost_usd_
+        self.mask_ = ~np.asarray(self.trusted, dtype=bool)
+        return self
+
+    def predict(self, prompts: Sequence[str]) -> FloatArray:
+        q = self.inner.predict(prompts)
+        q[:, self.mask_] = 0.0
+        return q
+
+    def predict_cost(self, prompts: Sequence[str]) -> FloatArray:
+        return self.inner.predict_cost(prompts)
+
+
 class Learner:
     """One endpoint's learning state; see the module docstring."""
 
@@ -192,8 +235,8 @@ class Learner:
         """One candidate per model ``allowed`` to see ``prompt`` and not yet labelled on it;
         ``judge_usd`` is what judging one answer to it would cost."""
         snap = self.current
-        quality = snap.router.predict([prompt])[0]
-        cost = snap.router.predict_cost([prompt])[0]
+        quality = snap.fitted.predict([prompt])[0]
+        cost = snap.fitted.predict_cost([prompt])[0]
         near = self.nearby(prompt)
         counts = self.labels.counts()
         out = []
@@ -238,18 +281,23 @@ class Learner:
             assert hold is not None
             scores = {k: brier(r, hold) for k, r in fitted.items()}
             scores["current"] = (math.inf if current.kind == "cold"
-                                 else brier(current.router, hold))
+                                 else brier(current.fitted, hold))
             best = min(scores, key=lambda k: scores[k])
         else:  # nothing to validate on yet: mixing single models is the safe step from cold
             best = "zero" if current.kind == "cold" and "zero" in fitted else "current"
         swapped = best not in ("current",)
-        router, kind = (fitted[best], best) if swapped else (current.router, current.kind)
+        router, kind = (fitted[best], best) if swapped else (current.fitted, current.kind)
+        serving = router
+        if kind not in ("cold", "prior"):
+            trusted = self.labels.counts() >= s.min_model_labels
+            if trusted.any() and not trusted.all():
+                serving = TrustedRouter(router, trusted.tolist()).ready()
         calib = hold if enough else train
         policy = current.policy
         if calib is not None and kind != "cold":
-            policy = calibrate(router, calib, quality_fraction=s.quality_fraction,
+            policy = calibrate(serving, calib, quality_fraction=s.quality_fraction,
                                budget_usd=s.budget_usd_per_query)
-        self.current = Snapshot(router, policy, current.version + 1, kind)  # the swap
+        self.current = Snapshot(serving, policy, current.version + 1, kind, router)  # the swap
         if swapped or self._density is None:
             self._build_density(router, train)
         report = RefitReport(self.current.version, swapped, kind, n, scores,
