@@ -63,7 +63,8 @@ def _score(router: Router, val: Dataset, test: Dataset, model: str,
         "aiq": metrics.aiq(points[:, 0], points[:, 1], *cost_range),
         "calibrated_quality": None, "calibrated_cost_usd": None, "new_model_log_loss": None}
     try:
-        pick = Policy.for_quality(router, val, QUALITY_FRACTION).choose(q, c)
+        pick = Policy.for_quality(router, val, QUALITY_FRACTION).choose(
+            q, c, models=router.models_, prompts=list(test.prompts))
         out["calibrated_quality"] = float(test.quality[rows, pick].mean())
         out["calibrated_cost_usd"] = float(test.cost_usd[rows, pick].mean())
     except CalibrationError:
