@@ -59,7 +59,8 @@ def upstreams() -> Iterator[tuple[StubUpstream, Grader, str]]:
 def config(stub: StubUpstream, grader_url: str, db: Path, *, models: Any = None,
            extra: Any = None, **learning: Any) -> Any:
     spec = {"models": ["small", "large"], "judge": {"model": "grader"}, "first_refit": 6,
-            "refit_every": 6, "spend_fraction": None, "timeout_s": 1.0, **learning}
+            "refit_every": 6, "spend_fraction": None, "timeout_s": 1.0,
+            "max_learned_per_s": 0, **learning}
     return make_config(stub.url, db, models={"grader": model_entry(grader_url, "grader",
                                                                    max_retries=0),
                                              **(models or {})},
