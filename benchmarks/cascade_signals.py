@@ -43,7 +43,7 @@ Signals (``old`` = as on main before issue 12):
 * ``cross-agreement``: a small per-model scorer on task-agnostic features only (confidence,
   length, hedging, refusal, format);
 * ``cross-agreement+pairs``: the same plus pair steps (two cheap models in parallel, both paid for,
-  :func:`routecast.signals.agreement.add_pairs`) scored by whether the two answers agree.
+  :func:`routecast.signals.cross_agreement.add_pairs`) scored by whether the two answers agree.
 
 Run from the project root (about 2-4 min on 2 busy cores)::
 
@@ -123,7 +123,7 @@ def run_fold(data: Dataset, task: str, label: str, *, seed: int, n_cheap: int,
     from routecast.cascades.tuning import CascadeSearch
     from routecast.errors import CalibrationError
     from routecast.signals import make_signal
-    from routecast.signals.agreement import add_pairs, cheap_pairs
+    from routecast.signals.cross_agreement import add_pairs, cheap_pairs
 
     t0 = time.perf_counter()
     name, params, pairs, _ = SIGNALS[label]
@@ -201,7 +201,7 @@ def ceiling(data: Dataset, label: str, *, seed: int, n_cheap: int) -> dict[Any, 
     from routecast import metrics
     from routecast.cascades.tuning import CascadeSearch
     from routecast.signals import make_signal
-    from routecast.signals.agreement import add_pairs, cheap_pairs
+    from routecast.signals.cross_agreement import add_pairs, cheap_pairs
 
     name, params, pairs, _ = SIGNALS[label]
     best = best_single(data, data.models)
