@@ -43,9 +43,10 @@ Signals (``old`` = as on main before issue 12):
 * ``cross-agreement``: a small per-model scorer on task-agnostic features only (confidence,
   length, hedging, refusal, format);
 * ``cross-agreement+pairs``: the same plus pair steps (two cheap models in parallel, both paid for,
-  :func:`routecast.signals.agreement.add_pairs`) scored by whether the two answers agree.
+  :func:`routecast.signals.cross_agreement.add_pairs`) scored by whether the two answers agree.
 
-Run from the project root (about 2-4 min on 2 busy cores)::
+Run from the project root (10-25 min on 2 busy cores, most of it the pair steps: the 5
+cheapest models make 10 pairs, 19 columns to search; ``--n-cheap 3`` is ~4x faster)::
 
     .venv/bin/python benchmarks/cascade_signals.py
     .venv/bin/python benchmarks/cascade_signals.py --signals confidence,cross-agreement+pairs \
@@ -123,7 +124,7 @@ def run_fold(data: Dataset, task: str, label: str, *, seed: int, n_cheap: int,
     from routecast.cascades.tuning import CascadeSearch
     from routecast.errors import CalibrationError
     from routecast.signals import make_signal
-    from routecast.signals.agreement import add_pairs, cheap_pairs
+    from routecast.signals.cross_agreement import add_pairs, cheap_pairs
 
     t0 = time.perf_counter()
     name, params, pairs, _ = SIGNALS[label]
@@ -201,7 +202,7 @@ def ceiling(data: Dataset, label: str, *, seed: int, n_cheap: int) -> dict[Any, 
     from routecast import metrics
     from routecast.cascades.tuning import CascadeSearch
     from routecast.signals import make_signal
-    from routecast.signals.agreement import add_pairs, cheap_pairs
+    from routecast.signals.cross_agreement import add_pairs, cheap_pairs
 
     name, params, pairs, _ = SIGNALS[label]
     best = best_single(data, data.models)
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--signals", default="",
                         help=f"comma-separated, of: {', '.join(SIGNALS)}")
     parser.add_argument("--tasks", default="", help="held-out tasks (default: every task)")
-    parser.add_argument("--n-cheap", type=int, default=3,
+    parser.add_argument("--n-cheap", type=int, default=5,
                         help="pairs are formed among this many cheapest models")
     parser.add_argument("--known-tasks", action="store_true",
                         help="hold out the test split instead of each task (see above)")

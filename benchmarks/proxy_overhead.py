@@ -309,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64,
                         help="connections for the throughput runs")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--targets", default=None,
+                        help="comma-separated subset of plain,routed,messages,responses,learning "
+                             "(default: all)")
     parser.add_argument("--no-ui", action="store_true",
                         help="serve without the dashboard (ui.enabled: false), to compare")
     parser.add_argument("--stub", type=int, default=None, help=argparse.SUPPRESS)
@@ -368,6 +371,11 @@ def measure(args: argparse.Namespace, work: Path, facts: dict[str, Any], stub_po
                "routed": (base, "auto", "chat/completions"),
                "messages": (base, plain, "messages"), "responses": (base, plain, "responses"),
                "learning": (base, "auto-learning", "chat/completions")}
+    if args.targets:
+        # The learning endpoint's background work (shadows, judging) runs on after its own
+        # runs; leave it out to compare the other targets undisturbed.
+        keep = {"direct", *args.targets.split(",")}
+        targets = {name: t for name, t in targets.items() if name in keep}
     scripts: dict[tuple[str, bool], tuple[str, Path]] = {}
     for stream in (False, True):
         for target, (url, model, path) in targets.items():

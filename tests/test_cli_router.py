@@ -212,3 +212,30 @@ def test_bad_calibrate_inputs(capsys: pytest.CaptureFixture[str], toy_file: Path
     assert load_router(out)[1] is not None
     assert "raise the budget" in run_error(capsys, "calibrate", out, "--budget-usd", "0",
                                            "--data", str(toy_file), "--split", "test")
+
+
+def test_calibrate_with_confidence_records_the_guarantee_and_route_names_it(
+        artifact: Path, shared_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "knn"
+    shutil.copytree(artifact, folder)
+    data = str(shared_data / "routerbench-subset")
+    cal = cli("calibrate", str(folder), "--quality-fraction", "0.95", "--confidence", "0.9",
+              "--data", data)
+    assert cal.returncode == 0, cal.stderr
+    assert "certified with confidence 0.9" in cal.stdout
+    record = read_calibration(folder)
+    assert record["guarantee"]["confidence"] == 0.9
+    bound = record["guarantee"]["quality_bound"]
+    assert 0 < bound < record["realised"]["quality"]
+    _, policy = load_router(folder)
+    assert policy is not None and record["policy"] == policy.describe()
+    out = json.loads(cli("route", str(folder), PROMPT, "--json").stdout)
+    assert out["policy"] == policy.to_dict() and out["fallback"] == policy.fallback
+    text = cli("route", str(folder), PROMPT).stdout
+    if policy.fallback:  # the guarantee at 441 prompts may well need the single-model mix
+        assert "fallback:" in text
+    bad = cli("calibrate", str(folder), "--budget-usd", "0.001", "--confidence", "0.9",
+              "--data", data)
+    assert bad.returncode != 0 and "--confidence goes with --quality-fraction" in bad.stderr

@@ -59,7 +59,8 @@ def upstreams() -> Iterator[tuple[StubUpstream, Grader, str]]:
 def config(stub: StubUpstream, grader_url: str, db: Path, *, models: Any = None,
            extra: Any = None, **learning: Any) -> Any:
     spec = {"models": ["small", "large"], "judge": {"model": "grader"}, "first_refit": 6,
-            "refit_every": 6, "spend_fraction": None, "timeout_s": 1.0, **learning}
+            "refit_every": 6, "spend_fraction": None, "timeout_s": 1.0,
+            "max_learned_per_s": 0, **learning}
     return make_config(stub.url, db, models={"grader": model_entry(grader_url, "grader",
                                                                    max_retries=0),
                                              **(models or {})},
@@ -251,3 +252,20 @@ def test_a_prior_router_on_public_names_starts_the_endpoint(
         client = Client(url)
         # Before any label: the prior's predictions, under the endpoint's own model names.
         assert ask(client, hard).json()["model"] == "large"
+
+
+def test_at_most_max_learned_per_s_requests_are_learned_from(
+        upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path) -> None:
+    stub, _, grader_url = upstreams
+    db = tmp_path / "log.db"
+    with serve(config(stub, grader_url, db, max_learned_per_s=1)) as url:
+        client = Client(url)
+        t0 = time.monotonic()
+        replies = [ask(client, f"burst question {i}") for i in range(12)]
+        took = time.monotonic() - t0
+        assert all("x-routecast-response-id" in r.headers for r in replies)  # feedback still
+        wait_for(lambda: rows(db, "SELECT id FROM labels"))
+        time.sleep(0.5)
+    learned = rows(db, "SELECT COUNT(DISTINCT response_id) FROM labels")[0][0]
+    # A full bucket (1) plus one token per second elapsed.
+    assert 1 <= learned <= 2 + int(took)

@@ -126,3 +126,34 @@ def test_policies_round_trip_through_json_with_infinite_weights() -> None:
                    Policy(model="a", mix_model="b", mix_share=0.3, seed=2, fallback="why")):
         text = json.dumps(policy.to_dict(), allow_nan=False)
         assert Policy.from_dict(json.loads(text)) == policy
+
+
+def test_cascade_and_cascade_routing_have_certified_calibration() -> None:
+    from routecast.cascades.routing import CascadeRouting
+    from routecast.cascades.tuning import certify_cascade, tune_cascade
+    from routecast.errors import CalibrationError
+
+    data = toy_dataset(900, seed=5)
+    train, val = data.subset("train"), data.subset("validation")
+    # A signal that knows the outcome, softened: the cheap model's answer is trusted iff right.
+    def scores(d: Dataset) -> FloatArray:
+        return np.asarray(0.1 + 0.8 * d.quality, dtype=np.float64)
+
+    sure = certify_cascade(train, scores(train), val, scores(val), fraction=0.95,
+                           confidence=0.9)
+    plain = tune_cascade(val, scores(val), min_quality=0.95 * float(val.mean_quality().max()))
+    assert sure.models[-1] == "large" and plain.models[-1] == "large"
+    with pytest.raises(CalibrationError, match="certified"):
+        certify_cascade(train, scores(train), val, scores(val), fraction=1.2, confidence=0.9)
+    ex_ante = np.tile(train.mean_quality(), (val.n_prompts, 1))
+    cost = np.tile(train.mean_cost_usd(), (val.n_prompts, 1))
+    rule = CascadeRouting(gamma=0.5)
+    point = rule.for_quality(val, ex_ante, cost, scores(val), 0.95)
+    certified = rule.for_quality(val, ex_ante, cost, scores(val), 0.95, confidence=0.9)
+    # Certification asks for more evidence: never cheaper on the calibration data.
+    def spend(r: CascadeRouting) -> float:
+        return r.replay(val, ex_ante, cost, scores(val)).mean_cost_usd
+
+    assert spend(certified) >= spend(point)
+    assert certified.replay(val, ex_ante, cost, scores(val)).mean_quality >= 0.95 * float(
+        val.mean_quality().max())

@@ -78,3 +78,15 @@ def test_cli_folds_task_writes_the_out_of_sample_section(tmp_path: Path) -> None
     assert got["aiq_conventions"]["aiq_routerbench"].startswith("RouterBench")
     bad = CliRunner().invoke(cli, ["bench", str(path), "--folds", "seven"])
     assert bad.exit_code != 0 and "'task'" in str(bad.exception)
+
+
+def test_repeated_splits_refit_per_split_and_respect_the_time_limit() -> None:
+    data = toy_dataset(300)
+    oos = out_of_sample(data, "repeats", repeats=2, routers=("linear",), cascades=False,
+                        confidence=None)
+    assert oos["protocol"] == "repeated-splits" and len(oos["folds"]) == 2
+    assert oos["summary"][0]["spread"]["aiq"]["n"] == 2
+    assert oos["folds"][0]["n_test"] == 60  # 20 % of 300
+    cut = out_of_sample(data, "repeats", repeats=3, routers=("linear",), cascades=False,
+                        confidence=None, time_limit_s=0.0)
+    assert cut["folds"] == [] and "time limit" in cut.get("skipped", [""])[0]

@@ -15,7 +15,6 @@ from routecast.data import load_dataset
 from routecast.data.dataset import Dataset
 from routecast.errors import ConfigError
 from routecast.signals import available_signals, make_signal
-from routecast.signals.agreement import add_pairs, cheap_pairs, split_pair
 from routecast.signals.answers import (
     FEATURE_NAMES,
     answer_features,
@@ -24,6 +23,7 @@ from routecast.signals.answers import (
     expected_format,
 )
 from routecast.signals.calibration import apply_tasks, fit_tasks, platt
+from routecast.signals.cross_agreement import add_pairs, cheap_pairs, split_pair
 from routecast.signals.persist import load_scorer, save_scorer
 from tests.toy import toy_with_answers
 

@@ -83,3 +83,12 @@ def test_self_verification() -> None:
     assert parse_verdict("no verdict here") is False  # "no" is a verdict word
     assert parse_verdict("hmm") is None
     assert parse_verdict(None) is None
+
+
+def test_no_submodule_shadows_the_agreement_function() -> None:
+    # A module named signals/agreement.py once replaced this function on the package as soon
+    # as anything imported it, and the tests that ran after it saw a module, not a function.
+    import routecast.signals.cross_agreement  # noqa: F401
+    from routecast import signals
+
+    assert callable(signals.agreement)

@@ -101,8 +101,11 @@ class Guaranteed(Calibrated):
     """The operating point certified on validation to reach :data:`QUALITY_FRACTION` of the
     best single model's quality with probability ``confidence`` (routecast.guarantee), beside
     what it realised on the evaluated split: ``target`` and ``quality_validation`` are the
-    validation figures, ``quality_bound`` a one-sided lower confidence bound on the point's
-    quality; ``fallback`` is set when the point is a mix of single models."""
+    validation figures, ``quality_bound`` a one-sided ``confidence`` lower bound on the point's
+    mean quality alone (Clopper-Pearson for 0/1 qualities). The certification itself tests the
+    point *paired* with every model (routecast.guarantee), which cancels shared noise, so a
+    certified point's ``quality_bound`` may lie slightly below ``target``. ``fallback`` is set
+    when the point is a mix of single models."""
 
     confidence: float
     method: str

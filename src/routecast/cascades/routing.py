@@ -224,11 +224,27 @@ class CascadeRouting:
 
     def for_quality(self, data: Dataset, ex_ante: FloatArray, cost: FloatArray,
                     posthoc: FloatArray, fraction: float = 0.95,
-                    reference: str | None = None) -> CascadeRouting:
+                    reference: str | None = None,
+                    confidence: float | None = None) -> CascadeRouting:
         """This rule with the weight of lowest realised cost on ``data`` whose quality
-        reaches ``fraction`` x the best single model's there (or ``reference`` model's)."""
+        reaches ``fraction`` x the best single model's there (or ``reference`` model's).
+
+        With ``confidence``: the cheapest weight *certified* to reach it on new prompts
+        exchangeable with ``data``, except with probability ``1 - confidence`` (Learn then
+        Test over the weights from 0 up, tested paired against every model, or against
+        ``reference`` alone; :mod:`routecast.guarantee`)."""
         if not 0 < fraction <= 1.5:
             raise ConfigError(f"quality fraction must lie in (0, 1.5], got {fraction}")
+        if confidence is not None:
+            from routecast.mixing import Family, cheapest_meeting
+
+            weights, replays = self.sweep(data, ex_ante, cost, posthoc)
+            family = Family(np.stack([r.quality for r in replays]),
+                            np.stack([r.cost_usd for r in replays]))
+            models = (data.quality if reference is None
+                      else data.quality[:, [data.model_index(reference)]])
+            chosen = cheapest_meeting([family], models, fraction, confidence)
+            return replace(self, cost_weight=float(weights[chosen.index]))
         quality = data.mean_quality()
         base = quality[data.model_index(reference)] if reference else np.max(quality)
         target = fraction * float(base)

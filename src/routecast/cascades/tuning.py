@@ -263,3 +263,27 @@ def tune_cascade(data: Dataset, scores: FloatArray, *, budget_usd: float | None 
         index = search.cheapest_reaching(min_quality, max_latency_p95_s=max_latency_p95_s)
     return search.cascade(index)
 
+
+def certify_cascade(tuning: Dataset, tuning_scores: FloatArray, calibration: Dataset,
+                    calibration_scores: FloatArray, *, fraction: float = 0.95,
+                    confidence: float = 0.9, signal: str = "confidence",
+                    max_steps: int = DEFAULT_MAX_STEPS,
+                    n_levels: int = DEFAULT_LEVELS) -> Cascade:
+    """The cheapest cascade certified to reach ``fraction`` x the best single model's quality
+    on new prompts, except with probability ``1 - confidence``.
+
+    The cost-quality front is tuned on ``tuning`` (e.g. train, scored out of fold) and tested,
+    priciest first, on ``calibration`` (the validation split, never used for tuning): a
+    Learn-then-Test fixed-sequence search with paired one-sided bounds
+    (:mod:`routecast.guarantee`). Raises :class:`CalibrationError` when none is certified.
+    """
+    from routecast.mixing import Family, cheapest_meeting
+
+    search = CascadeSearch(tuning, tuning_scores, signal=signal, max_steps=max_steps,
+                           n_levels=n_levels)
+    cascades = [search.cascade(int(i)) for i in search.frontier()[::-1]]
+    replays = [c.replay(calibration, calibration_scores) for c in cascades]
+    family = Family(np.stack([r.quality for r in replays]),
+                    np.stack([r.cost_usd for r in replays]))
+    chosen = cheapest_meeting([family], calibration.quality, fraction, confidence)
+    return cascades[chosen.index]

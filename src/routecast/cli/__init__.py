@@ -72,6 +72,7 @@ SUMMARIES = {
     "keys": "Create, list and revoke the API keys clients use against ``routecast serve``.",
     "fleet": "Serve every model of DATA from its recorded answers (OpenAI-compatible, one "
              "server).",
+    "outcomes": "Labels gathered from traffic by learning endpoints.",
 }
 
 

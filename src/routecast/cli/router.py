@@ -211,14 +211,25 @@ def calibrate_cmd(directory: str, budget_usd: float | None, quality_fraction: fl
     router, _ = load_router(folder)
     ds = load_data(data, fmt, seed)
     splits = ["train", "validation", "test"] if split == "all" else [split]
-    _check_not_fitted_on(_read_fit(folder), ds, seed, splits)
+    fit = _read_fit(folder)
+    _check_not_fitted_on(fit, ds, seed, splits)
     cal = align_models(router, ds if split == "all" else ds.subset(split))
+    # The single-model mixes are ordered by the models' means on the fit data where it is
+    # this data set (never the calibration outcomes); else by the router's estimates.
+    train_means = None
+    if fit is not None and fit.get("dataset") == ds.name and fit.get("splits"):
+        import numpy as np
+
+        fitted_on = ds.take(np.isin(ds.split, list(fit["splits"])))
+        if fitted_on.n_prompts:
+            train_means = align_models(router, fitted_on).mean_quality().tolist()
     if budget_usd is not None:
         policy = Policy.for_budget(router, cal, budget_usd)
         target: dict[str, Any] = {"target": "budget_usd", "value": budget_usd}
     else:
         assert quality_fraction is not None
-        policy = Policy.for_quality(router, cal, quality_fraction, confidence)
+        policy = Policy.for_quality(router, cal, quality_fraction, confidence,
+                                    mean_quality=train_means)
         target = {"target": "quality_fraction", "value": quality_fraction}
         if policy.calibration is not None:
             target["guarantee"] = policy.calibration.to_dict()

@@ -4,7 +4,11 @@ requests, ``POST /v1/feedback``, and refits swapped into the routed endpoint.
 Nothing here is on a request's path. After a learning endpoint has answered, the server calls
 :meth:`LearningService.observe`, which only puts the finished request on a bounded queue
 (``learning.queue_size``; when it is full the request is not learned from, and counted) and
-returns the response id the client gets in ``x-routecast-response-id``. Background tasks
+returns the response id the client gets in ``x-routecast-response-id``. At most
+``learning.max_learned_per_s`` requests a second are queued (a token bucket): the shadows and
+judge calls run in this process, and unthrottled they took the proxy's one core from
+clients (benchmarks/proxy_overhead.py: +1.9 ms p50 at concurrency 1, every request learned
+from). Background tasks
 (``learning.concurrency``) take requests off the queue and, as the explorer decides, ask the
 judge to grade the served answer, ask other models the same request (shadows) and have those
 graded; every label goes to the :class:`~routecast.learning.learner.Learner` and the outcome
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -118,8 +123,23 @@ class EndpointLearning:
     judge: str | None
     rubric: str
     timeout_s: float
+    max_per_s: float = 10.0
     refitting: bool = False
     counters: dict[str, int] = field(default_factory=dict)
+    _tokens: float = 1.0
+    _last: float = 0.0
+
+    def admit(self) -> bool:
+        """A token bucket (one second's worth): may this request be learned from?"""
+        if self.max_per_s <= 0:
+            return True
+        now = time.monotonic()
+        self._tokens = min(self.max_per_s, self._tokens + (now - self._last) * self.max_per_s)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
@@ -157,7 +177,8 @@ class LearningService:
                 name, learner, backend, explorer,
                 SpendMeter(lc.budget_usd, lc.spend_fraction),
                 lc.judge.model if lc.judge else None,
-                (lc.judge.rubric if lc.judge and lc.judge.rubric else RUBRIC), lc.timeout_s)
+                (lc.judge.rubric if lc.judge and lc.judge.rubric else RUBRIC), lc.timeout_s,
+                lc.max_learned_per_s)
             size = max(size, lc.queue_size)
             workers = max(workers, lc.concurrency)
         self.queue_size = size
@@ -204,6 +225,7 @@ class LearningService:
         e = self.endpoints.get(endpoint)
         if e is None:
             return None
+        learn = e.admit()
         response_id = f"rc-{uuid.uuid4().hex}"
         prompt = routing_text(request, e.backend.route_on)
         if request.allowed is not None and self.privacy is not None:
@@ -217,7 +239,9 @@ class LearningService:
         item = _Served(endpoint, prompt, request.body, request.api, completion.model,
                        _answer_text(completion.body), baseline, request.allowed, response_id,
                        client)
-        if self._queue is None:
+        if self._queue is None or not learn:
+            if not learn:
+                e.count("over_rate")
             return response_id
         try:
             self._queue.put_nowait(item)

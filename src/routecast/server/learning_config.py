@@ -57,6 +57,10 @@ class LearningConfig(BaseModel):
     queue_size: int = Field(default=1000, ge=1)
     #: Background tasks working the queue.
     concurrency: int = Field(default=4, ge=1, le=64)
+    #: At most this many requests per second are learned from (the rest are not queued):
+    #: shadows and judge calls run in the proxy's own process, so under heavy traffic they
+    #: would take CPU from clients' requests. 0: no limit.
+    max_learned_per_s: float = Field(default=10.0, ge=0)
     #: The most one shadow or judge call may take.
     timeout_s: float = Field(default=60.0, gt=0)
 

@@ -24,7 +24,7 @@ agreement         agreement of k sampled answers with the kept one (live only)  
 self-verification the model's own votes that its answer is right   (live only)    yes
 cross-agreement   P(correct) from task-agnostic answer features,   ``responses``  no
                   and the agreement of two cheap models' answers
-                  on pair columns (:func:`routecast.signals.agreement.add_pairs`)
+                  on pair columns (:func:`routecast.signals.cross_agreement.add_pairs`)
 ================= ================================================ ============== ========
 """
 
@@ -66,7 +66,7 @@ _BUILTINS = {
     "router": "routecast.signals.router_estimate:RouterEstimate",
     "agreement": "routecast.signals.sampled:Agreement",
     "self-verification": "routecast.signals.sampled:SelfVerification",
-    "cross-agreement": "routecast.signals.agreement:AgreementScorer",
+    "cross-agreement": "routecast.signals.cross_agreement:AgreementScorer",
 }
 
 #: Every signal class by name (a read-only mapping; plugins included).
