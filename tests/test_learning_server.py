@@ -135,7 +135,7 @@ def test_labels_land_in_the_store_a_refit_swaps_in_and_feedback_works(
         first = ask(client, "what is two plus two")
         # Cold start answers with the strongest (dearest) model.
         assert first.json()["model"] == "large"
-        rid = first.headers["x-routecast-response-id"]
+        rid = first.headers["x-routecast-request-id"]
         for i in range(30):
             ask(client, f"question number {i} about topic {i % 5}")
         labels = wait_for(lambda: rows(db, "SELECT model, quality, source FROM labels")
@@ -158,7 +158,7 @@ def test_labels_land_in_the_store_a_refit_swaps_in_and_feedback_works(
                                        "WHERE source = 'feedback'"))
         assert fb == [("large", 0.0)]
         missing = client.post("/v1/feedback", json={"response_id": "rc-nope", "score": 1})
-        assert missing.status_code == 404 and "response id" in missing.json()["error"]["message"]
+        assert missing.status_code == 404 and "request id" in missing.json()["error"]["message"]
         bad = client.post("/v1/feedback", json={"response_id": rid, "score": 7})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "score"
 
@@ -219,7 +219,7 @@ def test_feedback_needs_the_key_that_asked(upstreams: tuple[StubUpstream, Grader
     alice, bob = add_key(db, "alice"), add_key(db, "bob")
     with serve(config(stub, grader_url, db, extra={"auth": {"required": True}})) as url:
         client = Client(url)
-        rid = ask(client, "hello there", token=alice).headers["x-routecast-response-id"]
+        rid = ask(client, "hello there", token=alice).headers["x-routecast-request-id"]
         other = client.post("/v1/feedback", {"response_id": rid, "score": 1}, token=bob)
         assert other.status_code == 403 and other.json()["error"]["code"] == "not_your_response"
         assert client.post("/v1/feedback", {"response_id": rid, "score": 1}).status_code == 401
@@ -263,7 +263,7 @@ def test_at_most_max_learned_per_s_requests_are_learned_from(
         t0 = time.monotonic()
         replies = [ask(client, f"burst question {i}") for i in range(12)]
         took = time.monotonic() - t0
-        assert all("x-routecast-response-id" in r.headers for r in replies)  # feedback still
+        assert all("x-routecast-request-id" in r.headers for r in replies)  # feedback still
         wait_for(lambda: rows(db, "SELECT id FROM labels"))
         time.sleep(0.5)
     learned = rows(db, "SELECT COUNT(DISTINCT response_id) FROM labels")[0][0]

@@ -4,7 +4,7 @@ requests, ``POST /v1/feedback``, and refits swapped into the routed endpoint.
 Nothing here is on a request's path. After a learning endpoint has answered, the server calls
 :meth:`LearningService.observe`, which only puts the finished request on a bounded queue
 (``learning.queue_size``; when it is full the request is not learned from, and counted) and
-returns the response id the client gets in ``x-routecast-response-id``. At most
+files it under the request's ``x-routecast-request-id`` (what ``/v1/feedback`` takes). At most
 ``learning.max_learned_per_s`` requests a second are queued (a token bucket): the shadows and
 judge calls run in this process, and unthrottled they took the proxy's one core from
 clients (benchmarks/proxy_overhead.py: +1.9 ms p50 at concurrency 1, every request learned
@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -219,14 +218,14 @@ class LearningService:
     # -- the request path: one put_nowait ----------------------------------------------------
 
     def observe(self, endpoint: str, request: Request, completion: Completion,
-                client: str | None) -> str | None:
-        """Queue a finished request for learning; the response id, or ``None`` when
-        ``endpoint`` does not learn. Never blocks and never raises for a full queue."""
+                client: str | None, response_id: str) -> bool:
+        """Queue a finished request for learning under ``response_id`` (the request's
+        ``x-routecast-request-id``); ``False`` when ``endpoint`` does not learn. Never blocks
+        and never raises for a full queue."""
         e = self.endpoints.get(endpoint)
         if e is None:
-            return None
+            return False
         learn = e.admit()
-        response_id = f"rc-{uuid.uuid4().hex}"
         prompt = routing_text(request, e.backend.route_on)
         if request.allowed is not None and self.privacy is not None:
             prompt = self.privacy.redact(prompt)
@@ -242,12 +241,12 @@ class LearningService:
         if self._queue is None or not learn:
             if not learn:
                 e.count("over_rate")
-            return response_id
+            return True
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
             e.count("dropped")
-        return response_id
+        return True
 
     # -- background work -------------------------------------------------------------------
 
@@ -357,14 +356,14 @@ class LearningService:
         """Record a client's score of an answer: ``{"response_id": ..., "score": 0..1}``."""
         rid, score = body.get("response_id"), body.get("score")
         if not isinstance(rid, str) or not rid:
-            raise RequestError("`response_id` must be the x-routecast-response-id of an answer",
+            raise RequestError("`response_id` must be the x-routecast-request-id of an answer",
                                status=400, param="response_id")
         if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
             raise RequestError("`score` must be a number from 0 (bad) to 1 (good)",
                                status=400, param="score")
         known = self._responses.get(rid)
         if known is None:
-            raise RequestError(f"no answer with response id {rid[:64]!r} is known here (ids "
+            raise RequestError(f"no answer with request id {rid[:64]!r} is known here (ids "
                                "are kept for the latest answers of learning endpoints)",
                                status=404, param="response_id", code="response_not_found")
         endpoint, prompt, model, owner = known
