@@ -353,7 +353,7 @@ class RoutecastServer:
         learning = self.learning
         if learning is not None:  # queued for the background loop; never waits
             learning.observe(ticket.endpoint, request, completion, ticket.key_name,
-                             ticket.request_id)
+                             request_id)
         if ticket.verdict is not None:
             headers[EXCLUDED_HEADER] = ticket.verdict.header()
         return Response(dumps(out), media_type="application/json", headers=headers)
