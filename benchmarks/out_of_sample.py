@@ -213,8 +213,13 @@ def run_repeats(root: Path, names: tuple[str, ...], repeats: int, *, seed: int,
         n_val = int((ds.split == "validation").sum())
         rows: dict[str, dict[str, list[Any]]] = {
             m.name: {"met_g": [], "cost_g": [], "met_p": [], "cost_p": [], "uncertified": [],
-                     "met_certified": []}
+                     "met_certified": [], "met_pop_g": [], "met_pop_p": []}
             for m in methods}
+        # The guarantee is about a point's quality on the population the validation prompts
+        # are drawn from: here the pool every split is drawn from. Judged on one test sample
+        # instead, the point's sampling noise and the best model's (a maximum over models'
+        # sample means, biased upward) count against it; both judgements are reported.
+        pop_target = FRACTION * float(pool.quality.mean(axis=0).max())
         t0 = time.monotonic()
         done = 0
         for r in range(repeats):
@@ -243,14 +248,17 @@ def run_repeats(root: Path, names: tuple[str, ...], repeats: int, *, seed: int,
                         if key == "g":
                             rows[m.name]["uncertified"].append(True)
                         got_q, got_c = keep_q, keep_c
+                        pop_q = float(pool.quality[:, v].mean())
                     else:
                         q, c = m.families[sel.family]
                         got_q = float(q[sel.index, test].mean())
                         got_c = float(c[sel.index, test].mean())
+                        pop_q = float(q[sel.index].mean())
                         if key == "g":
                             rows[m.name]["uncertified"].append(False)
                             rows[m.name]["met_certified"].append(got_q >= target - 1e-12)
                     rows[m.name][f"met_{key}"].append(got_q >= target - 1e-12)
+                    rows[m.name][f"met_pop_{key}"].append(pop_q >= pop_target - 1e-12)
                     rows[m.name][f"cost_{key}"].append(got_c / best_c)
             done += 1
         out[name] = {"repeats": done, "methods": {
@@ -260,18 +268,27 @@ def run_repeats(root: Path, names: tuple[str, ...], repeats: int, *, seed: int,
                 "met_certified": float(np.mean(v["met_certified"])) if v["met_certified"]
                 else None,
                 "met_point": float(np.mean(v["met_p"])) if v["met_p"] else None,
+                "met_guaranteed_population": (float(np.mean(v["met_pop_g"]))
+                                              if v["met_pop_g"] else None),
+                "met_point_population": (float(np.mean(v["met_pop_p"]))
+                                         if v["met_pop_p"] else None),
                 "cost_vs_best_point": float(np.mean(v["cost_p"])) if v["cost_p"] else None}
             for k, v in rows.items()}}
         print(f"\n== {done} random validation/test re-splits of {name} (train fixed; "
               f"{n_val} validation, {pool.n_prompts - n_val} test prompts each) ==")
         print(f"{'method':<28}{'met (conf 0.9)':>16}{'mean cost/best':>16}{'uncertified':>13}"
-              f"{'met if cert.':>14}{'met (no guar.)':>16}{'mean cost/best':>16}")
+              f"{'met if cert.':>14}{'met (no guar.)':>16}{'mean cost/best':>16}"
+              f"{'met on pool (0.9 / no)':>24}")
         for k, v in out[name]["methods"].items():
             print(f"{k:<28}{pct(v['met_guaranteed']):>16}{pct(v['cost_vs_best_guaranteed']):>16}"
                   f"{v['uncertified']:>13}{pct(v['met_certified']):>14}"
-                  f"{pct(v['met_point']):>16}{pct(v['cost_vs_best_point']):>16}")
+                  f"{pct(v['met_point']):>16}{pct(v['cost_vs_best_point']):>16}"
+                  f"{pct(v['met_guaranteed_population']):>15} / "
+                  f"{pct(v['met_point_population']):>6}")
         print("(uncertified: no point certified on validation; the best single model on "
-              "validation is kept and counted)")
+              "validation is kept and counted. met on pool: the point's quality over every "
+              "prompt the splits are drawn from, against 95 % of the best model's there: what "
+              "the guarantee is about)")
     return out
 
 
