@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
 import urllib.error
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from routecast.learning.store import export_outcomes, learning_stats
+from tests.http_client import Http
 from tests.routecast_live import make_config, model_entry, serve
 from tests.stub_upstream import LiveServer, StubUpstream
 
@@ -161,6 +163,13 @@ def test_labels_land_in_the_store_a_refit_swaps_in_and_feedback_works(
         assert missing.status_code == 404 and "request id" in missing.json()["error"]["message"]
         bad = client.post("/v1/feedback", json={"response_id": rid, "score": 7})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "score"
+        # The dashboard's overview shows what the store holds (labels may still be landing).
+        before = len(rows(db, "SELECT id FROM labels"))
+        live = Http(url).get("/ui/live").text
+        after = len(rows(db, "SELECT id FROM labels"))
+        shown = re.search(r'class="n labels">(\d+)<', live)
+        assert 'id="learning"' in live and shown is not None
+        assert before <= int(shown.group(1)) <= after
 
     data = export_outcomes(db, "auto")
     assert data.sparse and set(data.models) == {"small", "large"}

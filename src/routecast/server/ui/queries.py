@@ -242,3 +242,27 @@ def client_headers(req: dict[str, Any]) -> dict[str, str]:
         headers["x-routecast-cost-usd"] = f"{req['cost_usd']:.10g}"
         headers["x-routecast-latency-ms"] = f"{req['latency_s'] * 1000:.3f}"
     return headers
+
+
+def learning(db: Path) -> list[dict[str, Any]]:
+    """Per learning endpoint (``learning:`` blocks): labels collected by source, what shadows
+    and judging cost, refits made and swapped in, and when the last refit ran. Empty when no
+    endpoint learns (the tables do not exist)."""
+    from routecast.learning.store import learning_stats
+
+    if not db.is_file():
+        return []
+    con = _connect(db)
+    if con is None:
+        return []
+    try:
+        last = dict(con.execute("SELECT endpoint, MAX(ts) FROM learning_refits "
+                                "GROUP BY endpoint").fetchall())
+    except sqlite3.Error:
+        return []
+    finally:
+        con.close()
+    return [{"endpoint": st.endpoint, "labels": st.labels, "by_source": st.by_source,
+             "shadow_usd": st.shadow_usd, "judge_usd": st.judge_usd, "refits": st.refits,
+             "swapped": st.swaps, "last_refit_ts": last.get(st.endpoint)}
+            for st in learning_stats(db)]

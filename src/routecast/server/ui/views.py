@@ -150,9 +150,11 @@ class Dashboard:
             {"requests": [(p.t, float(p.requests)) for p in data.series],
              "errors": [(p.t, float(p.errors)) for p in data.series]},
             title="requests per bucket", y_label="requests", height=160)
+        learning = (await asyncio.to_thread(queries.learning, self._db())
+                    if getattr(self.server, "learning", None) is not None else [])
         return {"o": data, "latency_chart": chart, "traffic_chart": traffic,
-                "breakers": self._breakers(), "window": window,
-                "learning": _learning_status(self.server), "logged": self._db().is_file()}
+                "breakers": self._breakers(), "window": window, "learning": learning,
+                "logged": self._db().is_file()}
 
     def _breakers(self) -> list[dict[str, Any]]:
         out = []
@@ -355,11 +357,3 @@ def _saved_record(spec: Any) -> dict[str, Any]:
         data = (data.get("policy") or {}) if isinstance(data, dict) else {}
     record = data.get(key) if isinstance(data, dict) else None
     return record if isinstance(record, dict) else {}
-
-
-def _learning_status(server: Any) -> dict[str, Any] | None:
-    """The learning loop's figures (labels, exploration spend, last refit) when the server
-    runs one; ``None`` otherwise."""
-    learning = getattr(server, "learning", None)
-    status = getattr(learning, "status", None)
-    return status() if callable(status) else None
