@@ -25,16 +25,12 @@ Run from the project root (3-6 minutes measured on 2 busy cores, half of it fitt
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,44 +59,6 @@ def cli(*args: str) -> str:
     if done.returncode != 0:
         sys.exit(f"routecast {' '.join(args)} failed:\n{done.stderr.strip()[-3000:]}")
     return done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-@contextlib.contextmanager
-def routecast_serve(config: dict[str, Any], folder: Path) -> Iterator[str]:
-    """``routecast serve`` on ``config`` as a subprocess; yields its base URL (``.../v1``)."""
-    path = folder / "routecast.yaml"
-    path.write_text(json.dumps(config, indent=1), encoding="utf-8")  # JSON is YAML
-    port = free_port()
-    log = (folder / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "routecast.cli", "serve", "--config",
-                             str(path), "--port", str(port), "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"routecast serve did not start:\n{(folder / 'serve.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 @dataclass
@@ -233,6 +191,7 @@ def run_dataset(folder_name: str, signal: str, work: Path, sample: int, seed: in
 
     from routecast.data import load_dataset
     from routecast.fleet import prompt_key, spawn_fleet
+    from routecast.fleet.demo import routecast_serve
 
     path = shared_data() / folder_name
     ds = load_dataset(path, seed=seed)
