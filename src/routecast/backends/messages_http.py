@@ -21,16 +21,15 @@ from routecast.backends.anthropic_wire import (
     messages_to_chat,
     usage_of,
 )
-from routecast.backends.base import Chunk, Completion, Request
-from routecast.backends.native import NATIVE_KEY, native_request
-from routecast.backends.openai_http import OpenAIHTTPBackend
+from routecast.backends.base import Chunk, Completion, Request, Usage
+from routecast.backends.native_http import NativeHTTPBackend
 from routecast.backends.transport import json_dumps, json_loads
 from routecast.errors import UpstreamError, UpstreamTimeoutError
 
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-class MessagesHTTPBackend(OpenAIHTTPBackend):
+class MessagesHTTPBackend(NativeHTTPBackend):
     """See the module docstring; takes :class:`OpenAIHTTPBackend`'s arguments."""
 
     def __init__(self, model: str, base_url: str, **kwargs: Any) -> None:
@@ -43,44 +42,22 @@ class MessagesHTTPBackend(OpenAIHTTPBackend):
     def __repr__(self) -> str:
         return f"MessagesHTTPBackend({self.model!r}, {self.base_url!r})"
 
-    def _body(self, request: Request, stream: bool) -> tuple[dict[str, Any], bool]:
-        """(the Messages body to send, whether it is the client's own)."""
-        native = native_request.get()
-        if native is not None and native.serves("messages", request.body):
-            body = {**native.body, "model": self.upstream_model}
-            passthrough = True
-        else:
-            body = chat_to_messages(request.body, self.upstream_model)
-            passthrough = False
-        if stream:
-            body["stream"] = True
-        else:
-            body.pop("stream", None)
-        return body, passthrough
+    api = "messages"
+    path = "/messages"
+    answer_name = "a Messages answer"
 
-    async def _complete(self, request: Request, t0: float) -> Completion:
-        body, passthrough = self._body(request, stream=False)
-        raw = await self._call(self.base_url + "/messages", json_dumps(body), read_body=True)
-        assert isinstance(raw, bytes)
-        try:
-            data = json_loads(raw)
-        except (ValueError, RecursionError):
-            data = None
-        if not isinstance(data, dict) or data.get("type") != "message":
-            start = self._scrub(raw[:200].decode("utf-8", "replace"))
-            raise UpstreamError(f"{self._where()} answered with something that is not a "
-                                f"Messages answer: {start!r}", model=self.model,
-                                code="upstream_bad_response")
-        chat = messages_to_chat(data, self.model)
-        if passthrough:
-            chat[NATIVE_KEY] = {**data, "model": self.model}
-        usage = usage_of(data.get("usage"))
-        return Completion(chat, self.model, usage, self.price.cost_usd(usage),
-                          time.perf_counter() - t0, [self.model])
+    def from_chat(self, chat: dict[str, Any]) -> dict[str, Any]:
+        return chat_to_messages(chat, self.upstream_model)
+
+    def is_answer(self, data: dict[str, Any]) -> bool:
+        return bool(data.get("type") == "message")
+
+    def to_chat(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+        return messages_to_chat(data, self.model), usage_of(data.get("usage"))
 
     async def _stream(self, request: Request, t0: float) -> AsyncIterator[Chunk]:
         body, passthrough = self._body(request, stream=True)
-        resp = await self._call(self.base_url + "/messages", json_dumps(body), read_body=False)
+        resp = await self._call(self.base_url + self.path, json_dumps(body), read_body=False)
         assert not isinstance(resp, bytes)
         route = [self.model]
         state = MessagesToChat(self.model)

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
-from routecast.backends.base import Chunk, Completion, Request
-from routecast.backends.native import NATIVE_KEY, native_request
-from routecast.backends.openai_http import OpenAIHTTPBackend
+from routecast.backends.base import Chunk, Completion, Request, Usage
+from routecast.backends.native_http import NativeHTTPBackend
 from routecast.backends.responses_wire import (
     ResponsesToChat,
     chat_to_responses,
@@ -28,49 +27,30 @@ from routecast.backends.transport import json_dumps, json_loads
 from routecast.errors import UpstreamError, UpstreamTimeoutError
 
 
-class ResponsesHTTPBackend(OpenAIHTTPBackend):
+class ResponsesHTTPBackend(NativeHTTPBackend):
     """See the module docstring; takes :class:`OpenAIHTTPBackend`'s arguments."""
 
     def __repr__(self) -> str:
         return f"ResponsesHTTPBackend({self.model!r}, {self.base_url!r})"
 
-    def _body(self, request: Request, stream: bool) -> tuple[dict[str, Any], bool]:
-        native = native_request.get()
-        if native is not None and native.serves("responses", request.body):
-            body = {**native.body, "model": self.upstream_model, "store": False}
-            passthrough = True
-        else:
-            body = chat_to_responses(request.body, self.upstream_model)
-            passthrough = False
-        if stream:
-            body["stream"] = True
-        else:
-            body.pop("stream", None)
-        return body, passthrough
+    api = "responses"
+    path = "/responses"
+    # routecast keeps the conversation itself (previous_response_id is expanded here).
+    passthrough_fields: ClassVar[dict[str, Any]] = {"store": False}
+    answer_name = "a response object"
 
-    async def _complete(self, request: Request, t0: float) -> Completion:
-        body, passthrough = self._body(request, stream=False)
-        raw = await self._call(self.base_url + "/responses", json_dumps(body), read_body=True)
-        assert isinstance(raw, bytes)
-        try:
-            data = json_loads(raw)
-        except (ValueError, RecursionError):
-            data = None
-        if not isinstance(data, dict) or data.get("object") != "response":
-            start = self._scrub(raw[:200].decode("utf-8", "replace"))
-            raise UpstreamError(f"{self._where()} answered with something that is not a "
-                                f"response object: {start!r}", model=self.model,
-                                code="upstream_bad_response")
-        chat = responses_to_chat(data, self.model)
-        if passthrough:
-            chat[NATIVE_KEY] = {**data, "model": self.model}
-        usage = usage_of(data.get("usage"))
-        return Completion(chat, self.model, usage, self.price.cost_usd(usage),
-                          time.perf_counter() - t0, [self.model])
+    def from_chat(self, chat: dict[str, Any]) -> dict[str, Any]:
+        return chat_to_responses(chat, self.upstream_model)
+
+    def is_answer(self, data: dict[str, Any]) -> bool:
+        return bool(data.get("object") == "response")
+
+    def to_chat(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+        return responses_to_chat(data, self.model), usage_of(data.get("usage"))
 
     async def _stream(self, request: Request, t0: float) -> AsyncIterator[Chunk]:
         body, passthrough = self._body(request, stream=True)
-        resp = await self._call(self.base_url + "/responses", json_dumps(body),
+        resp = await self._call(self.base_url + self.path, json_dumps(body),
                                 read_body=False)
         assert not isinstance(resp, bytes)
         route = [self.model]
