@@ -1,5 +1,6 @@
 """The server's policies hold whatever API the client speaks: the privacy rule, key budgets
-and the request log apply to Messages and Responses requests as to chat."""
+and the request log apply to Messages and Responses requests as to chat; conversation
+pinning can be switched off."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import anthropic
 import openai
 import pytest
 
+from routecast import Policy, make_router
 from routecast.server.keys import add_key
+from tests.apis_live import hard_and_easy
 from tests.routecast_live import log_rows, make_config, model_entry, serve
 from tests.stub_upstream import StubUpstream
+from tests.toy import toy_dataset
 
 SECRET = "mail me at ada@example.com"
 
@@ -66,3 +70,25 @@ def test_key_budgets_hold_in_every_api(
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=keys["poor"], max_retries=0)
     with pytest.raises(openai.RateLimitError):
         client.responses.create(model="small", input="and now?")
+
+
+def test_pin_conversations_false_routes_every_turn(tmp_path: Path) -> None:
+    hard, easy = hard_and_easy()
+    data = toy_dataset()
+    router = make_router("linear").fit(data.subset("train"))
+    policy = Policy.for_quality(router, data.subset("validation"), 0.95)
+    with StubUpstream() as stub:
+        config = make_config(stub.url, None, apis={"pin_conversations": False},
+                             endpoints={"auto": {"type": "routed", "router": "given"}})
+        with serve(config, routers={"auto": (router, policy)}) as url:
+            claude = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+            first = claude.messages.with_raw_response.create(
+                model="auto", max_tokens=20, messages=[{"role": "user", "content": hard}])
+            later = claude.messages.with_raw_response.create(
+                model="auto", max_tokens=20, messages=[
+                    {"role": "user", "content": hard}, {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": easy}])
+    assert first.parse().model == "large" and later.parse().model == "small"
+    assert later.headers["x-routecast-route-reason"] == "per-request"
+    assert "x-routecast-conversation" not in later.headers
+    assert "user" not in stub.received[-1].body

@@ -11,6 +11,7 @@
         local: true                   # runs on our premises: may see sensitive prompts
         breaker: {failure_threshold: 5, open_s: 10}  # skip it after 5 failures in a row
         kind: chat                    # or base: served through /v1/completions
+        api: chat                     # or messages | responses: the API its server speaks
         input_usd_per_mtok: 0.1       # USD per million tokens
         output_usd_per_mtok: 0.4
         cached_usd_per_mtok: 0.05     # cached prompt tokens (default: the input price)
@@ -53,6 +54,9 @@
     privacy:                          # prompts matching these stay on `local: true` models
       patterns: [email, card]         # built-ins (email, card, phone, ssn) or regexes
       redact_log: true                # mask matches in logged prompts (storage.log_prompts)
+    apis:                             # /v1/messages and /v1/responses (server/apis)
+      pin_conversations: true         # route an agent's conversation once, not every turn
+      response_retention_days: 30     # how long stored responses can be continued
     ui: {enabled: true, admin_keys: [ops]}  # the dashboard at /ui; with auth.required only
                                       # these keys (by name) may open it
 """

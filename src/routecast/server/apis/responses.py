@@ -128,8 +128,13 @@ def input_messages(items: Any) -> list[dict[str, Any]]:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
             output = item.get("output")
-            text = output if isinstance(output, str) else "".join(
-                str(p.get("text", "")) for p in output or () if isinstance(p, Mapping))
+            if isinstance(output, str):
+                text = output
+            elif isinstance(output, list):
+                text = "".join(str(p.get("text", "")) for p in output if isinstance(p, Mapping))
+            else:
+                raise _bad(f"{where}.output must be a string or a list of content parts",
+                           f"{where}.output")
             out.append({"role": "tool", "tool_call_id": str(item.get("call_id")),
                         "content": text})
         elif kind == "reasoning":
@@ -203,9 +208,14 @@ def to_chat(body: Mapping[str, Any], history: list[dict[str, Any]]) -> tuple[
     _format(body.get("text"), chat)
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
-    for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
+    for name in ("temperature", "top_p", "parallel_tool_calls"):
         if body.get(name) is not None:
             chat[name] = body[name]
+    user = body.get("user")
+    if user is not None:
+        if not isinstance(user, str):
+            raise _bad("`user` must be a string (an id for the end user)", "user")
+        chat["user"] = user
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _bad("`stream` must be true or false", "stream")

@@ -135,11 +135,16 @@ class ApiRoutes:
         try:
             headers = client_headers(http)
             body = ticket.body = await self._body(http, headers)
-            endpoint = body.get("model") or ""
-            if not isinstance(endpoint, str) or not endpoint:
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
                 raise RequestError("`model` is required: an endpoint naming one embedding model",
                                    param="model", code="missing_model")
-            ticket.endpoint = endpoint
+            endpoint = ticket.endpoint = model
+            text = body.get("input")
+            if not (isinstance(text, str) and text) and not (isinstance(text, list) and text):
+                raise RequestError("`input` is required: a string or a non-empty list of "
+                                   "strings (or of token lists)", param="input",
+                                   code="missing_input")
             backend = server.backends.get(endpoint)
             if backend is None:
                 raise server.admission.unknown_endpoint(endpoint)
