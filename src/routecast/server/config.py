@@ -49,6 +49,8 @@
         # votes: 1                    # self-verification: ask the model k times if it was right
         # scorer: tuned/smart         # learned: a saved scorer (default: the file's folder)
     storage: {db: routecast.db, log_prompts: false, durable: false}
+                                      # or url: postgresql://user@host:5432/db (or url_env)
+    state: {redis_url: redis://127.0.0.1:6379/0, replicas: 3}  # shared by replicas
     limits: {max_body_bytes: 4194304, max_messages: 2048, deadline_s: 300}
     auth: {required: false}           # true: clients need a key from `routecast keys add`
     privacy:                          # prompts matching these stay on `local: true` models
@@ -63,6 +65,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -262,8 +266,18 @@ Endpoint = Annotated[PlainEndpoint | RoutedEndpoint | CascadeEndpoint,
 
 
 class Storage(BaseModel):
+    """Where the request log, client keys, the outcome store and published routers live.
+
+    ``url`` names the database: ``sqlite:///routecast.db`` (the default; a relative path is
+    relative to the config file) or ``postgresql://user@host:5432/db``; ``url_env`` names an
+    environment variable holding it instead (a Kubernetes Secret, say). ``db`` is the older
+    spelling of a SQLite file and stays valid; ``db: null`` (with no ``url``) stores nothing.
+    """
+
     model_config = _STRICT
     db: Path | None = Path("routecast.db")
+    url: str | None = None
+    url_env: str | None = None
     log_prompts: bool = False
     batch_rows: int = Field(default=256, ge=1)
     batch_ms: float = Field(default=200.0, gt=0)
@@ -271,6 +285,82 @@ class Storage(BaseModel):
     #: ``kill -9`` with one row per completed response (costs one SQLite commit per batch of
     #: concurrent requests; see benchmarks/durability.py).
     durable: bool = False
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Storage:
+        given = [k for k in ("url", "url_env") if getattr(self, k) is not None]
+        if len(given) > 1 or (given and "db" in self.model_fields_set):
+            names = [*(["db"] if "db" in self.model_fields_set else []), *given]
+            raise ValueError(f"give one of {' / '.join(names)}, not several: they all name "
+                             "the database")
+        if self.url is not None:
+            try:
+                _database_url(self.url, "url")
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return self
+
+    def database_url(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The database's URL (``sqlite:///...`` or ``postgresql://...``), or ``None`` when
+        nothing is stored; ``env`` (default ``os.environ``) resolves ``url_env``."""
+        if self.url_env is not None:
+            environ = os.environ if env is None else env
+            value = environ.get(self.url_env)
+            if not value:
+                raise ConfigError(f"storage.url_env: the environment variable {self.url_env} "
+                                  "is not set; set it to the database URL "
+                                  "(postgresql://user@host:5432/db or sqlite:///file.db)")
+            return _database_url(value, f"${self.url_env}")
+        if self.url is not None:
+            return self.url
+        return None if self.db is None else f"sqlite:///{self.db}"
+
+
+def _database_url(url: str, where: str) -> str:
+    """``url`` if it names a database routecast can store in, else a :class:`ConfigError`."""
+    scheme = url.partition("://")[0].lower()
+    if scheme.split("+")[0] not in ("sqlite", "postgresql", "postgres") or "://" not in url:
+        raise ConfigError(f"{where}: {url.split('@')[-1]!r} is not a database URL routecast "
+                          "can use; write sqlite:///path/to/file.db or "
+                          "postgresql://user@host:5432/dbname")
+    return url
+
+
+class State(BaseModel):
+    """State that replicas share: rate limits, budget admission, session pins and circuit-
+    breaker hints, in Redis (``redis_url``, or ``redis_url_env`` naming an environment variable
+    that holds it). ``replicas`` says how many server processes share this config's storage
+    (``routecast serve --workers N`` sets it to N; a Kubernetes Deployment sets it in its
+    ConfigMap); more than one needs Redis, or budgets and rate limits would multiply."""
+
+    model_config = _STRICT
+    redis_url: str | None = None
+    redis_url_env: str | None = None
+    replicas: int = Field(default=1, ge=1)
+    #: Prefix of every Redis key, so several deployments can share one Redis.
+    key_prefix: str = "routecast:"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> State:
+        if self.redis_url is not None and self.redis_url_env is not None:
+            raise ValueError("give redis_url or redis_url_env, not both")
+        if self.redis_url is not None and not self.redis_url.startswith(
+                ("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url {self.redis_url.split('@')[-1]!r} is not a Redis URL; "
+                             "write redis://host:6379/0")
+        return self
+
+    def resolved_redis_url(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The Redis URL, or ``None`` without one; ``env`` (default ``os.environ``) resolves
+        ``redis_url_env``."""
+        if self.redis_url_env is None:
+            return self.redis_url
+        environ = os.environ if env is None else env
+        value = environ.get(self.redis_url_env)
+        if not value:
+            raise ConfigError(f"state.redis_url_env: the environment variable "
+                              f"{self.redis_url_env} is not set; set it to redis://host:6379/0")
+        return value
 
 
 class Limits(BaseModel):
@@ -333,6 +423,7 @@ class Config(BaseModel):
     models: dict[str, ModelConfig] = Field(min_length=1)
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
     storage: Storage = Field(default_factory=Storage)
+    state: State = Field(default_factory=State)
     limits: Limits = Field(default_factory=Limits)
     auth: Auth = Field(default_factory=Auth)
     privacy: Privacy = Field(default_factory=Privacy)
@@ -388,7 +479,10 @@ class Config(BaseModel):
             elif isinstance(e, CascadeEndpoint):
                 e = e.model_copy(update={"file": fix(e.file), "scorer": fix(e.scorer)})
             endpoints[name] = e
-        storage = self.storage.model_copy(update={"db": fix(self.storage.db)})
+        url = self.storage.url
+        if url is not None and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            url = f"sqlite:///{fix(Path(url.removeprefix('sqlite:///')))}"
+        storage = self.storage.model_copy(update={"db": fix(self.storage.db), "url": url})
         models = {name: m.model_copy(update={"api_key_file": fix(m.api_key_file)})
                   for name, m in self.models.items()}
         return self.model_copy(update={"endpoints": endpoints, "storage": storage,
