@@ -32,11 +32,12 @@ class ServerProcess:
     def write_config(self, config: dict[str, Any]) -> None:
         self.config_path.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
 
-    def start(self, timeout_s: float = 20.0) -> ServerProcess:
+    def start(self, timeout_s: float = 20.0, args: tuple[str, ...] = ()) -> ServerProcess:
+        """Start ``routecast serve`` (with ``args`` added) and wait for ``/health``."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "routecast.cli", "serve", "--config", str(self.config_path),
-             "--port", str(self.port), "--log-level", "warning"],
+             "--port", str(self.port), "--log-level", "warning", *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

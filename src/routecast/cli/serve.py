@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,16 +26,27 @@ if TYPE_CHECKING:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve_cmd(config_path: str | None, host: str, port: int, log_level: str) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="server processes sharing the port (needs --config, and state.redis_url "
+                   "when more than one)")
+def serve_cmd(config_path: str | None, host: str, port: int, log_level: str,
+              workers: int) -> None:
     """Serve an OpenAI-compatible API that routes each request to a model.
 
     Point any OpenAI client at http://HOST:PORT/v1 and ask for an endpoint name as the model.
     Without --config, two local models start under llama.cpp, fully offline, behind the
     endpoints smollm2, gemma3, auto (routed) and cascade (see routecast.local.default).
+    With --workers N, N processes share the port (routecast.server.workers); /metrics on any
+    of them describes the whole server.
     """
     from routecast.server.app import create_app
 
     if config_path is None:
+        if workers > 1:
+            raise ConfigError(f"--workers {workers} needs --config: without one, serve starts "
+                              "its own llama.cpp models, and a second set per worker would not "
+                              "fit in memory. Fix: drop --workers, or write a config file whose "
+                              "models the workers share")
         from routecast.local.default import embedded
 
         with embedded(say=lambda line: err_console.print(line, highlight=False)) as local:
@@ -43,33 +54,59 @@ def serve_cmd(config_path: str | None, host: str, port: int, log_level: str) -> 
                  log_level)
         return
     from routecast.server.config import load_config
+    from routecast.state import check_shared_state
 
     config = load_config(config_path)
+    config.state.replicas *= workers  # every process shares the storage and the state
+    check_shared_state(config)
     # Loads routers and checks keys before the port is bound; SIGHUP re-reads the file.
-    _run(create_app(config, config_path=Path(config_path)), config, host, port, log_level)
+    app = create_app(config, config_path=Path(config_path))
+    if workers == 1:
+        _run(app, config, host, port, log_level)
+        return
+    del app  # built to surface router and key problems here; each worker builds its own
+    _run_workers(Path(config_path), config, workers, host, port, log_level)
+
+
+def _uvicorn_options(host: str, port: int, log_level: str) -> dict[str, Any]:
+    return {"host": host, "port": port, "log_level": log_level, "access_log": False,
+            "loop": _best("uvloop", "asyncio"), "http": _best("httptools", "h11"),
+            "lifespan": "on", "timeout_graceful_shutdown": 10,
+            # Nothing here reads X-Forwarded-For; skipping that middleware saves CPU.
+            "proxy_headers": False, "server_header": False}
 
 
 def _run(app: ASGIApp, config: Config, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
-    _one_blas_thread()
+    from routecast.server.workers import limit_blas_threads
+
+    limit_blas_threads()
     err_console.print(f"routecast: serving {len(config.endpoint_names())} endpoints on "
                       f"http://{host}:{port}/v1", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                loop=_best("uvloop", "asyncio"), http=_best("httptools", "h11"),
-                lifespan="on", timeout_graceful_shutdown=10,
-                # Nothing here reads X-Forwarded-For; skipping that middleware saves CPU.
-                proxy_headers=False, server_header=False)
+    uvicorn.run(app, **_uvicorn_options(host, port, log_level))
 
 
-def _one_blas_thread() -> None:
-    """Keep the numeric libraries the routers loaded (BLAS, OpenMP) to one thread: routing runs
-    on the event loop a few prompts at a time, where a thread pool only adds wake-ups and
-    competes with the loop for cores. Libraries loaded later keep their defaults; the server
-    loads its routers before this runs."""
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+def _run_workers(config_path: Path, config: Config, workers: int, host: str, port: int,
+                 log_level: str) -> None:
+    import gc
+    import tempfile
 
-    threadpool_limits(limits=1)
+    from routecast.server.worker_metrics import remove_folder
+    from routecast.server.workers import supervise
+
+    gc.collect()  # the routers loaded for the check: the supervisor keeps none of them
+    err_console.print(f"routecast: serving {len(config.endpoint_names())} endpoints on "
+                      f"http://{host}:{port}/v1 with {workers} workers", highlight=False)
+    metrics_dir = Path(tempfile.mkdtemp(prefix="routecast-metrics-"))
+    try:
+        started = supervise(config_path, config.state.replicas, workers, metrics_dir,
+                            **_uvicorn_options(host, port, log_level))
+    finally:
+        remove_folder(metrics_dir)
+    if not started:
+        raise ConfigError(f"{config_path}: a worker failed to start (its error is above); "
+                          "the server stopped")
 
 
 def _best(fast: str, fallback: str) -> str:

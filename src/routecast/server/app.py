@@ -68,6 +68,7 @@ from routecast.server.recording import Recorder
 from routecast.server.requestlog import RequestLog
 from routecast.server.streaming import deadline_error, start_stream
 from routecast.server.wire import dumps, parse_json
+from routecast.server.worker_metrics import FLUSH_S, SharedMetrics
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -113,6 +114,8 @@ class RoutecastServer:
                                   "keys add NAME --db FILE`)")
             self.keys = KeyStore(config.storage.db)
         self.metrics = ServerMetrics()
+        # Under `routecast serve --workers N`, /metrics describes every worker.
+        self.metrics.share = SharedMetrics.from_env()
         self.learning: LearningService | None = None
         self._apply(config, table)
         self.metrics.extra += [*routing_gauges(lambda: self.table),
@@ -176,6 +179,9 @@ class RoutecastServer:
         await self.table.start()
         await self._start_learning()
         hup = self._install_sighup()
+        share = self.metrics.share
+        if share is not None:
+            self._spawn(self._share_metrics(share))
         try:
             yield
         finally:
@@ -183,6 +189,8 @@ class RoutecastServer:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             for task in list(self._tasks):
                 task.cancel()
+            if share is not None:  # requests have drained: the final counts
+                share.write(self.metrics.families())
             if self.learning is not None:
                 await self.learning.aclose()
             await self.table.aclose()
@@ -208,6 +216,15 @@ class RoutecastServer:
             except Exception as e:  # a locked or full disk: keep serving, say so
                 log.error("cannot record key spend: %s", e)
 
+    async def _share_metrics(self, share: SharedMetrics) -> None:
+        """This worker's snapshot for the others' scrapes (:mod:`.worker_metrics`)."""
+        while True:
+            try:
+                share.write(self.metrics.families())
+            except OSError as e:  # a full disk: keep serving, say so
+                log.error("cannot write the metrics snapshot to %s: %s", share.folder, e)
+            await asyncio.sleep(FLUSH_S)
+
     def _install_sighup(self) -> bool:
         """Reload on SIGHUP when serving a config file from the main thread (uvicorn's CLI);
         a server run in another thread (tests, embedding) leaves signals to its host."""
@@ -221,13 +238,14 @@ class RoutecastServer:
     async def reload(self) -> None:
         """Re-read the config file and swap in its endpoints without dropping a request:
         requests in flight hold their backends and finish on the old table, which is closed
-        once they can no longer be running (after ``limits.deadline_s``). Storage and auth
-        settings keep their start-up values; circuit breakers start closed."""
+        once they can no longer be running (after ``limits.deadline_s``). Storage, state
+        and auth settings keep their start-up values; circuit breakers start closed."""
         from routecast.server.config import load_config
 
         assert self.config_path is not None
         try:
             config = await asyncio.to_thread(load_config, self.config_path)
+            config.state = self.config.state  # replicas as `--workers` set them at start-up
             table = await asyncio.to_thread(build_endpoints, config, env=self.env)
             await table.start()
         except RoutecastError as e:

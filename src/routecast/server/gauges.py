@@ -50,5 +50,5 @@ def routing_gauges(table: TableGetter) -> list[Gauge]:
               ("endpoint",), lambda: [((n,), b.batcher.batches_total)
                                       for n, b in routed().items()], kind="counter"),
         Gauge("routecast_pinned_sessions", "Sessions pinned to a model.", ("endpoint",),
-              lambda: [((n,), len(b.pins)) for n, b in routed().items()]),
+              lambda: [((n,), len(b.pins)) for n, b in routed().items()], merge="sum"),
     ]
