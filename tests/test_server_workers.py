@@ -267,3 +267,17 @@ def test_a_scrape_never_reports_less_than_an_earlier_one(tmp_path: Path) -> None
     assert "c_total{endpoint=\"e\"} 6" in first
     second = b.render(families(1, 0, 0, []))  # b is scraped next: a's 5 are still there
     assert "c_total{endpoint=\"e\"} 6" in second
+
+
+def test_router_problems_are_reported_before_any_worker_starts(
+        stub: StubUpstream, tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
+    doc = config(stub, tmp_path / "r.db", redis_url, redis_prefix)
+    doc["endpoints"] = {"auto": {"type": "routed", "router": "no-such-router",
+                                 "cost_weight": 1}}
+    ServerProcess(tmp_path, doc)  # writes routecast.yaml
+    done = subprocess.run([sys.executable, "-m", "routecast.cli", "serve", "--config",
+                           str(tmp_path / "routecast.yaml"), "--workers", "2", "--port", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "no-such-router" in done.stderr and "Traceback" not in done.stderr
+    assert "serving" not in done.stderr
