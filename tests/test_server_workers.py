@@ -125,6 +125,16 @@ def total(text: str, name: str) -> float:
                                                       re.MULTILINE))
 
 
+def settled(url: str, sent: int) -> None:
+    """Wait until a scrape counts every request sent: each worker's snapshot is at most
+    FLUSH_S old (a margin for a busy machine; typically the first scrape passes)."""
+    deadline = time.monotonic() + FLUSH_S + 5.0
+    time.sleep(FLUSH_S)
+    while total(scrape(url), "routecast_requests_total") != sent:
+        assert time.monotonic() < deadline, "the workers' counts never added up"
+        time.sleep(0.1)
+
+
 def rows(db: Path) -> int:
     con = sqlite3.connect(db)
     try:
@@ -136,7 +146,7 @@ def rows(db: Path) -> int:
 def test_metrics_count_every_worker_whatever_worker_is_scraped(server: ServerProcess,
                                                                 tmp_path: Path) -> None:
     sent = spread(server.url)
-    time.sleep(FLUSH_S + 0.5)  # every worker's snapshot is newer than its last request
+    settled(server.url, sent)
     for _ in range(8):  # new connections: different workers answer
         text = scrape(server.url)
         assert total(text, "routecast_requests_total") == sent
@@ -174,8 +184,7 @@ def test_sigterm_drains_requests_in_flight(server: ServerProcess, stub: StubUpst
 
 def test_killed_worker_is_replaced_and_its_counts_stay(server: ServerProcess) -> None:
     before = spread(server.url)
-    time.sleep(FLUSH_S + 0.5)
-    assert total(scrape(server.url), "routecast_requests_total") == before
+    settled(server.url, before)  # so each worker's snapshot file holds all its requests
     old = worker_pids(server)
     victim = min(old)
     os.kill(victim, signal.SIGKILL)
@@ -185,7 +194,7 @@ def test_killed_worker_is_replaced_and_its_counts_stay(server: ServerProcess) ->
         time.sleep(0.2)
     assert len(pids - old) == 1
     after = spread(server.url)
-    time.sleep(FLUSH_S + 0.5)
+    settled(server.url, before + after)
     for _ in range(6):
         text = scrape(server.url)
         # The dead worker's requests stay counted; its gauges are gone.
