@@ -13,7 +13,7 @@ would on a small host, so the gain from a second worker is bounded by what the s
 load generator leave free. The per-request CPU says what a worker costs wherever it runs.
 
     python benchmarks/workers_throughput.py [--workers 1 2] [--duration 5] [--repeats 3]
-                                            [--connections 64]
+                                            [--connections 64] [--durable]
 """
 
 from __future__ import annotations
@@ -59,11 +59,12 @@ def server_pids(parent: int) -> list[int]:
     return children or [parent]
 
 
-def run_server(work: Path, stub_port: int, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def run_server(work: Path, stub_port: int, workers: int,
+               durable: bool) -> tuple[subprocess.Popen[bytes], str]:
     config: dict[str, Any] = {
         "models": {"m": {"base_url": f"http://127.0.0.1:{stub_port}/v1", "max_retries": 0,
                          "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}},
-        "storage": {"db": str(work / f"requests-{workers}.db")}}
+        "storage": {"db": str(work / f"requests-{workers}.db"), "durable": durable}}
     if workers > 1:
         config["state"] = {"redis_url": REDIS_URL, "key_prefix": "routecast-bench:"}
     path = work / f"routecast-{workers}.yaml"
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--durable", action="store_true",
+                        help="storage.durable: each worker commits every row before answering "
+                             "(the workers' writers contend for the SQLite file)")
     parser.add_argument("--json", dest="json_out", help="write the runs here")
     args = parser.parse_args(argv)
 
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     servers = {}
     try:
         for n in args.workers:
-            servers[n] = run_server(work, stub_port, n)
+            servers[n] = run_server(work, stub_port, n, args.durable)
         for _ in range(args.repeats):
             for n in args.workers:
                 proc, url = servers[n]
@@ -140,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 
     base = med(args.workers[0], "rps")
     print(f"routecast serve --workers N on {os.cpu_count()} cores, wrk -t1 "
-          f"-c{args.connections} -d{args.duration}s, median of {args.repeats} runs")
+          f"-c{args.connections} -d{args.duration}s, median of {args.repeats} runs"
+          + (", storage.durable" if args.durable else ""))
     print(f"  {'workers':>7}  {'req/s':>8}  {'ratio':>5}  {'p50 ms':>7}  {'p99 ms':>7}  "
           f"{'server CPU us/req':>17}  {'errors':>6}  {'answered':>8}  {'logged':>8}")
     for n in args.workers:
