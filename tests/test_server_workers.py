@@ -6,6 +6,7 @@ multiply is refused before any worker starts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -59,9 +60,17 @@ def server(stub: StubUpstream, tmp_path: Path, redis_url: str,
     try:
         yield server
     finally:
-        server.stop()
-        for pid in worker_pids(server):  # the supervisor was killed: its workers too
-            os.kill(pid, signal.SIGKILL)
+        assert server.proc is not None
+        if server.proc.poll() is None:
+            workers = worker_pids(server)
+            server.signal(signal.SIGTERM)
+            try:
+                server.wait(30)
+            finally:
+                server.stop()
+                for pid in workers:  # a supervisor that would not stop: no orphans either
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
 
 
 def worker_pids(server: ServerProcess) -> set[int]:
@@ -200,6 +209,24 @@ def test_killed_worker_is_replaced_and_its_counts_stay(server: ServerProcess) ->
         # The dead worker's requests stay counted; its gauges are gone.
         assert total(text, "routecast_requests_total") == before + after
         assert f'worker="{victim}"' not in text
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is still a worker (a zombie's command line is empty)."""
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_workers_exit_with_a_killed_supervisor(server: ServerProcess) -> None:
+    workers = worker_pids(server)
+    assert len(workers) == WORKERS
+    server.signal(signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while any(running(pid) for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        time.sleep(0.1)
 
 
 def test_sighup_reloads_every_worker(server: ServerProcess, stub: StubUpstream,

@@ -6,7 +6,8 @@ accident); the kernel hands each new connection to one of them. uvicorn's superv
 (:class:`uvicorn.supervisors.Multiprocess`) replaces a worker that dies or stops answering its
 health pings, stops the whole server when a worker fails before it serves (a broken config
 would fail the same way every time), and on SIGTERM or SIGINT sends SIGTERM to every worker,
-which drains its requests (``timeout_graceful_shutdown``) like a single process does.
+which drains its requests (``timeout_graceful_shutdown``) like a single process does. A
+supervisor killed outright takes its workers with it (they drain on SIGTERM from the kernel).
 
 Two departures from uvicorn's defaults: SIGHUP is passed to every worker, which re-reads the
 config in place (:meth:`routecast.server.app.RoutecastServer.reload`, the same as one process:
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 #: Environment variables through which the supervisor tells each worker what to serve.
 CONFIG_ENV = "ROUTECAST_WORKER_CONFIG"
 REPLICAS_ENV = "ROUTECAST_WORKER_REPLICAS"
+SUPERVISOR_ENV = "ROUTECAST_WORKER_SUPERVISOR"
 #: The factory each worker process calls (an import string, as uvicorn needs).
 FACTORY = "routecast.server.workers:worker_app"
 
@@ -44,12 +47,26 @@ def worker_app() -> ASGIApp:
     from routecast.server.app import create_app
     from routecast.server.config import load_config
 
+    exit_with_supervisor(int(os.environ[SUPERVISOR_ENV]))
     path = Path(os.environ[CONFIG_ENV])
     config = load_config(path)
     config.state.replicas = int(os.environ[REPLICAS_ENV])
     app = create_app(config, config_path=path)
     limit_blas_threads()
     return app
+
+
+def exit_with_supervisor(supervisor_pid: int) -> None:
+    """Have the kernel send this worker SIGTERM (a graceful drain) when its supervisor dies,
+    so a supervisor killed with SIGKILL leaves no orphan holding the port (Linux; elsewhere
+    uvicorn's health pings are the only link)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != supervisor_pid:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def limit_blas_threads() -> None:
@@ -86,6 +103,7 @@ def supervise(config_path: Path, replicas: int, workers: int, metrics_dir: Path,
 
     os.environ[CONFIG_ENV] = str(config_path.resolve())
     os.environ[REPLICAS_ENV] = str(replicas)
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())
     from routecast.server.worker_metrics import ENV
 
     os.environ[ENV] = str(metrics_dir)
