@@ -106,18 +106,24 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (RedisError, OSError, TimeoutError)
 
 
-def _client(url: str, timeout_s: float) -> Redis:
+def _client(url: str, timeout_s: float, max_connections: int) -> Redis:
     try:
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
     except ImportError:
         raise OptionalDependencyError("redis", "scale", "state.redis_url (shared state)"
                                       ) from None
-    # No retries inside the client: the state's own policy (fail fast, retry settles later)
-    # decides, and a retry would multiply the time a request waits on a dead Redis.
-    return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                          retry=Retry(NoBackoff(), 0), decode_responses=True)
+    # A bounded pool: a burst of requests shares a few connections (each call is one round
+    # trip) instead of opening one each, which would stall Redis and this replica alike.
+    # A request waits for a free connection at most a few timeouts. No retries inside the
+    # client: the state's own policy (fail fast, retry settles later) decides, and a retry
+    # would multiply the time a request waits on a dead Redis.
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=max(1.0, 4 * timeout_s),
+        socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0), decode_responses=True)
+    return Redis(connection_pool=pool)
 
 
 def check_reachable(url: str, timeout_s: float) -> None:
@@ -149,14 +155,15 @@ class RedisState:
 
     ``prefix`` starts every key (``state.key_prefix``), ``timeout_s`` bounds each call,
     ``hold_s`` is a reservation's lifetime (``limits.deadline_s`` + :data:`SETTLE_GRACE_S`),
-    ``pin_ttl_s`` a pin's idle lifetime, ``poll_s`` the breaker-hint poll period. ``clock`` is
+    ``pin_ttl_s`` a pin's idle lifetime, ``poll_s`` the breaker-hint poll period,
+    ``max_connections`` the connections this replica opens at most. ``clock`` is
     the replica's monotonic clock (for back-off and hints; Redis keeps its own time)."""
 
     shared = True
 
     def __init__(self, url: str, *, prefix: str = "routecast:", timeout_s: float = 0.25,
                  hold_s: float = 300.0 + SETTLE_GRACE_S, pin_ttl_s: float = 86_400.0,
-                 poll_s: float = 0.5, max_sessions: int = 10_000,
+                 poll_s: float = 0.5, max_sessions: int = 10_000, max_connections: int = 32,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self.prefix = prefix
@@ -165,7 +172,7 @@ class RedisState:
         self.pin_ttl_ms = max(1, round(pin_ttl_s * 1000))
         self.poll_s = poll_s
         self.clock = clock
-        self.client = _client(url, timeout_s)
+        self.client = _client(url, timeout_s, max_connections)
         self._admit = self.client.register_script(ADMIT)
         self._settle_sha = hashlib.sha1(SETTLE.encode()).hexdigest()
         self._replica = secrets.token_hex(4)
@@ -242,6 +249,12 @@ class RedisState:
             except RuntimeError:  # no loop (a test's sync call): the poller writes it
                 return
             self._writer = loop.create_task(self._write_settles())
+
+    async def flush_settles(self) -> None:
+        """Write the settles queued so far now (those Redis refuses stay queued)."""
+        if self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+        await self._write_settles()
 
     async def _write_settles(self) -> None:
         """Write every queued settle, one pipeline per batch, until none is left or Redis
