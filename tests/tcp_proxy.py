@@ -33,8 +33,16 @@ class TcpProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.cut()
+
+        async def finish() -> None:  # the pipes of the aborted connections end
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._run(finish())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
 
     def _run(self, coro: object) -> None:
         asyncio.run_coroutine_threadsafe(coro, self.loop).result(5)  # type: ignore[arg-type]

@@ -119,9 +119,11 @@ def _client(url: str, timeout_s: float, max_connections: int) -> Redis:
     # A request waits for a free connection at most a few timeouts. No retries inside the
     # client: the state's own policy (fail fast, retry settles later) decides, and a retry
     # would multiply the time a request waits on a dead Redis.
+    # Connecting gets longer than a call: it is rare (the pool keeps connections), and a
+    # busy machine can take a while to accept a burst of them.
     pool = BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=max(1.0, 4 * timeout_s),
-        socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s, socket_connect_timeout=max(1.0, 4 * timeout_s),
         retry=Retry(NoBackoff(), 0), decode_responses=True)
     return Redis(connection_pool=pool)
 
