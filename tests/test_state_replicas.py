@@ -206,6 +206,17 @@ def test_without_redis_budgets_fail_closed_and_the_rest_is_served(
     with TcpProxy(port) as proxy, replicas(stub, db, f"redis://127.0.0.1:{proxy.port}/0",
                                            redis_prefix, n=2, auth={"required": True}) as urls:
         before = chat(urls[0], capped)[0]
+        status, _, raw = call(urls[1], "POST", "/v1/chat/completions", json.dumps(
+            {"model": "small", "messages": USER, "stream": True}).encode(),
+            {"authorization": f"Bearer {capped}"})
+        assert status == 200 and raw.rstrip().endswith(b"data: [DONE]")
+        time.sleep(0.2)  # the stream's settle reaches Redis
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            spent = client.hget(f"{redis_prefix}key:{{{capped.split('-')[1]}}}", "spent")
+        finally:
+            client.close()
+        assert float(str(spent)) == pytest.approx(2 * ANSWER_USD)  # the stream settled too
         proxy.cut()
         down = [chat(u, capped) for u in urls]
         free_down = [chat(u, free)[0] for u in urls]
