@@ -239,6 +239,23 @@ def test_pins_first_writer_wins_and_expire_when_idle(redis_url: str, redis_prefi
                                  "large", None]
 
 
+def test_a_cascade_step_only_grows(redis_url: str, redis_prefix: str) -> None:
+    a, b = replicas(redis_url, redis_prefix, 2)
+    local = LocalState()
+
+    async def body() -> list[str | None]:
+        seen = []
+        for state in (a, local):
+            await state.raise_step("cascade:smart", "c", 1)
+            await (b if state is a else local).raise_step("cascade:smart", "c", 0)
+            seen.append(await (b if state is a else local).get_pin("cascade:smart", "c"))
+            await state.raise_step("cascade:smart", "c", 2)
+            seen.append(await state.get_pin("cascade:smart", "c"))
+        return seen
+
+    assert run([a, b], body) == ["1", "2", "1", "2"]
+
+
 class _Leaf:
     """What attach() reads of an HTTP backend: its model and breaker."""
 

@@ -150,28 +150,45 @@ def test_a_conversation_stays_on_its_model_whatever_replica_answers(
     session = {"x-routecast-session": "conversation-7"}
     with replicas(stub, tmp_path / "rc.db", redis_url, redis_prefix,
                   routers={"auto": fitted},
-                  endpoints={"auto": {"type": "routed", "router": "unused"}}) as urls:
+                  endpoints={"auto": {"type": "routed", "router": "unused"}, "smart": {
+                      "type": "cascade", "models": ["small", "large"],
+                      "thresholds": [0.8]}}) as urls:
         turns = [ask(urls[0], hard, headers=session), ask(urls[1], easy, headers=session),
                  ask(urls[2], easy, headers=session)]
         by_user = [ask(urls[1], hard, user="alice"), ask(urls[2], easy, user="alice"),
                    ask(urls[0], easy, user="alice")]
         unpinned = ask(urls[2], easy)
         # Agents' conversations (Messages API): keyed by their opening, pinned the same way.
-        messages_turns = []
-        for k, base in enumerate(urls):
-            history: list[dict[str, Any]] = [{"role": "user", "content": hard}]
-            for _ in range(k):
-                history += [{"role": "assistant", "content": "ok"},
-                            {"role": "user", "content": easy}]
-            status, _, raw = call(base, "POST", "/v1/messages", json.dumps(
-                {"model": "auto", "max_tokens": 20, "system": "agent",
-                 "messages": history}).encode())
-            assert status == 200, raw
-            messages_turns.append(json.loads(raw)["model"])
+        def agent_turns(endpoint: str, opening: str, then: str) -> list[tuple[str, str, str]]:
+            """One conversation's turns, the k-th on replica k: (model, route, reason)."""
+            out = []
+            for k, base in enumerate(urls):
+                history: list[dict[str, Any]] = [{"role": "user", "content": opening}]
+                for _ in range(k):
+                    history += [{"role": "assistant", "content": "ok"},
+                                {"role": "user", "content": then}]
+                status, headers, raw = call(base, "POST", "/v1/messages", json.dumps(
+                    {"model": endpoint, "max_tokens": 20, "system": "agent",
+                     "messages": history}).encode())
+                assert status == 200, raw
+                out.append((json.loads(raw)["model"], headers["x-routecast-route"],
+                            headers["x-routecast-route-reason"]))
+                stub.logprob.pop("small", None)
+            return out
+
+        messages_turns = agent_turns("auto", hard, easy)
+        stub.logprob["small"] = -3.0  # the first turn's small answer is not confident
+        cascade_turns = agent_turns("smart", "plan the refactor", "now do it")
     assert turns == ["large"] * 3
     assert by_user == ["large"] * 3
     assert unpinned == "small"
-    assert messages_turns == ["large"] * 3
+    assert messages_turns == [("large", "large", "conversation-first-turn"),
+                              ("large", "large", "conversation-pinned"),
+                              ("large", "large", "conversation-pinned")]
+    # A cascade conversation that escalated stays escalated on every replica.
+    assert cascade_turns == [("large", "small,large", "conversation-first-step"),
+                             ("large", "large", "conversation-escalated"),
+                             ("large", "large", "conversation-escalated")]
     client = redis.Redis.from_url(redis_url)
     try:
         ttl = client.pttl(f"{redis_prefix}pin:auto:conversation-7")

@@ -117,7 +117,7 @@ class Admission:
                                                               allowed, endpoint)
         request = Request(body, ticket.api, headers.get(SESSION_HEADER), allowed)
         if dialect is not None:
-            backend = dialect.before(backend, request)
+            backend = await dialect.before(backend, request)
         if keys is not None and client is not None:
             # Last: a request refused above takes nothing from the key. Shared across
             # replicas (Redis) only when the key has a budget or a rate limit to share.

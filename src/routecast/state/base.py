@@ -57,6 +57,10 @@ class SharedState(Protocol):
         """Pin ``session`` to ``model`` unless another turn pinned it first; returns the model
         the session is pinned to (the first writer wins, so replicas cannot disagree)."""
 
+    async def raise_step(self, scope: str, session: str, step: int) -> None:
+        """Record that ``session`` reached ``step`` on ``scope`` (a cascade's step: it only
+        grows, the highest written stays); :meth:`get_pin` reads it back as text."""
+
     def attach(self, table: EndpointTable) -> None:
         """Take a (new) endpoint table into use: its routed endpoints' pins and its models'
         breakers join the shared state."""

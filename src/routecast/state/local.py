@@ -63,6 +63,14 @@ class LocalState:
             return model
         return pinned
 
+    async def raise_step(self, scope: str, session: str, step: int) -> None:
+        pins = self._pins.get(scope)
+        if pins is None:
+            pins = self._pins[scope] = SessionPins(self.max_sessions)
+        now = pins.get(session)
+        if now is None or not now.isdigit() or int(now) < step:
+            pins.set(session, str(step))
+
     def attach(self, table: EndpointTable) -> None:
         # Routed endpoints keep their own pins and backends their own breakers.
         return None

@@ -33,7 +33,9 @@ with requests in flight never reports their cost (nor does the request log).
 
 **Session pins** are plain keys with an idle expiry: ``GETEX ... PX pin_ttl_s`` on every turn
 (a conversation in use never expires), and ``SET ... NX GET PX`` on the first, so two replicas
-routing a conversation's first turns at once agree on the first writer's model.
+routing a conversation's first turns at once agree on the first writer's model. A cascade
+conversation's step (:mod:`routecast.server.apis.conversations`) is such a key too, raised by
+:data:`~routecast.state.scripts.RAISE` (never lowered).
 
 **Circuit-breaker hints**: when a replica's breaker for a model opens, it sets
 ``<prefix>breaker:<model>`` for the breaker's ``open_s``; every replica polls the hints of its
@@ -67,7 +69,7 @@ from routecast.backends.routed import SessionPins
 from routecast.errors import ConfigError, OptionalDependencyError
 from routecast.server.keys import budget_exceeded, rate_limited
 from routecast.state.base import StateUnavailableError
-from routecast.state.scripts import ADMIT, SETTLE
+from routecast.state.scripts import ADMIT, RAISE, SETTLE
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -178,6 +180,7 @@ class RedisState:
         #: for one (in order) instead of opening one per request.
         self._slots = asyncio.Semaphore(max_connections)
         self._admit = self.client.register_script(ADMIT)
+        self._raise = self.client.register_script(RAISE)
         self._settle_sha = hashlib.sha1(SETTLE.encode()).hexdigest()
         self._replica = secrets.token_hex(4)
         self._ids = itertools.count(1)
@@ -324,6 +327,16 @@ class RedisState:
                 local.set(session, model)
             return pinned or model
         return first if isinstance(first, str) else model
+
+    async def raise_step(self, scope: str, session: str, step: int) -> None:
+        try:
+            await self._call(self._raise([self._pin_key(scope, session)],
+                                         [step, self.pin_ttl_ms]), "pins")
+        except StateUnavailableError:
+            local = self._local_pins(scope)
+            now = local.get(session)
+            if now is None or not now.isdigit() or int(now) < step:
+                local.set(session, str(step))
 
     # -- breaker hints ---------------------------------------------------------------------
 

@@ -73,3 +73,16 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
+
+#: KEYS: a conversation's step key. ARGV: step, idle expiry (ms). Keeps the higher of the
+#: stored and the given step (a cascade conversation escalates, never back down) and restarts
+#: the expiry. Returns 1.
+RAISE = """
+local now = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1
+if tonumber(ARGV[1]) > now then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+"""
