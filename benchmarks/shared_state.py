@@ -14,6 +14,12 @@ prints per operation:
 and the ratios Redis / local. An admitted request costs one admission (one EVALSHA round trip)
 and one settle (queued; written in pipelines by a background task).
 
+Then the same through the whole server app (the real routecast ASGI app over in-process echo
+backends, called directly, no sockets: ``tests/fuzz_app.py``'s backends), one chat request at a
+time: without auth (the baseline), with a key that has a budget and an ``rpm`` on the local
+state, and on Redis; per request, the median latency and this thread's CPU over ``--rounds``
+rounds, and what each adds to the baseline.
+
     python benchmarks/shared_state.py [--redis redis://127.0.0.1:6379/0] [--ops 2000]
         [--rounds 5] [--concurrency 32]
 
@@ -25,14 +31,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from routecast.server.keys import ClientKey
 from routecast.state import LocalState, RedisState, SharedState
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _key() -> ClientKey:
@@ -128,6 +140,98 @@ async def _measure(state: SharedState, args: argparse.Namespace) -> dict[str, di
         await state.aclose()
 
 
+async def _app_request(app: Any, body: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    """One chat request through the ASGI app; its status."""
+    sent = [{"type": "http.request", "body": body, "more_body": False}]
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return sent.pop() if sent else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "root_path": "", "query_string": b"", "http_version": "1.1", "scheme": "http",
+             "headers": [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode()), *headers],
+             "server": ("127.0.0.1", 1), "client": ("127.0.0.1", 2)}
+    await app(scope, receive, send)
+    return status
+
+
+async def _serve_app(app: Any, requests: int, rounds: int, headers: list[tuple[bytes, bytes]]
+                     ) -> tuple[float, float]:
+    """(median latency, median CPU) per request, in microseconds, with the app's lifespan."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    started = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "lifespan.startup.failed":
+            raise RuntimeError(message.get("message"))
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+
+    await queue.put({"type": "lifespan.startup"})
+    life = asyncio.get_running_loop().create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}}, queue.get, send))
+    await started.wait()
+    body = json.dumps({"model": "small",
+                       "messages": [{"role": "user", "content": "hello"}]}).encode()
+    try:
+        for _ in range(200):  # warm-up
+            assert await _app_request(app, body, headers) == 200
+        lat, cpu = [], []
+        for _ in range(rounds):
+            c0 = time.thread_time()
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                await _app_request(app, body, headers)
+                lat.append(time.perf_counter() - t0)
+            cpu.append((time.thread_time() - c0) / requests)
+        return statistics.median(lat) * 1e6, statistics.median(cpu) * 1e6
+    finally:
+        await queue.put({"type": "lifespan.shutdown"})
+        await life
+
+
+def _through_the_app(args: argparse.Namespace, prefix: str) -> dict[str, tuple[float, float]]:
+    sys.path.insert(0, str(ROOT))
+    from tests.fuzz_app import Echo
+
+    from routecast.backends.base import Price
+    from routecast.server.app import create_app
+    from routecast.server.config import parse_config
+    from routecast.server.endpoints import EndpointTable
+    from routecast.server.keys import add_key
+
+    out: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "rc.db"
+        token = add_key(db, "bench", budget_usd=1e9, rpm=10**9)
+        auth = [(b"authorization", f"Bearer {token}".encode())]
+        variants: list[tuple[str, dict[str, Any], list[tuple[bytes, bytes]]]] = [
+            ("no auth (baseline)", {}, []),
+            ("budget key, local", {"auth": {"required": True}}, auth),
+            ("budget key, Redis", {"auth": {"required": True},
+                                   "state": {"redis_url": args.redis, "key_prefix": prefix}},
+             auth),
+        ]
+        for name, extra, headers in variants:
+            doc = {"models": {m: {"base_url": "http://127.0.0.1:9/v1"}
+                              for m in ("small", "large")},
+                   "storage": {"db": str(db), "batch_ms": 50}, **extra}
+            cfg = parse_config(doc)
+            backends: dict[str, Any] = {m: Echo(m) for m in cfg.models}
+            table = EndpointTable(backends, {m: Price() for m in backends},
+                                  {m: m for m in backends}, list(backends.values()))
+            app = create_app(cfg, table=table)
+            out[name] = asyncio.run(_serve_app(app, args.ops, args.rounds, headers))
+    return out
+
+
 def _cleanup(url: str, prefix: str) -> None:
     import redis
 
@@ -151,6 +255,7 @@ def main() -> None:
     try:
         local = asyncio.run(_measure(LocalState(), args))
         shared = asyncio.run(_measure(RedisState(args.redis, prefix=prefix), args))
+        app = _through_the_app(args, prefix)
     finally:
         _cleanup(args.redis, prefix)
     print(f"{'operation':<16}{'state':<7}{'p50 us':>9}{'p99 us':>9}{'CPU us':>9}"
@@ -165,6 +270,11 @@ def main() -> None:
               f"{b['cpu_us'] / a['cpu_us']:>8.0f}x   (Redis / local; "
               f"+{b['p50_us'] - a['p50_us']:.0f} us latency, "
               f"+{b['cpu_us'] - a['cpu_us']:.0f} us CPU per operation)")
+    print(f"\nthrough the app, one request at a time ({args.ops} x {args.rounds}):")
+    print(f"{'variant':<22}{'p50 us':>9}{'CPU us':>9}{'+ latency':>11}{'+ CPU':>9}")
+    base_lat, base_cpu = app["no auth (baseline)"]
+    for name, (lat, cpu) in app.items():
+        print(f"{name:<22}{lat:>9.1f}{cpu:>9.1f}{lat - base_lat:>+11.1f}{cpu - base_cpu:>+9.1f}")
 
 
 if __name__ == "__main__":
