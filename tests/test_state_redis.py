@@ -384,10 +384,10 @@ def test_more_than_one_replica_needs_redis() -> None:
     def config(**extra: Any) -> Config:
         return make_config("http://127.0.0.1:9/v1", None, **extra)
 
-    with pytest.raises(ConfigError, match=r"state\.replicas is 3 but no Redis.*Fix: set "
-                                          r"state\.redis_url"):
+    with pytest.raises(ConfigError, match=r"state\.replicas is 3 but state\.redis_url is not "
+                                          r"set.*Fix: set state\.redis_url"):
         check_shared_state(config(state={"replicas": 3}))
-    with pytest.raises(ConfigError, match=r"state\.replicas is 3 but no Redis"):
+    with pytest.raises(ConfigError, match=r"state\.replicas is 3 but state\.redis_url"):
         create_app(config(state={"replicas": 3}), env={})  # refused before anything starts
     with pytest.raises(ConfigError, match="RC_REDIS is not set"):
         check_shared_state(config(state={"replicas": 3, "redis_url_env": "RC_REDIS"}), env={})

@@ -330,7 +330,7 @@ class State(BaseModel):
     """State that replicas share: rate limits, budget admission, session pins and circuit-
     breaker hints, in Redis (``redis_url``, or ``redis_url_env`` naming an environment variable
     that holds it). ``replicas`` says how many server processes share this config's storage
-    (``routecast serve --workers N`` sets it to N; a Kubernetes Deployment sets it in its
+    (``routecast serve --workers N`` multiplies it by N; a Deployment sets it in its
     ConfigMap); more than one needs Redis, or budgets and rate limits would multiply, and the
     server refuses to start (:func:`routecast.state.check_shared_state`).
 

@@ -50,9 +50,9 @@ def check_shared_state(config: Config, env: Mapping[str, str] | None = None) -> 
     if state.replicas > 1 and url is None:
         n = state.replicas
         raise ConfigError(
-            f"state.replicas is {n} but no Redis is configured: {n} replicas would each keep "
-            f"their own key budgets and rate limits (a key could spend its budget {n} times), "
-            "session pins and circuit breakers. Fix: set state.redis_url "
+            f"state.replicas is {n} but state.redis_url is not set: {n} replicas would each "
+            f"keep their own key budgets and rate limits (a key could spend its budget {n} "
+            "times), session pins and circuit breakers. Fix: set state.redis_url "
             "(redis://host:6379/0) or state.redis_url_env, or run one replica "
             "(state.replicas: 1, no --workers)")
     return url
