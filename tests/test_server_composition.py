@@ -98,7 +98,7 @@ def test_admission_runs_a_dialect_at_both_of_its_points() -> None:
         async def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
             return {**body, "model": body["model"].lower()}
 
-        def before(self, backend: Backend, request: Any) -> Backend:
+        async def before(self, backend: Backend, request: Any) -> Backend:
             return BACKENDS["local"]  # what to ask instead
 
     admission = Admission(BACKENDS, max_body_bytes=2048, max_messages=4, capability=CAPABILITY)

@@ -14,6 +14,12 @@ on, routed endpoints pick the best model that is available, cascades escalate pa
 dead upstream costs nothing after the first few failures. Only upstream failures count: a
 request the upstream rejected as invalid says nothing about its health.
 
+Replicas sharing Redis share what their breakers learn as *hints* (:mod:`routecast.state`):
+a breaker that opens calls :attr:`CircuitBreaker.on_open`, which publishes the model as open
+for ``open_s``; the other replicas' breakers for that model get :meth:`CircuitBreaker.hint_open`
+and read as open until it ends. A hint never closes a breaker and changes no count; when it
+ends the breaker is as its own calls left it.
+
 The clock is injectable so tests can step time rather than sleep.
 """
 
@@ -42,10 +48,18 @@ class CircuitBreaker:
     _probes: int = 0
     #: How often the breaker opened, for /metrics.
     opened_total: int = 0
+    #: Called with ``open_s`` whenever this breaker opens (the shared state publishes it).
+    on_open: Callable[[float], None] | None = field(default=None, repr=False)
+    #: Until when (on ``clock``) another replica's hint keeps this breaker open (0: none).
+    _hinted_until: float = 0.0
 
     @property
     def state(self) -> BreakerState:
         if self._opened_at is None:
+            if self._hinted_until:  # another replica's breaker opened (see hint_open)
+                if self.clock() < self._hinted_until:
+                    return "open"
+                self._hinted_until = 0.0
             return "closed"
         if self.clock() - self._opened_at < self.open_s:
             return "open"
@@ -90,10 +104,17 @@ class CircuitBreaker:
         if self._probes:
             self._probes -= 1
 
+    def hint_open(self, for_s: float) -> None:
+        """Another replica's breaker for this model opened: read as open for ``for_s``
+        seconds from now (or until an earlier hint ends, whichever is later)."""
+        until = self.clock() + for_s
+        if until > self._hinted_until:
+            self._hinted_until = until
+
     def retry_in_s(self) -> float:
         """Seconds until the breaker lets a probe through (0 when it would now)."""
         if self._opened_at is None:
-            return 0.0
+            return max(0.0, self._hinted_until - self.clock()) if self._hinted_until else 0.0
         return max(0.0, self.open_s - (self.clock() - self._opened_at))
 
     def _open(self) -> None:
@@ -101,3 +122,5 @@ class CircuitBreaker:
         self._probes = 0
         self._failures = 0
         self.opened_total += 1
+        if self.on_open is not None:
+            self.on_open(self.open_s)

@@ -4,7 +4,9 @@ The router reads the conversation's text (the last user turn, or the whole conve
 policy turns its predicted quality and cost into one model. A conversation stays on the model
 its first turn was routed to when the client names it, by the ``x-routecast-session`` header or
 the OpenAI ``user`` field: switching models mid-conversation changes tone and loses the upstream's
-prompt cache. Pins live in a bounded LRU, so memory stays flat however many sessions come.
+prompt cache. Pins live in a bounded LRU, so memory stays flat however many sessions come;
+replicas sharing Redis keep them there instead, with an idle expiry (:mod:`routecast.state`),
+so each turn stays on the model whatever replica it lands on.
 
 Routing is batched. Routers are "batch in, batch out", and a call may have a large fixed cost
 (a scikit-learn pipeline's checks, numpy's per-call overheads), so every prompt that reaches
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 
     from routecast.policy import Policy
     from routecast.routers.base import Router
+    from routecast.state.base import SharedState
 
     FloatRow = npt.NDArray[np.float64]
 
@@ -210,6 +213,9 @@ class RoutedBackend(Backend):
         #: Prefix the routing text with the request's modality and size words.
         self.features = features
         self.pins = SessionPins(max_sessions)
+        #: Pins shared by replicas (:mod:`routecast.state`, set by the server with Redis);
+        #: ``None``: :attr:`pins` alone decide.
+        self.shared_pins: SharedState | None = None
         self.batcher = RouteBatcher(router, policy, max_batch)
         # What the routing debugger says of every routed answer (computed once, not per
         # request): a do-no-harm mix decides before the estimates do, and says so.
@@ -232,14 +238,25 @@ class RoutedBackend(Backend):
     async def decide(self, request: Request) -> Trace:
         """:meth:`choose` with the reasons: the pinned model, or the router's estimates."""
         key = request.session or _user(request.body)
+        shared = self.shared_pins
         if key is not None:
-            pinned = self.pins.get(key)
-            if pinned is not None:
+            pinned = (self.pins.get(key) if shared is None
+                      else await shared.get_pin(self.name, key))
+            if pinned is not None and pinned in self.backends:
+                if shared is not None:
+                    self.pins.set(key, pinned)  # this replica's view (gauges, route reasons)
                 return Trace("routed", pinned, "pinned session",
                              cost_weight=self._weight())
         decision = await self.batcher.route(self._text(request))
+        model = decision.model
         if key is not None:
-            self.pins.set(key, decision.model)
+            if shared is not None:  # another replica may have pinned it meanwhile: theirs
+                model = await shared.pin(self.name, key, model)
+                if model not in self.backends:
+                    model = decision.model
+            self.pins.set(key, model)
+        if model != decision.model:
+            return Trace("routed", model, "pinned session", cost_weight=self._weight())
         names = self.router_models
         return Trace("routed", decision.model, self._reason,
                      estimates=dict(zip(names, decision.quality.tolist(), strict=True)),

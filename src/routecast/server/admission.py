@@ -13,6 +13,10 @@ A :class:`Ticket` follows one request from arrival to its log row. Admission fil
 gets further, so a refused request is logged and answered with what was known (the endpoint,
 the body, the key's name); once the key's budget has admitted it, the ticket holds the key
 until :meth:`Admission.settle` charges it, exactly once, whoever finishes the request.
+
+Replicas sharing Redis (:mod:`routecast.state`) admit a key with a budget or a rate limit
+there (one round trip; a 503 when Redis cannot answer); every other request, and every request
+of a server without Redis, is admitted in-process without an ``await``.
 """
 
 from __future__ import annotations
@@ -39,10 +43,11 @@ class Ticket:
     performance clock, ``ts`` as a timestamp), and, once known, its ``body`` (in chat form),
     ``endpoint``, the client key's name (``key_name``), the capability check's ``verdict``
     (set only when it ruled a model out) and the ``key`` it was admitted against (``None`` once
-    settled, or without auth)."""
+    settled, or without auth), with its ``reservation`` in the shared state (replicas sharing
+    Redis; else ``None``)."""
 
-    __slots__ = ("api", "body", "endpoint", "key", "key_name", "request_id", "t0", "ts",
-                 "verdict")
+    __slots__ = ("api", "body", "endpoint", "key", "key_name", "request_id", "reservation",
+                 "t0", "ts", "verdict")
 
     def __init__(self, api: Api, request_id: str | None = None) -> None:
         self.api = api
@@ -54,6 +59,7 @@ class Ticket:
         self.key_name: str | None = None
         self.verdict: Verdict | None = None
         self.key: ClientKey | None = None
+        self.reservation: str | None = None
 
 
 class Admission:
@@ -111,9 +117,15 @@ class Admission:
                                                               allowed, endpoint)
         request = Request(body, ticket.api, headers.get(SESSION_HEADER), allowed)
         if dialect is not None:
-            backend = dialect.before(backend, request)
+            backend = await dialect.before(backend, request)
         if keys is not None and client is not None:
-            keys.admit(client)  # last: a request refused above takes nothing from the key
+            # Last: a request refused above takes nothing from the key. Shared across
+            # replicas (Redis) only when the key has a budget or a rate limit to share.
+            state = keys.state
+            if state is not None and (client.budget_usd is not None or client.rpm):
+                ticket.reservation = await state.admit_key(client)
+            else:
+                keys.admit(client)
             ticket.key = client
         return backend, request
 
@@ -122,7 +134,8 @@ class Admission:
         key = ticket.key
         if key is not None and self.keys is not None:
             ticket.key = None
-            self.keys.settle(key, cost_usd)
+            reservation, ticket.reservation = ticket.reservation, None
+            self.keys.settle(key, cost_usd, reservation)
 
     async def read_body(self, headers: Mapping[str, str], body_parts: AsyncIterator[bytes]
                         ) -> bytes:

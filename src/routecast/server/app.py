@@ -29,6 +29,8 @@ an OpenAI-shaped error event, never a hung connection; with ``auth.required`` cl
 sensitive prompts on local models and out of the log (:mod:`routecast.server.privacy`);
 ``storage.durable`` commits each row before its response is sent; SIGHUP re-reads the config
 file (new requests see the new endpoints, requests in flight finish on the old ones).
+Replicas share key admission, session pins and breaker hints through Redis
+(``state.redis_url``, :mod:`routecast.state`).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from routecast.server.requestlog import RequestLog
 from routecast.server.streaming import deadline_error, start_stream
 from routecast.server.wire import dumps, parse_json
 from routecast.server.worker_metrics import FLUSH_S, SharedMetrics
+from routecast.state import SharedState, check_reachable, check_shared_state, make_state
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -106,6 +109,8 @@ class RoutecastServer:
         self.log_prompts = request_log is not None and request_log.log_prompts
         self.config_path = config_path
         self.env = env
+        #: The state replicas share (Redis), or this process's own (routecast.state).
+        self.state: SharedState = make_state(config, env)
         self.keys: KeyStore | None = None
         if config.auth.required:
             if config.storage.db is None:
@@ -113,6 +118,7 @@ class RoutecastServer:
                                   "there. Fix: set storage.db (and add keys with `routecast "
                                   "keys add NAME --db FILE`)")
             self.keys = KeyStore(config.storage.db)
+            self.keys.state = self.state if self.state.shared else None
         self.metrics = ServerMetrics()
         # Under `routecast serve --workers N`, /metrics describes every worker.
         self.metrics.share = SharedMetrics.from_env()
@@ -154,6 +160,7 @@ class RoutecastServer:
         self.config = config
         self.table = table
         self.backends = table.backends
+        self.state.attach(table)
         self.deadline_s = config.limits.deadline_s
         local = [name for name, m in config.models.items() if m.local]
         self.privacy = (PrivacyRule(config.privacy.patterns, local)
@@ -171,6 +178,11 @@ class RoutecastServer:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            await self.state.start()  # first: nothing to undo when Redis is unreachable
+        except ConfigError as e:
+            log.error("cannot start: %s", e)
+            raise
         if self.request_log is not None:
             self.request_log.start()
         if self.keys is not None:
@@ -197,6 +209,7 @@ class RoutecastServer:
             await self.capability.aclose()
             if self.keys is not None:
                 self.keys.close()
+            await self.state.aclose()
             if self.request_log is not None:
                 self.request_log.close()
             self.apis.close()
@@ -395,8 +408,13 @@ def create_app(config: Config, *, env: Mapping[str, str] | None = None,
     """The ASGI app for ``config`` (run it with uvicorn). Routers load here, so config and
     router problems surface before the server binds its port. ``routers`` and ``table``
     replace what the config would load (for tests and library use); ``config_path`` is the
-    file SIGHUP re-reads."""
+    file SIGHUP re-reads. A config that needs shared state it cannot have (``state.replicas``
+    above 1 without Redis, or a Redis nobody answers at) is refused here, with a
+    :class:`ConfigError` that says what to fix."""
+    redis_url = check_shared_state(config, env)
     table = table or build_endpoints(config, env=env, routers=routers)
+    if redis_url is not None:
+        check_reachable(redis_url, config.state.timeout_s * 4)
     storage = config.storage
     request_log = None if storage.db is None else RequestLog(
         storage.db, log_prompts=storage.log_prompts, batch_rows=storage.batch_rows,

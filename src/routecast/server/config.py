@@ -331,7 +331,17 @@ class State(BaseModel):
     breaker hints, in Redis (``redis_url``, or ``redis_url_env`` naming an environment variable
     that holds it). ``replicas`` says how many server processes share this config's storage
     (``routecast serve --workers N`` multiplies it by N; a Deployment sets it in its
-    ConfigMap); more than one needs Redis, or budgets and rate limits would multiply."""
+    ConfigMap); more than one needs Redis, or budgets and rate limits would multiply, and the
+    server refuses to start (:func:`routecast.state.check_shared_state`).
+
+    Without Redis everything stays in the one process, as before. With it (see
+    ``docs/state.md`` and :mod:`routecast.state`): a key's budget admission (spend, requests in
+    flight, as reservations that expire) and its rate limit are atomic Lua scripts in Redis; a
+    session's pin lives ``pin_ttl_s`` after its last turn; a model whose breaker opens on one
+    replica is skipped by all until its ``open_s`` ends. Each Redis call waits at most
+    ``timeout_s``: when Redis cannot answer, requests on keys with a budget or rate limit get a
+    503 (fail closed: never an unaccounted overspend), pins fall back to the replica's own,
+    and breakers to the local ones."""
 
     model_config = _STRICT
     redis_url: str | None = None
@@ -339,6 +349,11 @@ class State(BaseModel):
     replicas: int = Field(default=1, ge=1)
     #: Prefix of every Redis key, so several deployments can share one Redis.
     key_prefix: str = "routecast:"
+    #: How long a session's pin outlives its last turn (Redis only; without Redis, pins are
+    #: a bounded LRU per endpoint, ``endpoints.*.max_sessions``).
+    pin_ttl_s: float = Field(default=86_400.0, gt=0)
+    #: The most one Redis call may take before it counts as a failure (connect or answer).
+    timeout_s: float = Field(default=0.25, gt=0, le=10)
 
     @model_validator(mode="after")
     def _one_source(self) -> State:

@@ -23,6 +23,11 @@ request log.
 on the same object the next request is admitted against.
 
 Rate limits are token buckets of ``rpm`` requests per minute (bursts up to ``rpm``).
+
+Replicas sharing Redis (``state.redis_url``) admit keys with a budget or a rate limit through
+:attr:`KeyStore.state` instead (:mod:`routecast.state`): the same rule, run atomically in
+Redis across replicas, with each request in flight a reservation that expires. Spend still
+reaches the database from each replica as a delta (:meth:`KeyStore.flush`).
 """
 
 from __future__ import annotations
@@ -36,8 +41,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from routecast.errors import ConfigError, RequestError
+
+if TYPE_CHECKING:
+    from routecast.state.base import SharedState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -144,6 +153,9 @@ class KeyStore:
         self.clock = clock
         self.keys: dict[str, ClientKey] = {}
         self._db: sqlite3.Connection | None = None
+        #: The state replicas share (Redis), set by the server; ``None``: this process alone,
+        #: and :meth:`admit` decides.
+        self.state: SharedState | None = None
 
     def open(self) -> None:
         self._db = connect_keys(self.path)
@@ -191,31 +203,19 @@ class KeyStore:
         return key
 
     def admit(self, key: ClientKey) -> None:
-        """Check the budget and take one rate-limit token; raises 429. Call :meth:`settle`
-        once the request is done. Synchronous on purpose: see the module docstring."""
-        if key.budget_usd is not None:
-            pending = key.in_flight * (key.typical_cost_usd or 0.0)
-            if key.spent_usd + pending >= key.budget_usd:
-                held = (f", ${pending:.4f} more held by {key.in_flight} request(s) in flight"
-                        if pending else "")
-                raise RequestError(f"the key {key.name!r} has spent its budget "
-                                   f"(${key.spent_usd:.4f} of ${key.budget_usd:.4f}{held}); ask "
-                                   "for a higher --budget-usd", status=429,
-                                   code="budget_exceeded")
-        if key.rpm:
-            now = self.clock()
-            key._tokens = min(float(key.rpm),
-                              key._tokens + (now - key._refilled) * key.rpm / 60.0)
-            key._refilled = now
-            if key._tokens < 1.0:
-                wait = (1.0 - key._tokens) * 60.0 / key.rpm
-                raise RateLimitedError(f"the key {key.name!r} is limited to {key.rpm} requests per "
-                                  f"minute; retry in {wait:.1f} s", wait)
-            key._tokens -= 1.0
-        key.in_flight += 1
+        """Check the budget and take one rate-limit token in this process; raises 429. Call
+        :meth:`settle` once the request is done. Synchronous on purpose: see the module
+        docstring. Replicas sharing Redis admit through :attr:`state` instead
+        (:meth:`routecast.state.base.SharedState.admit_key`)."""
+        admit_locally(key, self.clock)
 
-    def settle(self, key: ClientKey, cost_usd: float) -> None:
-        """Add a finished request's cost (0 for a failed one) to its key."""
+    def settle(self, key: ClientKey, cost_usd: float, reservation: str | None = None) -> None:
+        """Add a finished request's cost (0 for a failed one) to its key, and release its
+        ``reservation`` in the shared :attr:`state` when it was admitted there."""
+        if reservation is not None and self.state is not None:
+            # Before the local update: the state seeds a lost Redis entry from the spend
+            # without this request's cost, which it adds itself.
+            self.state.settle_key(key, reservation, cost_usd)
         # Reloads update keys in place, so this is the object the next admission reads.
         key.in_flight = max(0, key.in_flight - 1)
         key.spent_usd += cost_usd
@@ -244,6 +244,41 @@ class KeyStore:
             self.flush()
             self._db.close()
             self._db = None
+
+
+def admit_locally(key: ClientKey, clock: Callable[[], float]) -> None:
+    """One process's admission of a request on ``key`` (see the module docstring): the budget
+    check against spend and what is in flight at the key's typical cost, then a token of its
+    bucket; raises 429, else counts the request in flight. No ``await``: atomic on one loop."""
+    if key.budget_usd is not None:
+        pending = key.in_flight * (key.typical_cost_usd or 0.0)
+        if key.spent_usd + pending >= key.budget_usd:
+            raise budget_exceeded(key.name, key.spent_usd, key.budget_usd, pending,
+                                  key.in_flight)
+    if key.rpm:
+        now = clock()
+        key._tokens = min(float(key.rpm), key._tokens + (now - key._refilled) * key.rpm / 60.0)
+        key._refilled = now
+        if key._tokens < 1.0:
+            raise rate_limited(key.name, key.rpm, (1.0 - key._tokens) * 60.0 / key.rpm)
+        key._tokens -= 1.0
+    key.in_flight += 1
+
+
+def budget_exceeded(name: str, spent: float, budget: float, pending: float,
+                    in_flight: int) -> RequestError:
+    """The 429 of a key whose spend (plus ``pending`` held by ``in_flight`` requests) has
+    reached its budget."""
+    held = f", ${pending:.4f} more held by {in_flight} request(s) in flight" if pending else ""
+    return RequestError(f"the key {name!r} has spent its budget (${spent:.4f} of "
+                        f"${budget:.4f}{held}); ask for a higher --budget-usd", status=429,
+                        code="budget_exceeded")
+
+
+def rate_limited(name: str, rpm: int, wait_s: float) -> RateLimitedError:
+    """The 429 of a key past its ``rpm``, admitted again in ``wait_s`` seconds."""
+    return RateLimitedError(f"the key {name!r} is limited to {rpm} requests per minute; retry "
+                            f"in {wait_s:.1f} s", wait_s)
 
 
 class RateLimitedError(RequestError):

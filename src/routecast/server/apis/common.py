@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from routecast.backends.base import Backend, Completion, Request
     from routecast.server.apis.conversations import ConversationCascades
+    from routecast.state.base import SharedState
 
 __all__ = ["Conversation", "Dialect", "conversation_hash", "event", "new_id", "parse_events",
            "route_reason"]
@@ -48,7 +49,7 @@ class Dialect(Protocol):
     async def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """The chat request for the client's ``body``; raises ``RequestError`` on bad input."""
 
-    def before(self, backend: Backend, request: Request) -> Backend:
+    async def before(self, backend: Backend, request: Request) -> Backend:
         """Called once the endpoint's backend is known: what to ask instead (a cascade started
         where the conversation got to), noting why in the headers."""
 
@@ -82,11 +83,11 @@ class Conversation:
         self.key: str | None = None
         self.headers: dict[str, str] = {}
 
-    def before(self, backend: Backend, request: Request) -> Backend:
+    async def before(self, backend: Backend, request: Request) -> Backend:
         key = request.session or self.key
-        reason = route_reason(backend, key)
+        reason = await route_reason(backend, key)
         if self.cascades is not None:
-            backend, start = self.cascades.backend_for(backend, key)
+            backend, start = await self.cascades.backend_for(backend, key)
             if start is not None:  # a cascade, in a conversation
                 reason = "conversation-escalated" if start else "conversation-first-step"
         self.headers["x-routecast-route-reason"] = reason
@@ -95,13 +96,18 @@ class Conversation:
         return backend
 
 
-def route_reason(backend: Backend, key: str | None) -> str:
+async def route_reason(backend: Backend, key: str | None) -> str:
     """Why this turn goes where it goes: pinned to its conversation's model, the conversation's
-    first turn (routing decides now and pins), or routed on its own."""
+    first turn (routing decides now and pins), or routed on its own. Replicas sharing pins
+    (:mod:`routecast.state`) ask the shared state when their own view has no pin yet."""
     pins = getattr(backend, "pins", None)
     if key is None or pins is None:
         return "per-request"
-    return "conversation-pinned" if pins.get(key) is not None else "conversation-first-turn"
+    pinned = pins.get(key)
+    shared: SharedState | None = getattr(backend, "shared_pins", None)
+    if pinned is None and shared is not None:
+        pinned = await shared.get_pin(backend.name, key)
+    return "conversation-pinned" if pinned is not None else "conversation-first-turn"
 
 
 def event(name: str, data: Mapping[str, Any]) -> bytes:

@@ -58,7 +58,8 @@ class ApiRoutes:
         self.server = server
         apis = server.config.apis
         self.store = ResponseStore(server.config.storage.db, apis.response_retention_days)
-        self.cascades = ConversationCascades()
+        state = server.state
+        self.cascades = ConversationCascades(shared=state if state.shared else None)
 
     @property
     def pin(self) -> bool:
