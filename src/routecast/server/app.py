@@ -68,6 +68,7 @@ from routecast.server.recording import Recorder
 from routecast.server.requestlog import RequestLog
 from routecast.server.streaming import deadline_error, start_stream
 from routecast.server.wire import dumps, parse_json
+from routecast.storage.database import Database
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -100,18 +101,21 @@ class RoutecastServer:
 
     def __init__(self, config: Config, table: EndpointTable,
                  request_log: RequestLog | None = None, *, config_path: Path | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, database: Database | None = None
+                 ) -> None:
+        # The storage everything below shares (request log, keys, learning, Responses).
+        self.database = database
         self.request_log = request_log
         self.log_prompts = request_log is not None and request_log.log_prompts
         self.config_path = config_path
         self.env = env
         self.keys: KeyStore | None = None
         if config.auth.required:
-            if config.storage.db is None:
-                raise ConfigError("auth.required needs storage.db: client keys are stored "
-                                  "there. Fix: set storage.db (and add keys with `routecast "
-                                  "keys add NAME --db FILE`)")
-            self.keys = KeyStore(config.storage.db)
+            if database is None:
+                raise ConfigError("auth.required needs storage: client keys are stored "
+                                  "there. Fix: set storage.db or storage.url (and add keys "
+                                  "with `routecast keys add NAME --config FILE`)")
+            self.keys = KeyStore(database)
         self.metrics = ServerMetrics()
         self.learning: LearningService | None = None
         self._apply(config, table)
@@ -163,7 +167,7 @@ class RoutecastServer:
         self.recorder = Recorder(self.metrics, self.request_log, table, privacy=self.privacy,
                                  redact=config.privacy.redact_log)
         # Learning endpoints (routecast.server.learning); started in the lifespan.
-        learning = LearningService(config, table, config.storage.db, self.privacy)
+        learning = LearningService(config, table, self.database, self.privacy)
         self._learning_next = learning if learning else None
 
     @contextlib.asynccontextmanager
@@ -192,6 +196,8 @@ class RoutecastServer:
             if self.request_log is not None:
                 self.request_log.close()
             self.apis.close()
+            if self.database is not None:
+                self.database.close()  # the pool's connections; reopened if used again
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -203,8 +209,8 @@ class RoutecastServer:
         while True:
             await asyncio.sleep(1.0)
             try:
-                self.keys.flush()
-                self.keys.reload()  # revoked keys stop working within a second
+                await self.keys.flush_async()  # the database's side in a worker thread
+                await self.keys.reload_async()  # revoked keys stop working within a second
             except Exception as e:  # a locked or full disk: keep serving, say so
                 log.error("cannot record key spend: %s", e)
 
@@ -380,7 +386,12 @@ def create_app(config: Config, *, env: Mapping[str, str] | None = None,
     file SIGHUP re-reads."""
     table = table or build_endpoints(config, env=env, routers=routers)
     storage = config.storage
-    request_log = None if storage.db is None else RequestLog(
-        storage.db, log_prompts=storage.log_prompts, batch_rows=storage.batch_rows,
+    # Opened (and migrated to the newest schema) here, so an unreachable database stops the
+    # server before it binds its port.
+    url = storage.database_url(env)
+    database = None if url is None else Database.open(url)
+    request_log = None if database is None else RequestLog(
+        database, log_prompts=storage.log_prompts, batch_rows=storage.batch_rows,
         batch_ms=storage.batch_ms, durable=storage.durable)
-    return RoutecastServer(config, table, request_log, config_path=config_path, env=env).app
+    return RoutecastServer(config, table, request_log, config_path=config_path, env=env,
+                           database=database).app

@@ -16,6 +16,19 @@ store. Each shadow and judge call has its own timeout (``learning.timeout_s``); 
 one costs a label, never a client's answer or latency. Refits run in a worker thread and the
 new router and policy are swapped into the endpoint in one step on the event loop.
 
+Replicas: servers sharing one database (``storage.url``) share the outcome store, and each
+refit swapped in is published as a new version of the endpoint's router
+(:class:`~routecast.storage.artifacts.ArtifactStore`, :mod:`routecast.learning.publish`).
+Every ``storage.artifact_poll_s`` seconds each replica, in a worker thread, reads the labels
+other replicas stored since it last looked (into its learner, so its next refit fits on all of
+them) and the newest published version; a version newer than the one it serves, published by
+another replica, is loaded and swapped in by the same assignments as a local refit. What a
+replica loaded it never publishes again. Two replicas may refit at the same moment (each
+refit is due at the same label counts); both publish, the versions are distinct and
+increasing (the database allocates them), and every replica ends on the highest one, so a
+concurrent refit costs a refit's CPU and nothing else. Loading a version also moves the
+replica's next refit as if it had refitted itself, which keeps that rare.
+
 Privacy and keys: a request the privacy rule restricted (``Request.allowed``) is shadowed only
 to allowed models, and graded only by a judge that is allowed too; its stored prompt is
 masked. Feedback must come with the same client key that made the request (when the server
@@ -26,6 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -41,7 +57,10 @@ from routecast.learning.explore import ActiveExplorer, Candidate, Explorer, Unif
 from routecast.learning.judge import JUDGE_MAX_TOKENS, RUBRIC, judge_messages, parse_score
 from routecast.learning.learner import Learner, LearnerSettings
 from routecast.learning.meter import SpendMeter
+from routecast.learning.publish import KIND, snapshot_from_payload, snapshot_payload
 from routecast.learning.store import LabelRow, OutcomeStore
+from routecast.storage.artifacts import ArtifactStore
+from routecast.storage.database import Database
 
 if TYPE_CHECKING:
     from routecast.server.config import Config, RoutedEndpoint
@@ -125,6 +144,15 @@ class EndpointLearning:
     max_per_s: float = 10.0
     refitting: bool = False
     counters: dict[str, int] = field(default_factory=dict)
+    #: The published version served (0: none), and the newest label id read from the store.
+    artifact_version: int = 0
+    label_cursor: int = 0
+    #: Ids of labels this replica stored and has in its learner already.
+    own_labels: set[int] = field(default_factory=set)
+    #: Label inserts begun (a counter) and not yet finished: the sync of other replicas'
+    #: labels discards a read that overlapped one (see LearningService._sync_labels).
+    inserts_begun: int = 0
+    inserts_pending: int = 0
     _tokens: float = 1.0
     _last: float = 0.0
 
@@ -147,7 +175,7 @@ class EndpointLearning:
 class LearningService:
     """Every learning endpoint of one server; see the module docstring."""
 
-    def __init__(self, config: Config, table: EndpointTable, db: Path | None,
+    def __init__(self, config: Config, table: EndpointTable, db: Database | Path | None,
                  privacy: PrivacyRule | None) -> None:
         from routecast.server.config import RoutedEndpoint
 
@@ -155,6 +183,10 @@ class LearningService:
         self.privacy = privacy
         self.db = db
         self.store: OutcomeStore | None = None
+        self.artifacts: ArtifactStore | None = None
+        self.poll_s = config.storage.artifact_poll_s
+        #: Who publishes from here (the artifacts' ``publisher``): host, process, a nonce.
+        self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.endpoints: dict[str, EndpointLearning] = {}
         self._responses: OrderedDict[str, tuple[str, str, str, str | None]] = OrderedDict()
         self._queue: asyncio.Queue[_Served] | None = None
@@ -191,14 +223,18 @@ class LearningService:
     async def start(self) -> None:
         if self.db is not None:
             self.store = await asyncio.to_thread(OutcomeStore, self.db)
+            self.artifacts = ArtifactStore(self.store.db)
             for e in self.endpoints.values():  # resume: the labels of earlier runs
-                for row in await asyncio.to_thread(self.store.labels, e.name):
-                    e.learner.record(row.prompt, row.model, row.quality, row.cost_usd)
+                await self._sync_labels(e)
                 spent = await asyncio.to_thread(self.store.spend, e.name)
                 e.meter.shadow_usd = spent.get("shadow", 0.0)
                 e.meter.judge_usd = spent.get("judge", 0.0)
+                # What the replicas serve already, if one published a router.
+                await self._sync_router(e)
                 if e.learner.due():
                     self._spawn(self._refit(e))
+            if self.endpoints:
+                self._spawn(self._poll())
         self._queue = asyncio.Queue(self.queue_size)
         self._workers = [asyncio.get_running_loop().create_task(self._work())
                          for _ in range(self.concurrency)]
@@ -207,8 +243,101 @@ class LearningService:
         for task in [*self._workers, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
+        if self.artifacts is not None:
+            self.artifacts.close()
         if self.store is not None:
             self.store.close()
+
+    # -- replicas: labels and routers from the shared database ------------------------------
+
+    async def _poll(self) -> None:
+        """Every ``poll_s`` seconds: other replicas' labels and newer published routers."""
+        while True:
+            await asyncio.sleep(self.poll_s)
+            for e in self.endpoints.values():
+                try:
+                    await self._sync_labels(e)
+                    await self._sync_router(e)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the database away for a while: keep serving
+                    e.count("sync_failed")
+                    log.warning("learning %s: cannot read the shared store (%s); serving "
+                                "the current router", e.name, exc)
+
+    async def _add_label(self, e: EndpointLearning, row: LabelRow) -> None:
+        """Store a label this replica has in its learner already (and remember its id)."""
+        assert self.store is not None
+        e.inserts_begun += 1
+        e.inserts_pending += 1
+        try:
+            e.own_labels.add(await asyncio.to_thread(self.store.add_label, row))
+        finally:
+            e.inserts_pending -= 1
+
+    async def _sync_labels(self, e: EndpointLearning) -> None:
+        """Record the labels stored since the last look, but for this replica's own.
+
+        A read that overlapped one of this replica's inserts is discarded (and made again at
+        the next poll): its row could be visible before its id is known here, and would be
+        learned twice."""
+        assert self.store is not None
+        begun = e.inserts_begun
+        if e.inserts_pending:
+            return
+        rows = await asyncio.to_thread(self.store.labels_since, e.name, e.label_cursor)
+        if e.inserts_begun != begun:
+            return
+        for label_id, row in rows:
+            if label_id in e.own_labels:
+                e.own_labels.discard(label_id)
+            else:
+                e.learner.record(row.prompt, row.model, row.quality, row.cost_usd)
+            e.label_cursor = max(e.label_cursor, label_id)
+
+    async def _sync_router(self, e: EndpointLearning) -> None:
+        """Swap in the newest published router if another replica published a newer one."""
+        assert self.artifacts is not None
+        if e.refitting:  # a local refit is running: it will publish, or the next look will do
+            return
+        newest = await asyncio.to_thread(self.artifacts.latest_version, e.name, KIND)
+        if newest is None or newest <= e.artifact_version:
+            return
+        e.refitting = True
+        try:
+            artifact = await asyncio.to_thread(self.artifacts.latest, e.name, KIND)
+            if artifact is None or artifact.version <= e.artifact_version:
+                return
+            if artifact.publisher != self.replica_id:
+                snap, labels = await asyncio.to_thread(snapshot_from_payload, artifact.payload,
+                                                       artifact.version)
+                await asyncio.to_thread(e.learner.adopt, snap, labels)
+                self._swap_in(e)
+                e.count("loaded")
+                log.info("learning %s: serving router version %d published by %s", e.name,
+                         artifact.version, artifact.publisher)
+            e.artifact_version = artifact.version
+        finally:
+            e.refitting = False
+
+    @staticmethod
+    def _swap_in(e: EndpointLearning) -> None:
+        """Serve the learner's current router and policy."""
+        snap = e.learner.current
+        # The swap: two assignments on the event loop, no await between them.
+        e.backend.router, e.backend.policy = snap.router, snap.policy
+        e.backend.batcher.router, e.backend.batcher.policy = snap.router, snap.policy
+
+    async def _publish(self, e: EndpointLearning, labels: int) -> None:
+        """Publish the router just refitted here, for the other replicas."""
+        assert self.artifacts is not None
+        payload = await asyncio.to_thread(snapshot_payload, e.learner.current, labels)
+        if payload is None:
+            return
+        version = await asyncio.to_thread(self.artifacts.publish, e.name, KIND, payload,
+                                          publisher=self.replica_id)
+        e.artifact_version = max(e.artifact_version, version)
+        e.count("published")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -309,7 +438,7 @@ class LearningService:
         e.learner.record(item.prompt, model, score, cost)
         e.count("labels")
         if self.store is not None:
-            await asyncio.to_thread(self.store.add_label, LabelRow(
+            await self._add_label(e, LabelRow(
                 e.name, item.prompt, model, score, cost, "judge" if served else "shadow",
                 item.response_id, item.client))
 
@@ -334,17 +463,22 @@ class LearningService:
     async def _refit(self, e: EndpointLearning) -> None:
         e.refitting = True
         try:
-            report = await asyncio.to_thread(e.learner.refit)
-        except Exception as exc:
-            log.error("refit of %s failed, still serving the current router: %s", e.name, exc)
-            return
+            try:
+                report = await asyncio.to_thread(e.learner.refit)
+            except Exception as exc:
+                log.error("refit of %s failed, still serving the current router: %s", e.name,
+                          exc)
+                return
+            self._swap_in(e)
+            e.count("refits")
+            if self.artifacts is not None:
+                try:
+                    await self._publish(e, report.labels)
+                except Exception as exc:  # serving the refit here goes on regardless
+                    log.error("learning %s: cannot publish the refitted router: %s", e.name,
+                              exc)
         finally:
             e.refitting = False
-        snap = e.learner.current
-        # The swap: three assignments on the event loop, no await between them.
-        e.backend.router, e.backend.policy = snap.router, snap.policy
-        e.backend.batcher.router, e.backend.batcher.policy = snap.router, snap.policy
-        e.count("refits")
         if self.store is not None:
             await asyncio.to_thread(self.store.add_refit, e.name, report.version, report.swapped,
                                     report.kind, report.labels, report.scores,
@@ -374,7 +508,7 @@ class LearningService:
         e.learner.record(prompt, model, float(score))
         e.count("feedback")
         if self.store is not None:
-            await asyncio.to_thread(self.store.add_label, LabelRow(
+            await self._add_label(e, LabelRow(
                 endpoint, prompt, model, float(score), None, "feedback", rid, client))
         if e.learner.due() and not e.refitting:
             self._spawn(self._refit(e))
