@@ -61,7 +61,7 @@ class ArtifactStore:
         digest = hashlib.sha256(payload).hexdigest()
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
-                with self.db.begin() as conn:
+                with self.db.begin(immediate=True) as conn:
                     version = 1 + (conn.execute(
                         select(func.max(artifacts.c.version))
                         .where(artifacts.c.endpoint == endpoint, artifacts.c.kind == kind)

@@ -123,9 +123,13 @@ class Database:
         return str(path) if path is not None else self.url.render_as_string(hide_password=True)
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """A connection in a transaction, committed on success."""
-        with self.engine.begin() as conn:
+    def begin(self, *, immediate: bool = False) -> Iterator[Connection]:
+        """A connection in a transaction, committed on success. ``immediate``: a transaction
+        that reads and then writes; in SQLite it takes the write lock first (``BEGIN
+        IMMEDIATE``), so two of them queue instead of failing with "database is locked"."""
+        engine = (self.engine.execution_options(sqlite_immediate=True)
+                  if immediate and self.is_sqlite else self.engine)
+        with engine.begin() as conn:
             yield conn
 
     def connect(self) -> Connection:
