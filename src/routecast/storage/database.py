@@ -14,6 +14,7 @@ an existing database for reading only (``routecast stats``), creating and migrat
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -201,6 +202,22 @@ def open_database(target: str | Path | Database, *, migrate: bool = True,
     if readonly:
         return Database.open_readonly(target), True
     return Database.open(target, migrate=migrate), True
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [sqlite3.Error]
+    try:
+        import psycopg
+    except ImportError:
+        pass
+    else:
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
+#: The drivers' own errors, for code that talks to a driver directly (the request log's COPY),
+#: where SQLAlchemy does not wrap them.
+DRIVER_ERRORS = _driver_errors()
 
 
 def missing_table(error: BaseException) -> bool:
