@@ -429,6 +429,15 @@ def test_stats_and_keys_through_the_config(url: str, tmp_path: Path,
     assert revoked.exit_code == 0 and "(revoked)" in runner.invoke(
         cli, ["keys", "list", "--config", str(config)]).output
 
+    store = OutcomeStore(url)
+    store.add_label(LabelRow("auto", "p", "small", 0.5, None, "feedback"))
+    store.close()
+    out = tmp_path / "labels.jsonl"
+    exported = runner.invoke(cli, ["outcomes", "export", "--config", str(config),
+                                   "--endpoint", "auto", "-o", str(out)])
+    assert exported.exit_code == 0, exported.output
+    assert "1 prompts, 1 labels" in exported.output and out.is_file()
+
 
 def test_db_and_config_together_is_a_clear_error(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
@@ -553,5 +562,47 @@ def test_a_refit_on_one_replica_reaches_another_within_the_poll_interval(pg_url:
         assert eb.learner.labels.n_labels == 80
         assert "loaded" not in ea.counters and "published" not in eb.counters
         assert count(db, artifacts) == 1
+    finally:
+        db.close()
+
+
+# -- a real server on PostgreSQL ---------------------------------------------------------------
+
+
+def test_a_server_on_postgresql_logs_authenticates_and_flushes_spend(pg_url: str) -> None:
+    from tests.routecast_live import serve
+    from tests.stub_upstream import StubUpstream
+
+    token = add_key(pg_url, "app", budget_usd=1.0)
+    db = Database.open(pg_url, migrate=False)
+    try:
+        with StubUpstream() as stub:
+            config = make_config(stub.url, None, auth={"required": True},
+                                 storage={"url": pg_url, "batch_ms": 20})
+            with serve(config) as base:
+                import urllib.request
+
+                for _ in range(3):
+                    request = urllib.request.Request(
+                        f"{base}/v1/chat/completions", method="POST",
+                        data=json.dumps({"model": "small", "messages": [
+                            {"role": "user", "content": "hi"}]}).encode(),
+                        headers={"content-type": "application/json",
+                                 "authorization": f"Bearer {token}"})
+                    with urllib.request.urlopen(request, timeout=10) as r:
+                        assert r.status == 200
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and (
+                        count(db) < 3 or list_keys(db)[0]["spent_usd"] == 0):
+                    time.sleep(0.05)
+        with db.connect() as conn:
+            logged = conn.execute(select(requests.c.key_name, requests.c.model,
+                                         requests.c.cost_usd)).all()
+        assert [(k, m) for k, m, _ in logged] == [("app", "small")] * 3
+        spent = list_keys(db)[0]["spent_usd"]
+        assert isinstance(spent, float) and spent > 0
+        assert spent == pytest.approx(sum(c for _, _, c in logged))
+        (total,) = [r for r in request_stats(pg_url) if r.model == ALL]
+        assert total.requests == 3
     finally:
         db.close()
