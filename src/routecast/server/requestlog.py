@@ -12,9 +12,9 @@ The writer thread shares the process (and the GIL) with the event loop, so its C
 the server's CPU per request. A batch goes to the driver as plain tuples: in SQLite one
 ``executemany`` of the insert SQLAlchemy compiles from :data:`~routecast.storage.schema.requests`;
 in PostgreSQL one ``COPY ... FROM STDIN`` (psycopg) of the same columns, in the connection's
-transaction. SQLAlchemy's own executemany of dictionaries costs 3 to 4 times more CPU per row
-(benchmarks/storage_writes.py: about 21 us a row in SQLite and 29 us in PostgreSQL against 7 us
-for either path here, which is what the raw ``sqlite3`` writer before it cost).
+transaction. SQLAlchemy's own executemany of dictionaries cost 3 to 4 times more CPU per row
+(about 21 us a row in SQLite and 29 us in PostgreSQL, against 7 us for either path here; the
+raw ``sqlite3`` writer before this cost as much: benchmarks/storage_writes.py, docs/storage.md).
 
 SQLite runs in WAL mode, so ``routecast stats`` can read while the server writes. With
 ``synchronous=NORMAL`` a committed batch survives a crash of the server process (an OS crash may
