@@ -606,3 +606,50 @@ def test_a_server_on_postgresql_logs_authenticates_and_flushes_spend(pg_url: str
         assert total.requests == 3
     finally:
         db.close()
+
+
+def test_labels_committed_out_of_id_order_are_read_once(url: str) -> None:
+    from routecast.storage.schema import labels
+
+    config = learning_config(url, 3600.0)  # no poll during the test: the syncs are called
+    db = Database.open(url)
+
+    def label(label_id: int) -> None:  # another replica's label, committed now
+        with db.begin() as conn:
+            conn.execute(labels.insert().values(
+                id=label_id, ts=time.time(), endpoint="auto", prompt=f"p{label_id}",
+                model="small", quality=0.5, source="judge"))
+
+    async def run() -> list[tuple[int, int, set[int]]]:
+        service = LearningService(config, build_endpoints(config, env={}), db, None)
+        await service.start()
+        e = service.endpoints["auto"]
+        seen = []
+
+        async def sync() -> None:
+            await service._sync_labels(e)
+            seen.append((e.learner.labels.n_labels, e.label_cursor, set(e.labels_seen)))
+
+        try:
+            label(1)
+            label(2)
+            label(4)  # 3 is handed out but not committed yet
+            await sync()
+            label(3)
+            await sync()
+            label(6)  # 5 was rolled back: the gap never fills
+            await sync()
+            assert e.gap_since is not None
+            e.gap_since -= 60.0
+            await sync()
+            label(7)
+            await sync()
+        finally:
+            await service.aclose()
+        return seen
+
+    try:
+        assert asyncio.run(run()) == [(3, 2, {4}), (4, 4, set()), (5, 4, {6}), (5, 6, set()),
+                                      (6, 7, set())]
+    finally:
+        db.close()

@@ -71,6 +71,9 @@ log = logging.getLogger("routecast.server")
 
 #: Response ids remembered for feedback, per server (oldest forgotten first).
 MAX_RESPONSES = 100_000
+#: Seconds a gap in the label ids read from the shared store is waited on (an insert by another
+#: replica not committed yet) before it is taken for a rolled-back insert.
+GAP_S = 10.0
 #: A typical request, for a model's nominal cost before its answers have been seen.
 NOMINAL_USAGE = Usage(prompt_tokens=500, completion_tokens=200)
 
@@ -144,9 +147,14 @@ class EndpointLearning:
     max_per_s: float = 10.0
     refitting: bool = False
     counters: dict[str, int] = field(default_factory=dict)
-    #: The published version served (0: none), and the newest label id read from the store.
+    #: The published version served (0: none).
     artifact_version: int = 0
+    #: Every label id up to this one has been read from the store (or given up on: a gap).
     label_cursor: int = 0
+    #: Label ids above the cursor read already, and since when the lowest gap below them
+    #: has been open (see LearningService._sync_labels).
+    labels_seen: set[int] = field(default_factory=set)
+    gap_since: float | None = None
     #: Ids of labels this replica stored and has in its learner already.
     own_labels: set[int] = field(default_factory=set)
     #: Label inserts begun (a counter) and not yet finished: the sync of other replicas'
@@ -225,7 +233,7 @@ class LearningService:
             self.store = await asyncio.to_thread(OutcomeStore, self.db)
             self.artifacts = ArtifactStore(self.store.db)
             for e in self.endpoints.values():  # resume: the labels of earlier runs
-                await self._sync_labels(e)
+                await self._sync_labels(e, initial=True)
                 spent = await asyncio.to_thread(self.store.spend, e.name)
                 e.meter.shadow_usd = spent.get("shadow", 0.0)
                 e.meter.judge_usd = spent.get("judge", 0.0)
@@ -275,12 +283,17 @@ class LearningService:
         finally:
             e.inserts_pending -= 1
 
-    async def _sync_labels(self, e: EndpointLearning) -> None:
+    async def _sync_labels(self, e: EndpointLearning, *, initial: bool = False) -> None:
         """Record the labels stored since the last look, but for this replica's own.
 
         A read that overlapped one of this replica's inserts is discarded (and made again at
         the next poll): its row could be visible before its id is known here, and would be
-        learned twice."""
+        learned twice. Ids are handed out before commits, so a label can become visible after
+        one with a higher id (two replicas inserting at once): a gap in the ids read keeps the
+        cursor below it, and those rows are read again (and skipped) until the gap fills or
+        has been open ``GAP_S`` seconds (a rolled-back insert leaves one for good). The
+        ``initial`` read, at start-up, takes what it finds as complete: gaps in the history
+        are rolled-back inserts."""
         assert self.store is not None
         begun = e.inserts_begun
         if e.inserts_pending:
@@ -289,11 +302,31 @@ class LearningService:
         if e.inserts_begun != begun:
             return
         for label_id, row in rows:
+            if label_id in e.labels_seen:
+                continue
+            e.labels_seen.add(label_id)
             if label_id in e.own_labels:
                 e.own_labels.discard(label_id)
             else:
                 e.learner.record(row.prompt, row.model, row.quality, row.cost_usd)
-            e.label_cursor = max(e.label_cursor, label_id)
+        if initial and e.labels_seen:
+            e.label_cursor = max(e.labels_seen)
+            e.labels_seen.clear()
+        while e.label_cursor + 1 in e.labels_seen:
+            e.label_cursor += 1
+            e.labels_seen.discard(e.label_cursor)
+        if not e.labels_seen:
+            e.gap_since = None
+            return
+        now = time.monotonic()
+        if e.gap_since is None:
+            e.gap_since = now
+        elif now - e.gap_since > GAP_S:  # given up on: skip to the next id read
+            e.label_cursor = min(e.labels_seen) - 1
+            while e.label_cursor + 1 in e.labels_seen:
+                e.label_cursor += 1
+                e.labels_seen.discard(e.label_cursor)
+            e.gap_since = now if e.labels_seen else None
 
     async def _sync_router(self, e: EndpointLearning) -> None:
         """Swap in the newest published router if another replica published a newer one."""
