@@ -653,3 +653,11 @@ def test_labels_committed_out_of_id_order_are_read_once(url: str) -> None:
                                       (6, 7, set())]
     finally:
         db.close()
+
+
+def test_an_unreachable_database_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="cannot open the database") as err:
+        Database.open("postgresql://routecast:hunter2@127.0.0.1:1/nowhere")
+    assert "hunter2" not in str(err.value) and "storage.url" in str(err.value)
+    with pytest.raises(ConfigError, match="cannot open the database"):
+        request_stats("postgresql://routecast@127.0.0.1:1/nowhere")

@@ -87,8 +87,10 @@ def _best(fast: str, fallback: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def stats_cmd(db_path: str | None, config_file: str | None, since_hours: float | None,
               as_json: bool) -> None:
-    """Spend, savings against each endpoint's strongest model, escalations and latency: of
-    every replica that writes to the storage named (--db FILE, or --config FILE's storage)."""
+    """Spend, savings against each endpoint's strongest model, escalations and latency.
+
+    Over every replica that writes to the storage named: --db FILE (SQLite), or --config FILE
+    (the storage that config names, SQLite or PostgreSQL)."""
     from rich.console import Console
 
     from routecast.server.stats import request_stats, stats_table

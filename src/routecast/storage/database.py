@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from routecast.errors import ConfigError
 
@@ -49,6 +49,13 @@ def normalize_url(target: str | Path) -> URL:
         raise ConfigError(f"{_redacted(target)!r}: routecast stores in SQLite or PostgreSQL; "
                           "write sqlite:///path/to/file.db or postgresql://user@host:5432/db")
     return url
+
+
+def _unreachable(db: Database, error: OperationalError) -> ConfigError:
+    reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+    return ConfigError(f"cannot open the database {db.describe()}: {reason}. Fix: check "
+                       "storage.url (or the variable storage.url_env names): host, port, "
+                       "database name and credentials, and that the server is running")
 
 
 def _redacted(url: str) -> str:
@@ -82,6 +89,8 @@ class Database:
 
             try:
                 upgrade(db)
+            except OperationalError as e:
+                raise _unreachable(db, e) from None
             finally:
                 # No pooled connection outlives the upgrade: a server that forks workers
                 # after opening its storage must not share one between processes.
@@ -100,7 +109,14 @@ class Database:
                 raise ConfigError(f"no database at {path}. Fix: pass the database the server "
                                   "writes (storage.db in its config) with --db, or the config "
                                   "itself with --config")
-        return cls(url, _engine(url, readonly=True), readonly=True)
+        db = cls(url, _engine(url, readonly=True), readonly=True)
+        if not db.is_sqlite:
+            try:
+                db.engine.connect().close()  # fail here, with a message, not on the query
+            except OperationalError as e:
+                db.close()
+                raise _unreachable(db, e) from None
+        return db
 
     # -- use -----------------------------------------------------------------------------
 
