@@ -661,3 +661,52 @@ def test_an_unreachable_database_is_a_clear_error() -> None:
     assert "hunter2" not in str(err.value) and "storage.url" in str(err.value)
     with pytest.raises(ConfigError, match="cannot open the database"):
         request_stats("postgresql://routecast@127.0.0.1:1/nowhere")
+
+
+def test_two_servers_on_one_database_serve_the_same_refitted_router(pg_url: str) -> None:
+    """Replica A answers the traffic and refits; replica B, with no traffic, serves A's
+    router version (its /metrics says which) within the poll interval."""
+    import re
+    import urllib.request
+
+    from tests.stub_upstream import LiveServer, StubUpstream
+    from tests.test_learning_server import Grader
+
+    def version(base: str) -> int:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+            found = re.search(r'routecast_router_version\{endpoint="auto"\} (\d+)',
+                              r.read().decode())
+        return int(found.group(1)) if found else -1
+
+    grader = Grader()
+    with StubUpstream() as stub, LiveServer(grader.app, lifespan="off") as g:
+        spec = {"models": ["small", "large"], "judge": {"model": "grader"}, "first_refit": 6,
+                "refit_every": 6, "spend_fraction": None, "timeout_s": 1.0,
+                "max_learned_per_s": 0}
+        config = make_config(stub.url, None,
+                             models={"grader": model_entry(f"{g.url}/v1", "grader",
+                                                           max_retries=0)},
+                             endpoints={"auto": {"type": "routed", "learning": spec}},
+                             storage={"url": pg_url, "batch_ms": 20, "artifact_poll_s": 0.5})
+        from tests.routecast_live import serve
+
+        with serve(config) as a, serve(config) as b:
+            assert version(a) == version(b) == 0
+            for i in range(20):
+                request = urllib.request.Request(
+                    f"{a}/v1/chat/completions", method="POST",
+                    data=json.dumps({"model": "auto", "messages": [
+                        {"role": "user", "content": f"question {i} about {i % 5}"}]}).encode(),
+                    headers={"content-type": "application/json"})
+                with urllib.request.urlopen(request, timeout=10) as r:
+                    assert r.status == 200
+            deadline = time.monotonic() + 20
+            while version(a) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            published = version(a)
+            assert published >= 1
+            started = time.monotonic()
+            while version(b) < published and time.monotonic() - started < 5:
+                time.sleep(0.05)
+            assert version(b) >= published, "replica B never loaded A's router"
+            assert time.monotonic() - started < 0.5 + 1.5

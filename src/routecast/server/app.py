@@ -58,7 +58,7 @@ from routecast.server.apis.routes import ApiRoutes
 from routecast.server.asgi import FastPath, error_response, http_error, json_response, unexpected
 from routecast.server.capability_check import EXCLUDED_HEADER, CapabilityCheck
 from routecast.server.endpoints import EndpointTable, build_endpoints
-from routecast.server.gauges import breaker_gauges, routing_gauges
+from routecast.server.gauges import breaker_gauges, learning_gauges, routing_gauges
 from routecast.server.keys import KeyStore
 from routecast.server.learning import LearningService
 from routecast.server.openapi import openapi_schema
@@ -120,7 +120,8 @@ class RoutecastServer:
         self.learning: LearningService | None = None
         self._apply(config, table)
         self.metrics.extra += [*routing_gauges(lambda: self.table),
-                               *breaker_gauges(lambda: self.table)]
+                               *breaker_gauges(lambda: self.table),
+                               *learning_gauges(lambda: self.learning)]
         self._tasks: set[asyncio.Task[None]] = set()
         self.reloads_total = 0
         # Request ids: a random per-process prefix and a counter (unique across restarts and
