@@ -260,6 +260,7 @@ class LearningService:
 
     async def _poll(self) -> None:
         """Every ``poll_s`` seconds: other replicas' labels and newer published routers."""
+        failing = False
         while True:
             await asyncio.sleep(self.poll_s)
             for e in self.endpoints.values():
@@ -270,8 +271,14 @@ class LearningService:
                     raise
                 except Exception as exc:  # the database away for a while: keep serving
                     e.count("sync_failed")
-                    log.warning("learning %s: cannot read the shared store (%s); serving "
-                                "the current router", e.name, exc)
+                    if not failing:  # once per outage, not every poll
+                        log.warning("learning %s: cannot read the shared store (%s); serving "
+                                    "the current router", e.name, exc)
+                    failing = True
+                else:
+                    if failing:
+                        log.warning("learning %s: the shared store answers again", e.name)
+                    failing = False
 
     async def _add_label(self, e: EndpointLearning, row: LabelRow) -> None:
         """Store a label this replica has in its learner already (and remember its id)."""
