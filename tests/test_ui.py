@@ -19,8 +19,10 @@ import openai
 import pytest
 
 from routecast.server.keys import add_key
-from routecast.server.requestlog import COLUMNS, connect
+from routecast.server.requestlog import COLUMNS
 from routecast.server.ui import svg
+from routecast.storage.database import Database
+from routecast.storage.migrate import head
 from tests.http_client import Http, Reply
 from tests.routecast_live import db_fixture, log_rows, make_config, serve, stub_fixture
 from tests.stub_upstream import StubUpstream
@@ -243,13 +245,14 @@ def test_a_version_1_log_is_migrated_in_place(tmp_path: Path) -> None:
     old.execute("PRAGMA user_version=1")
     old.commit()
     old.close()
-    db = connect(path)
+    Database.open(path).close()  # what the server does at start-up: migrate in place
+    db = sqlite3.connect(path)
     try:
         names = [r[1] for r in db.execute("PRAGMA table_info(requests)")]
         assert {"excluded", "request_id", "key_name", "trace"} <= set(names)
         assert db.execute("SELECT endpoint, cost_usd, trace FROM requests").fetchall() == [
             ("e", 0.5, None)]
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head()
     finally:
         db.close()
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from routecast.cli.common import err_console
+from routecast.cli.storage import describe, storage_options, storage_target
 from routecast.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -117,21 +118,24 @@ def _best(fast: str, fallback: str) -> str:
 
 
 @click.command("stats")
-@click.option("--db", "db_path", default="routecast.db", show_default=True,
-              type=click.Path(dir_okay=False),
-              help="the request log: the config's storage.db (by default routecast.db beside "
-                   "the config file)")
+@storage_options
 @click.option("--since-hours", type=click.FloatRange(min=0, min_open=True), default=None,
               help="only the last N hours")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-def stats_cmd(db_path: str, since_hours: float | None, as_json: bool) -> None:
-    """Spend, savings against each endpoint's strongest model, escalations and latency."""
+def stats_cmd(db_path: str | None, config_file: str | None, since_hours: float | None,
+              as_json: bool) -> None:
+    """Spend, savings against each endpoint's strongest model, escalations and latency.
+
+    Over every replica that writes to the storage named: --db FILE (SQLite), or --config FILE
+    (the storage that config names, SQLite or PostgreSQL)."""
     from rich.console import Console
 
     from routecast.server.stats import request_stats, stats_table
 
+    target = storage_target(db_path, config_file)
+    db_path = describe(target)
     since = time.time() - since_hours * 3600 if since_hours else None
-    rows = request_stats(db_path, since_ts=since)
+    rows = request_stats(target, since_ts=since)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
@@ -144,7 +148,7 @@ def stats_cmd(db_path: str, since_hours: float | None, as_json: bool) -> None:
     console.print(stats_table(rows, f"requests in {db_path}"))
     from routecast.learning.store import learning_stats
 
-    for s in learning_stats(db_path):  # endpoints with `learning:`: what learning cost
+    for s in learning_stats(target):  # endpoints with `learning:`: what learning cost
         console.print(f"learning {s.endpoint}: {s.labels} labels ("
                       + ", ".join(f"{k} {v}" for k, v in sorted(s.by_source.items()))
                       + f"), shadow ${s.shadow_usd:.6f}, judge ${s.judge_usd:.6f}, "

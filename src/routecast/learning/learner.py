@@ -305,6 +305,19 @@ class Learner:
         self.reports.append(report)
         return report
 
+    def adopt(self, snap: Snapshot, labels: int) -> None:
+        """Serve ``snap``, a router refitted elsewhere (another replica, on ``labels``
+        labels), as if this learner had made it: one assignment swaps it in, and the next
+        refit waits as it would after a refit on that many labels (so replicas sharing the
+        labels do not all refit at the same count). Blocking (rebuilds the exploration
+        kernel): call it from a worker thread, as :meth:`refit`."""
+        s = self.settings
+        self._next_refit = max(self._next_refit,
+                               labels + min(max(labels, s.first_refit), s.refit_every))
+        self.current = Snapshot(snap.router, snap.policy, self.current.version + 1, snap.kind,
+                                snap.raw)  # the swap
+        self._build_density(snap.fitted, self.labels.dataset("train"))
+
     def _build_density(self, router: Router, train: Dataset | None) -> None:
         if train is None:
             return

@@ -60,7 +60,7 @@ from routecast.server.apis.routes import ApiRoutes
 from routecast.server.asgi import FastPath, error_response, http_error, json_response, unexpected
 from routecast.server.capability_check import EXCLUDED_HEADER, CapabilityCheck
 from routecast.server.endpoints import EndpointTable, build_endpoints
-from routecast.server.gauges import breaker_gauges, routing_gauges
+from routecast.server.gauges import breaker_gauges, learning_gauges, routing_gauges
 from routecast.server.keys import KeyStore
 from routecast.server.learning import LearningService
 from routecast.server.openapi import openapi_schema
@@ -72,6 +72,7 @@ from routecast.server.streaming import deadline_error, start_stream
 from routecast.server.wire import dumps, parse_json
 from routecast.server.worker_metrics import FLUSH_S, SharedMetrics
 from routecast.state import SharedState, check_reachable, check_shared_state, make_state
+from routecast.storage.database import Database
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -104,7 +105,10 @@ class RoutecastServer:
 
     def __init__(self, config: Config, table: EndpointTable,
                  request_log: RequestLog | None = None, *, config_path: Path | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, database: Database | None = None
+                 ) -> None:
+        # The storage everything below shares (request log, keys, learning, Responses).
+        self.database = database
         self.request_log = request_log
         self.log_prompts = request_log is not None and request_log.log_prompts
         self.config_path = config_path
@@ -113,11 +117,11 @@ class RoutecastServer:
         self.state: SharedState = make_state(config, env)
         self.keys: KeyStore | None = None
         if config.auth.required:
-            if config.storage.db is None:
-                raise ConfigError("auth.required needs storage.db: client keys are stored "
-                                  "there. Fix: set storage.db (and add keys with `routecast "
-                                  "keys add NAME --db FILE`)")
-            self.keys = KeyStore(config.storage.db)
+            if database is None:
+                raise ConfigError("auth.required needs storage: client keys are stored "
+                                  "there. Fix: set storage.db or storage.url (and add keys "
+                                  "with `routecast keys add NAME --config FILE`)")
+            self.keys = KeyStore(database)
             self.keys.state = self.state if self.state.shared else None
         self.metrics = ServerMetrics()
         # Under `routecast serve --workers N`, /metrics describes every worker.
@@ -125,7 +129,8 @@ class RoutecastServer:
         self.learning: LearningService | None = None
         self._apply(config, table)
         self.metrics.extra += [*routing_gauges(lambda: self.table),
-                               *breaker_gauges(lambda: self.table)]
+                               *breaker_gauges(lambda: self.table),
+                               *learning_gauges(lambda: self.learning)]
         self._tasks: set[asyncio.Task[None]] = set()
         self.reloads_total = 0
         # Request ids: a random per-process prefix and a counter (unique across restarts and
@@ -173,7 +178,7 @@ class RoutecastServer:
         self.recorder = Recorder(self.metrics, self.request_log, table, privacy=self.privacy,
                                  redact=config.privacy.redact_log)
         # Learning endpoints (routecast.server.learning); started in the lifespan.
-        learning = LearningService(config, table, config.storage.db, self.privacy)
+        learning = LearningService(config, table, self.database, self.privacy)
         self._learning_next = learning if learning else None
 
     @contextlib.asynccontextmanager
@@ -213,6 +218,8 @@ class RoutecastServer:
             if self.request_log is not None:
                 self.request_log.close()
             self.apis.close()
+            if self.database is not None:
+                self.database.close()  # the pool's connections; reopened if used again
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -224,8 +231,8 @@ class RoutecastServer:
         while True:
             await asyncio.sleep(1.0)
             try:
-                self.keys.flush()
-                self.keys.reload()  # revoked keys stop working within a second
+                await self.keys.flush_async()  # the database's side in a worker thread
+                await self.keys.reload_async()  # revoked keys stop working within a second
             except Exception as e:  # a locked or full disk: keep serving, say so
                 log.error("cannot record key spend: %s", e)
 
@@ -416,7 +423,12 @@ def create_app(config: Config, *, env: Mapping[str, str] | None = None,
     if redis_url is not None:
         check_reachable(redis_url, config.state.timeout_s * 4)
     storage = config.storage
-    request_log = None if storage.db is None else RequestLog(
-        storage.db, log_prompts=storage.log_prompts, batch_rows=storage.batch_rows,
+    # Opened (and migrated to the newest schema) here, so an unreachable database stops the
+    # server before it binds its port.
+    url = storage.database_url(env)
+    database = None if url is None else Database.open(url)
+    request_log = None if database is None else RequestLog(
+        database, log_prompts=storage.log_prompts, batch_rows=storage.batch_rows,
         batch_ms=storage.batch_ms, durable=storage.durable)
-    return RoutecastServer(config, table, request_log, config_path=config_path, env=env).app
+    return RoutecastServer(config, table, request_log, config_path=config_path, env=env,
+                           database=database).app

@@ -49,7 +49,10 @@
         # votes: 1                    # self-verification: ask the model k times if it was right
         # scorer: tuned/smart         # learned: a saved scorer (default: the file's folder)
     storage: {db: routecast.db, log_prompts: false, durable: false}
-                                      # or url: postgresql://user@host:5432/db (or url_env)
+                                      # or url: postgresql://user@host:5432/db (or url_env
+                                      # naming an env var holding it); replicas sharing it
+                                      # share the log, keys, labels and published routers
+                                      # (artifact_poll_s: 2, how often they look)
     state: {redis_url: redis://127.0.0.1:6379/0, replicas: 3}  # shared by replicas
     limits: {max_body_bytes: 4194304, max_messages: 2048, deadline_s: 300}
     auth: {required: false}           # true: clients need a key from `routecast keys add`
@@ -272,6 +275,13 @@ class Storage(BaseModel):
     relative to the config file) or ``postgresql://user@host:5432/db``; ``url_env`` names an
     environment variable holding it instead (a Kubernetes Secret, say). ``db`` is the older
     spelling of a SQLite file and stays valid; ``db: null`` (with no ``url``) stores nothing.
+
+    The server opens the database at start-up and migrates its schema to the newest version
+    (Alembic, :mod:`routecast.storage.migrate`; a file from an older release is upgraded in
+    place). Request-log rows are written in batches by a background thread (``batch_rows``,
+    ``batch_ms``), so no request waits on the database, SQLite or PostgreSQL. Learning
+    endpoints publish each refitted router to the database and look for routers other
+    replicas published every ``artifact_poll_s`` seconds (docs/storage.md).
     """
 
     model_config = _STRICT
@@ -282,9 +292,12 @@ class Storage(BaseModel):
     batch_rows: int = Field(default=256, ge=1)
     batch_ms: float = Field(default=200.0, gt=0)
     #: Commit each request's row before its response is sent: the log then survives a
-    #: ``kill -9`` with one row per completed response (costs one SQLite commit per batch of
+    #: ``kill -9`` with one row per completed response (costs one commit per batch of
     #: concurrent requests; see benchmarks/durability.py).
     durable: bool = False
+    #: Seconds between a learning endpoint's looks at the database for a router another
+    #: replica published (and for the labels other replicas stored); see docs/storage.md.
+    artifact_poll_s: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _one_place(self) -> Storage:

@@ -1,15 +1,20 @@
-"""Gauges over live server state for /metrics: routing cost per routed endpoint, and each
-model's circuit breaker. Each reads the current endpoint table when scraped, so a config
-reload (SIGHUP) shows up without re-registering anything."""
+"""Gauges over live server state for /metrics: routing cost per routed endpoint, each
+model's circuit breaker, and the published router each learning endpoint serves. Each reads
+the current endpoint table when scraped, so a config reload (SIGHUP) shows up without
+re-registering anything."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from routecast.backends.openai_http import OpenAIHTTPBackend
 from routecast.backends.routed import RoutedBackend
 from routecast.server.endpoints import EndpointTable
 from routecast.server.prometheus import Gauge
+
+if TYPE_CHECKING:
+    from routecast.server.learning import LearningService
 
 TableGetter = Callable[[], EndpointTable]
 
@@ -52,3 +57,16 @@ def routing_gauges(table: TableGetter) -> list[Gauge]:
         Gauge("routecast_pinned_sessions", "Sessions pinned to a model.", ("endpoint",),
               lambda: [((n,), len(b.pins)) for n, b in routed().items()], merge="sum"),
     ]
+
+
+def learning_gauges(service: Callable[[], LearningService | None]) -> list[Gauge]:
+    """The published router version each learning endpoint serves: replicas sharing a
+    database show the same number once a refit has reached them (docs/storage.md)."""
+
+    def versions() -> list[tuple[tuple[str, ...], float]]:
+        learning = service()
+        return [] if learning is None else [((name, ), float(e.artifact_version))
+                                            for name, e in learning.endpoints.items()]
+
+    return [Gauge("routecast_router_version", "Published router version a learning endpoint "
+                  "serves (0: none published yet).", ("endpoint",), versions)]

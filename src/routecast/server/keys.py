@@ -14,9 +14,12 @@ known only when it finishes, so admission counts what is in flight at the key's 
 (a running mean of its settled requests): a request is admitted while ``spent + in_flight x
 typical cost`` is below the budget. A burst therefore stops where the budget would run out, not
 after it; only a key's very first requests, before any cost is known, can overspend (by at most
-their own cost). Spend is written back to SQLite by :meth:`KeyStore.flush` (every second while
-serving, and at shutdown); a crash loses at most the last second's spend accounting, never the
-request log.
+their own cost). Spend is written back to the database (the ``api_keys`` table of
+:mod:`routecast.storage`, SQLite or PostgreSQL) by :meth:`KeyStore.flush` (every second while
+serving, and at shutdown) as deltas, so replicas sharing the table add up; a crash loses at
+most the last second's spend accounting, never the request log. The server runs the database
+side of flushes and reloads in a worker thread (:meth:`KeyStore.flush_async`,
+:meth:`KeyStore.reload_async`) and applies their results on the event loop.
 
 :meth:`KeyStore.reload` (every second, to see new and revoked keys) updates the
 :class:`ClientKey` objects in place: a request that started before a reload settles its cost
@@ -32,35 +35,33 @@ reaches the database from each replica as a delta (:meth:`KeyStore.flush`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from routecast.errors import ConfigError, RequestError
+from routecast.storage.database import Database, open_database
+from routecast.storage.schema import api_keys
 
 if TYPE_CHECKING:
     from routecast.state.base import SharedState
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,            -- the public part of the token
-    name TEXT NOT NULL UNIQUE,
-    salt BLOB NOT NULL,
-    hash BLOB NOT NULL,             -- sha256(salt || secret)
-    budget_usd REAL,                -- NULL: no budget
-    spent_usd REAL NOT NULL DEFAULT 0,
-    rpm INTEGER,                    -- NULL: no rate limit
-    created REAL NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
-);
-"""
+#: What a key store's database may be given as: the server's Database, a SQLite path, a URL.
+Target = str | Path | Database
+_KEY_COLUMNS = (api_keys.c.id, api_keys.c.name, api_keys.c.salt, api_keys.c.hash,
+                api_keys.c.budget_usd, api_keys.c.spent_usd, api_keys.c.rpm, api_keys.c.revoked)
+_ADD_SPEND = (update(api_keys).where(api_keys.c.id == bindparam("key_id"))
+              .values(spent_usd=api_keys.c.spent_usd + bindparam("delta")))
 
 _TOKEN = re.compile(r"rc-([0-9a-f]{8})-([A-Za-z0-9_-]{20,100})")
 
@@ -69,17 +70,12 @@ def _hash(salt: bytes, secret: str) -> bytes:
     return hashlib.sha256(salt + secret.encode()).digest()
 
 
-def connect_keys(path: str | Path) -> sqlite3.Connection:
-    """Open (creating if needed) the key table in the server's database."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.executescript(_SCHEMA)
-    db.commit()
-    return db
+def _using(target: Target) -> tuple[Database, bool]:
+    """The database of ``target`` (migrated if opened here) and whether to close it."""
+    return open_database(target)
 
 
-def add_key(path: str | Path, name: str, *, budget_usd: float | None = None,
+def add_key(db: Target, name: str, *, budget_usd: float | None = None,
             rpm: int | None = None) -> str:
     """Create a key and return its token (shown once: only its hash is stored)."""
     if budget_usd is not None and not budget_usd >= 0:
@@ -89,39 +85,46 @@ def add_key(path: str | Path, name: str, *, budget_usd: float | None = None,
     key_id = secrets.token_hex(4)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_bytes(16)
-    db = connect_keys(path)
+    database, owned = _using(db)
     try:
-        with db:
-            db.execute("INSERT INTO api_keys (id, name, salt, hash, budget_usd, rpm, created) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (key_id, name, salt, _hash(salt, secret), budget_usd, rpm, time.time()))
-    except sqlite3.IntegrityError:
+        with database.begin() as conn:
+            conn.execute(insert(api_keys).values(
+                id=key_id, name=name, salt=salt, hash=_hash(salt, secret),
+                budget_usd=budget_usd, rpm=rpm, created=time.time()))
+    except IntegrityError:
         raise ConfigError(f"a key named {name!r} exists already; pick another name or revoke "
                           f"it with `routecast keys revoke {name}`") from None
     finally:
-        db.close()
+        if owned:
+            database.close()
     return f"rc-{key_id}-{secret}"
 
 
-def revoke_key(path: str | Path, name: str) -> bool:
-    db = connect_keys(path)
+def revoke_key(db: Target, name: str) -> bool:
+    """Mark the key ``name`` revoked; ``False`` when there is none."""
+    database, owned = _using(db)
     try:
-        with db:
-            return db.execute("UPDATE api_keys SET revoked = 1 WHERE name = ?",
-                              (name,)).rowcount > 0
+        with database.begin() as conn:
+            return conn.execute(update(api_keys).where(api_keys.c.name == name)
+                                .values(revoked=1)).rowcount > 0
     finally:
-        db.close()
+        if owned:
+            database.close()
 
 
-def list_keys(path: str | Path) -> list[dict[str, object]]:
-    db = connect_keys(path)
+def list_keys(db: Target) -> list[dict[str, object]]:
+    """Every key (oldest first) as a dict: name, id, budget_usd, spent_usd, rpm, created,
+    revoked."""
+    cols = (api_keys.c.name, api_keys.c.id, api_keys.c.budget_usd, api_keys.c.spent_usd,
+            api_keys.c.rpm, api_keys.c.created, api_keys.c.revoked)
+    database, owned = _using(db)
     try:
-        rows = db.execute("SELECT name, id, budget_usd, spent_usd, rpm, created, revoked "
-                          "FROM api_keys ORDER BY created").fetchall()
+        with database.connect() as conn:
+            rows = conn.execute(select(*cols).order_by(api_keys.c.created)).all()
     finally:
-        db.close()
-    cols = ("name", "id", "budget_usd", "spent_usd", "rpm", "created", "revoked")
-    return [dict(zip(cols, r, strict=True)) for r in rows]
+        if owned:
+            database.close()
+    return [dict(zip([c.name for c in cols], r, strict=True)) for r in rows]
 
 
 @dataclass
@@ -139,6 +142,8 @@ class ClientKey:
     #: Requests admitted and not yet settled.
     in_flight: int = 0
     unflushed_usd: float = 0.0
+    #: Spend being written by a flush that has not committed yet.
+    flushing_usd: float = 0.0
     #: Running mean cost of this key's settled requests (``None``: none settled yet).
     typical_cost_usd: float | None = None
     _tokens: float = field(default=0.0, repr=False)
@@ -148,25 +153,42 @@ class ClientKey:
 class KeyStore:
     """The keys of one database, cached in memory; see the module docstring."""
 
-    def __init__(self, path: str | Path, clock: Callable[[], float] = time.monotonic) -> None:
-        self.path = Path(path)
+    def __init__(self, db: Target, clock: Callable[[], float] = time.monotonic) -> None:
+        self.target = db
         self.clock = clock
         self.keys: dict[str, ClientKey] = {}
-        self._db: sqlite3.Connection | None = None
+        self._db: Database | None = None
+        self._owned = False
         #: The state replicas share (Redis), set by the server; ``None``: this process alone,
         #: and :meth:`admit` decides.
         self.state: SharedState | None = None
 
+    @property
+    def path(self) -> Target:
+        """The database this store was given (a path, URL or :class:`Database`)."""
+        return self.target
+
     def open(self) -> None:
-        self._db = connect_keys(self.path)
+        self._db, self._owned = _using(self.target)
         self.reload()
+
+    def _read(self) -> Sequence[Any]:
+        """The table's rows (blocking: in a worker thread when serving)."""
+        assert self._db is not None, "KeyStore.open() first"
+        with self._db.connect() as conn:
+            return conn.execute(select(*_KEY_COLUMNS)).all()
 
     def reload(self) -> None:
         """Re-read the table (new and revoked keys, changed budgets), keeping unflushed spend
         and updating known keys in place (see the module docstring)."""
-        assert self._db is not None, "KeyStore.open() first"
-        rows = self._db.execute("SELECT id, name, salt, hash, budget_usd, spent_usd, rpm, "
-                                "revoked FROM api_keys").fetchall()
+        self._apply(self._read())
+
+    async def reload_async(self) -> None:
+        """:meth:`reload` with the read in a worker thread and the update on the event loop
+        (where admissions read the keys)."""
+        self._apply(await asyncio.to_thread(self._read))
+
+    def _apply(self, rows: Sequence[Any]) -> None:
         fresh: dict[str, ClientKey] = {}
         for key_id, name, salt, digest, budget, spent, rpm, revoked in rows:
             key = self.keys.get(key_id)
@@ -179,7 +201,7 @@ class KeyStore:
                     key._tokens, key._refilled = float(rpm), self.clock()
                 key.name, key.salt, key.hash, key.rpm = name, salt, digest, rpm
                 key.budget_usd, key.revoked = budget, bool(revoked)
-                key.spent_usd = spent + key.unflushed_usd
+                key.spent_usd = spent + key.unflushed_usd + key.flushing_usd
             fresh[key_id] = key
         self.keys = fresh
 
@@ -230,19 +252,58 @@ class KeyStore:
         """Add unflushed spend to the database (a delta, so two servers sharing it add up)."""
         if self._db is None:
             return
-        deltas = [(k.unflushed_usd, k.id) for k in self.keys.values() if k.unflushed_usd]
+        deltas = self._take_deltas()
+        written = False
+        try:
+            self._write(deltas)
+            written = True
+        finally:
+            self._done(deltas, written)
+
+    async def flush_async(self) -> None:
+        """:meth:`flush` with the write in a worker thread: the deltas are taken on the event
+        loop (spend settled meanwhile goes to the next flush), counted in the keys' spend
+        while being written (a reload meanwhile does not lose them) and given back if the
+        write fails."""
+        if self._db is None:
+            return
+        deltas = self._take_deltas()
+        written = False
+        try:
+            await asyncio.to_thread(self._write, deltas)
+            written = True
+        finally:
+            self._done(deltas, written)
+
+    def _take_deltas(self) -> list[dict[str, Any]]:
+        deltas = []
+        for key in self.keys.values():
+            if key.unflushed_usd:
+                deltas.append({"key_id": key.id, "delta": key.unflushed_usd})
+                key.flushing_usd += key.unflushed_usd
+                key.unflushed_usd = 0.0
+        return deltas
+
+    def _done(self, deltas: list[dict[str, Any]], written: bool) -> None:
+        for d in deltas:
+            key = self.keys.get(d["key_id"])
+            if key is not None:
+                key.flushing_usd -= d["delta"]
+                if not written:
+                    key.unflushed_usd += d["delta"]
+
+    def _write(self, deltas: list[dict[str, Any]]) -> None:
         if not deltas:
             return
-        with self._db:
-            self._db.executemany("UPDATE api_keys SET spent_usd = spent_usd + ? WHERE id = ?",
-                                 deltas)
-        for key in self.keys.values():
-            key.unflushed_usd = 0.0
+        assert self._db is not None
+        with self._db.begin() as conn:
+            conn.execute(_ADD_SPEND, deltas)
 
     def close(self) -> None:
         if self._db is not None:
             self.flush()
-            self._db.close()
+            if self._owned:
+                self._db.close()
             self._db = None
 
 

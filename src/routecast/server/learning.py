@@ -16,6 +16,19 @@ store. Each shadow and judge call has its own timeout (``learning.timeout_s``); 
 one costs a label, never a client's answer or latency. Refits run in a worker thread and the
 new router and policy are swapped into the endpoint in one step on the event loop.
 
+Replicas: servers sharing one database (``storage.url``) share the outcome store, and each
+refit swapped in is published as a new version of the endpoint's router
+(:class:`~routecast.storage.artifacts.ArtifactStore`, :mod:`routecast.learning.publish`).
+Every ``storage.artifact_poll_s`` seconds each replica, in a worker thread, reads the labels
+other replicas stored since it last looked (into its learner, so its next refit fits on all of
+them) and the newest published version; a version newer than the one it serves, published by
+another replica, is loaded and swapped in by the same assignments as a local refit. What a
+replica loaded it never publishes again. Two replicas may refit at the same moment (each
+refit is due at the same label counts); both publish, the versions are distinct and
+increasing (the database allocates them), and every replica ends on the highest one, so a
+concurrent refit costs a refit's CPU and nothing else. Loading a version also moves the
+replica's next refit as if it had refitted itself, which keeps that rare.
+
 Privacy and keys: a request the privacy rule restricted (``Request.allowed``) is shadowed only
 to allowed models, and graded only by a judge that is allowed too; its stored prompt is
 masked. Feedback must come with the same client key that made the request (when the server
@@ -26,6 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -41,7 +57,10 @@ from routecast.learning.explore import ActiveExplorer, Candidate, Explorer, Unif
 from routecast.learning.judge import JUDGE_MAX_TOKENS, RUBRIC, judge_messages, parse_score
 from routecast.learning.learner import Learner, LearnerSettings
 from routecast.learning.meter import SpendMeter
+from routecast.learning.publish import KIND, snapshot_from_payload, snapshot_payload
 from routecast.learning.store import LabelRow, OutcomeStore
+from routecast.storage.artifacts import ArtifactStore
+from routecast.storage.database import Database
 
 if TYPE_CHECKING:
     from routecast.server.config import Config, RoutedEndpoint
@@ -52,6 +71,9 @@ log = logging.getLogger("routecast.server")
 
 #: Response ids remembered for feedback, per server (oldest forgotten first).
 MAX_RESPONSES = 100_000
+#: Seconds a gap in the label ids read from the shared store is waited on (an insert by another
+#: replica not committed yet) before it is taken for a rolled-back insert.
+GAP_S = 10.0
 #: A typical request, for a model's nominal cost before its answers have been seen.
 NOMINAL_USAGE = Usage(prompt_tokens=500, completion_tokens=200)
 
@@ -125,6 +147,20 @@ class EndpointLearning:
     max_per_s: float = 10.0
     refitting: bool = False
     counters: dict[str, int] = field(default_factory=dict)
+    #: The published version served (0: none).
+    artifact_version: int = 0
+    #: Every label id up to this one has been read from the store (or given up on: a gap).
+    label_cursor: int = 0
+    #: Label ids above the cursor read already, and since when the lowest gap below them
+    #: has been open (see LearningService._sync_labels).
+    labels_seen: set[int] = field(default_factory=set)
+    gap_since: float | None = None
+    #: Ids of labels this replica stored and has in its learner already.
+    own_labels: set[int] = field(default_factory=set)
+    #: Label inserts begun (a counter) and not yet finished: the sync of other replicas'
+    #: labels discards a read that overlapped one (see LearningService._sync_labels).
+    inserts_begun: int = 0
+    inserts_pending: int = 0
     _tokens: float = 1.0
     _last: float = 0.0
 
@@ -147,7 +183,7 @@ class EndpointLearning:
 class LearningService:
     """Every learning endpoint of one server; see the module docstring."""
 
-    def __init__(self, config: Config, table: EndpointTable, db: Path | None,
+    def __init__(self, config: Config, table: EndpointTable, db: Database | Path | None,
                  privacy: PrivacyRule | None) -> None:
         from routecast.server.config import RoutedEndpoint
 
@@ -155,6 +191,10 @@ class LearningService:
         self.privacy = privacy
         self.db = db
         self.store: OutcomeStore | None = None
+        self.artifacts: ArtifactStore | None = None
+        self.poll_s = config.storage.artifact_poll_s
+        #: Who publishes from here (the artifacts' ``publisher``): host, process, a nonce.
+        self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.endpoints: dict[str, EndpointLearning] = {}
         self._responses: OrderedDict[str, tuple[str, str, str, str | None]] = OrderedDict()
         self._queue: asyncio.Queue[_Served] | None = None
@@ -191,14 +231,18 @@ class LearningService:
     async def start(self) -> None:
         if self.db is not None:
             self.store = await asyncio.to_thread(OutcomeStore, self.db)
+            self.artifacts = ArtifactStore(self.store.db)
             for e in self.endpoints.values():  # resume: the labels of earlier runs
-                for row in await asyncio.to_thread(self.store.labels, e.name):
-                    e.learner.record(row.prompt, row.model, row.quality, row.cost_usd)
+                await self._sync_labels(e, initial=True)
                 spent = await asyncio.to_thread(self.store.spend, e.name)
                 e.meter.shadow_usd = spent.get("shadow", 0.0)
                 e.meter.judge_usd = spent.get("judge", 0.0)
+                # What the replicas serve already, if one published a router.
+                await self._sync_router(e)
                 if e.learner.due():
                     self._spawn(self._refit(e))
+            if self.endpoints:
+                self._spawn(self._poll())
         self._queue = asyncio.Queue(self.queue_size)
         self._workers = [asyncio.get_running_loop().create_task(self._work())
                          for _ in range(self.concurrency)]
@@ -207,8 +251,133 @@ class LearningService:
         for task in [*self._workers, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
+        if self.artifacts is not None:
+            self.artifacts.close()
         if self.store is not None:
             self.store.close()
+
+    # -- replicas: labels and routers from the shared database ------------------------------
+
+    async def _poll(self) -> None:
+        """Every ``poll_s`` seconds: other replicas' labels and newer published routers."""
+        failing = False
+        while True:
+            await asyncio.sleep(self.poll_s)
+            for e in self.endpoints.values():
+                try:
+                    await self._sync_labels(e)
+                    await self._sync_router(e)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the database away for a while: keep serving
+                    e.count("sync_failed")
+                    if not failing:  # once per outage, not every poll
+                        log.warning("learning %s: cannot read the shared store (%s); serving "
+                                    "the current router", e.name, exc)
+                    failing = True
+                else:
+                    if failing:
+                        log.warning("learning %s: the shared store answers again", e.name)
+                    failing = False
+
+    async def _add_label(self, e: EndpointLearning, row: LabelRow) -> None:
+        """Store a label this replica has in its learner already (and remember its id)."""
+        assert self.store is not None
+        e.inserts_begun += 1
+        e.inserts_pending += 1
+        try:
+            e.own_labels.add(await asyncio.to_thread(self.store.add_label, row))
+        finally:
+            e.inserts_pending -= 1
+
+    async def _sync_labels(self, e: EndpointLearning, *, initial: bool = False) -> None:
+        """Record the labels stored since the last look, but for this replica's own.
+
+        A read that overlapped one of this replica's inserts is discarded (and made again at
+        the next poll): its row could be visible before its id is known here, and would be
+        learned twice. Ids are handed out before commits, so a label can become visible after
+        one with a higher id (two replicas inserting at once): a gap in the ids read keeps the
+        cursor below it, and those rows are read again (and skipped) until the gap fills or
+        has been open ``GAP_S`` seconds (a rolled-back insert leaves one for good). The
+        ``initial`` read, at start-up, takes what it finds as complete: gaps in the history
+        are rolled-back inserts."""
+        assert self.store is not None
+        begun = e.inserts_begun
+        if e.inserts_pending:
+            return
+        rows = await asyncio.to_thread(self.store.labels_since, e.name, e.label_cursor)
+        if e.inserts_begun != begun:
+            return
+        for label_id, row in rows:
+            if label_id in e.labels_seen:
+                continue
+            e.labels_seen.add(label_id)
+            if label_id in e.own_labels:
+                e.own_labels.discard(label_id)
+            else:
+                e.learner.record(row.prompt, row.model, row.quality, row.cost_usd)
+        if initial and e.labels_seen:
+            e.label_cursor = max(e.labels_seen)
+            e.labels_seen.clear()
+        while e.label_cursor + 1 in e.labels_seen:
+            e.label_cursor += 1
+            e.labels_seen.discard(e.label_cursor)
+        if not e.labels_seen:
+            e.gap_since = None
+            return
+        now = time.monotonic()
+        if e.gap_since is None:
+            e.gap_since = now
+        elif now - e.gap_since > GAP_S:  # given up on: skip to the next id read
+            e.label_cursor = min(e.labels_seen) - 1
+            while e.label_cursor + 1 in e.labels_seen:
+                e.label_cursor += 1
+                e.labels_seen.discard(e.label_cursor)
+            e.gap_since = now if e.labels_seen else None
+
+    async def _sync_router(self, e: EndpointLearning) -> None:
+        """Swap in the newest published router if another replica published a newer one."""
+        assert self.artifacts is not None
+        if e.refitting:  # a local refit is running: it will publish, or the next look will do
+            return
+        newest = await asyncio.to_thread(self.artifacts.latest_version, e.name, KIND)
+        if newest is None or newest <= e.artifact_version:
+            return
+        e.refitting = True
+        try:
+            artifact = await asyncio.to_thread(self.artifacts.latest, e.name, KIND)
+            if artifact is None or artifact.version <= e.artifact_version:
+                return
+            if artifact.publisher != self.replica_id:
+                snap, labels = await asyncio.to_thread(snapshot_from_payload, artifact.payload,
+                                                       artifact.version)
+                await asyncio.to_thread(e.learner.adopt, snap, labels)
+                self._swap_in(e)
+                e.count("loaded")
+                log.info("learning %s: serving router version %d published by %s", e.name,
+                         artifact.version, artifact.publisher)
+            e.artifact_version = artifact.version
+        finally:
+            e.refitting = False
+
+    @staticmethod
+    def _swap_in(e: EndpointLearning) -> None:
+        """Serve the learner's current router and policy."""
+        snap = e.learner.current
+        # The swap: two assignments on the event loop, no await between them.
+        e.backend.router, e.backend.policy = snap.router, snap.policy
+        e.backend.batcher.router, e.backend.batcher.policy = snap.router, snap.policy
+
+    async def _publish(self, e: EndpointLearning, labels: int) -> None:
+        """Publish the router just refitted here, for the other replicas."""
+        assert self.artifacts is not None
+        payload = await asyncio.to_thread(snapshot_payload, e.learner.current, labels)
+        if payload is None:
+            return
+        version = await asyncio.to_thread(self.artifacts.publish, e.name, KIND, payload,
+                                          publisher=self.replica_id)
+        e.artifact_version = max(e.artifact_version, version)
+        e.count("published")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -309,7 +478,7 @@ class LearningService:
         e.learner.record(item.prompt, model, score, cost)
         e.count("labels")
         if self.store is not None:
-            await asyncio.to_thread(self.store.add_label, LabelRow(
+            await self._add_label(e, LabelRow(
                 e.name, item.prompt, model, score, cost, "judge" if served else "shadow",
                 item.response_id, item.client))
 
@@ -334,17 +503,22 @@ class LearningService:
     async def _refit(self, e: EndpointLearning) -> None:
         e.refitting = True
         try:
-            report = await asyncio.to_thread(e.learner.refit)
-        except Exception as exc:
-            log.error("refit of %s failed, still serving the current router: %s", e.name, exc)
-            return
+            try:
+                report = await asyncio.to_thread(e.learner.refit)
+            except Exception as exc:
+                log.error("refit of %s failed, still serving the current router: %s", e.name,
+                          exc)
+                return
+            self._swap_in(e)
+            e.count("refits")
+            if self.artifacts is not None:
+                try:
+                    await self._publish(e, report.labels)
+                except Exception as exc:  # serving the refit here goes on regardless
+                    log.error("learning %s: cannot publish the refitted router: %s", e.name,
+                              exc)
         finally:
             e.refitting = False
-        snap = e.learner.current
-        # The swap: three assignments on the event loop, no await between them.
-        e.backend.router, e.backend.policy = snap.router, snap.policy
-        e.backend.batcher.router, e.backend.batcher.policy = snap.router, snap.policy
-        e.count("refits")
         if self.store is not None:
             await asyncio.to_thread(self.store.add_refit, e.name, report.version, report.swapped,
                                     report.kind, report.labels, report.scores,
@@ -374,7 +548,7 @@ class LearningService:
         e.learner.record(prompt, model, float(score))
         e.count("feedback")
         if self.store is not None:
-            await asyncio.to_thread(self.store.add_label, LabelRow(
+            await self._add_label(e, LabelRow(
                 endpoint, prompt, model, float(score), None, "feedback", rid, client))
         if e.learner.due() and not e.refitting:
             self._spawn(self._refit(e))

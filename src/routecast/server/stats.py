@@ -8,16 +8,23 @@
 * **escalation rate**: answered requests whose route asked more than one model (a fallback or a
   cascade escalation), over all answered requests;
 * **latency p50/p90/p99**: arrival to last byte, answered requests only.
+
+The log is read with one portable query (plain columns, no SQL functions that differ between
+SQLite and PostgreSQL), and the figures computed here, so both databases give the same numbers.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
 from routecast.errors import ConfigError
+from routecast.storage.database import Database, open_database
+from routecast.storage.schema import requests
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -57,24 +64,25 @@ class StatsRow:
                 "saved_fraction": self.saved_fraction}
 
 
-def request_stats(db: str | Path, since_ts: float | None = None) -> list[StatsRow]:
-    """One row per (endpoint, answering model), then one ``(all)`` row per endpoint."""
-    path = Path(db)
-    if not path.is_file():
-        raise ConfigError(f"no request log at {path}. Fix: pass the database the server writes "
-                          "(storage.db in its config) with --db")
+def request_stats(db: str | Path | Database, since_ts: float | None = None) -> list[StatsRow]:
+    """One row per (endpoint, answering model), then one ``(all)`` row per endpoint. ``db``
+    is a SQLite path, a database URL or an open :class:`Database` (read, never written)."""
+    r = requests.c
+    stmt = (select(r.endpoint, r.model, r.status, r.route, r.cost_usd, r.baseline_cost_usd,
+                   r.baseline_model, r.latency_s, r.prompt_tokens, r.completion_tokens)
+            .where(r.ts >= (since_ts or 0.0)).order_by(r.endpoint, r.model))
+    database, owned = open_database(db, readonly=True)
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = con.execute(
-                "SELECT endpoint, model, status, route, cost_usd, baseline_cost_usd, "
-                "baseline_model, latency_s, prompt_tokens, completion_tokens FROM requests "
-                "WHERE ts >= ? ORDER BY endpoint, model", (since_ts or 0.0,)).fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error as e:
-        raise ConfigError(f"{path} is not a routecast request log ({e}). Fix: pass the "
-                          "database the server writes (storage.db in its config)") from None
+        with database.connect() as conn:
+            rows = conn.execute(stmt).all()
+    except SQLAlchemyError as e:
+        raise ConfigError(f"{database.describe()} is not a routecast request log "
+                          f"({getattr(e, 'orig', None) or e}). Fix: "
+                          "pass the database the server writes (storage.db in its config, or "
+                          "the config itself with --config)") from None
+    finally:
+        if owned:
+            database.close()
 
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     for row in rows:

@@ -57,7 +57,7 @@ class ApiRoutes:
     def __init__(self, server: RoutecastServer) -> None:
         self.server = server
         apis = server.config.apis
-        self.store = ResponseStore(server.config.storage.db, apis.response_retention_days)
+        self.store = ResponseStore(server.database, apis.response_retention_days)
         state = server.state
         self.cascades = ConversationCascades(shared=state if state.shared else None)
 

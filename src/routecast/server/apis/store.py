@@ -7,9 +7,10 @@ OpenAI's reference says a new turn does not inherit), the response object as it 
 the conversation's key (see :mod:`routecast.server.apis.common`), and the client key that made
 it: with ``auth.required``, only that key can fetch or continue it.
 
-Where: the table ``responses`` of the server's SQLite database (``storage.db``, next to the
-request log), written off the event loop. Without ``storage.db``, a bounded in-memory map of the
-latest ``MEMORY_ROWS`` responses, lost on restart. Retention: rows older than
+Where: the table ``responses`` of the server's database (:mod:`routecast.storage`: SQLite or
+PostgreSQL, next to the request log; replicas sharing it continue each other's conversations),
+written off the event loop. Without storage (``storage.db: null``), a bounded in-memory map of
+the latest ``MEMORY_ROWS`` responses, lost on restart. Retention: rows older than
 ``apis.response_retention_days`` (default 30) are deleted at start-up and then at most hourly,
 on the next write. A request with ``store: false`` is not stored (and cannot be continued or
 fetched); the request log's own row is kept either way.
@@ -18,7 +19,6 @@ fetched); the request log's own row is kept either way.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -26,23 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete, insert, select, update
+
 from routecast.backends.transport import json_dumps, json_loads
+from routecast.storage.database import Database, open_database
+from routecast.storage.schema import responses
 
 MEMORY_ROWS = 1000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
-    id TEXT PRIMARY KEY,         -- the response's id (resp_...)
-    ts REAL NOT NULL,            -- unix time it was created
-    endpoint TEXT NOT NULL,
-    conversation TEXT,           -- the conversation key its routing was pinned by
-    owner TEXT,                  -- the id of the client key that made it (NULL: no auth)
-    messages TEXT NOT NULL,      -- JSON: the conversation so far as chat messages
-    response TEXT NOT NULL       -- JSON: the response object as sent
-);
-CREATE INDEX IF NOT EXISTS responses_ts ON responses (ts);
-"""
-
 
 @dataclass(slots=True)
 class Stored:
@@ -55,58 +45,61 @@ class Stored:
 
 
 class ResponseStore:
-    """See the module docstring. Thread-safe; the async methods run SQLite in a thread."""
+    """See the module docstring. Thread-safe; the async methods run the database in a thread.
+    ``db`` is the server's :class:`Database` (not closed here), a SQLite path or URL (opened
+    on first use), or ``None`` (memory)."""
 
-    def __init__(self, db: Path | None, retention_days: float = 30.0) -> None:
-        self.db = db
+    def __init__(self, db: str | Path | Database | None, retention_days: float = 30.0) -> None:
+        self.target = db
         self.retention_s = retention_days * 86400.0
         self._lock = threading.Lock()
-        self._con: sqlite3.Connection | None = None
+        self._db: Database | None = db if isinstance(db, Database) else None
+        self._owned = False
         self._memory: OrderedDict[str, Stored] = OrderedDict()
         self._purged_at = 0.0
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._con is None:
-            assert self.db is not None
-            self.db.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.db, check_same_thread=False, timeout=10.0)
-            con.execute("PRAGMA journal_mode=WAL")
-            # As the request log: a committed row survives a crash of the server process.
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.executescript(_SCHEMA)
-            self._con = con
-        return self._con
+    @property
+    def db(self) -> str | Path | Database | None:
+        return self.target
 
-    def _purge(self, con: sqlite3.Connection, now: float) -> None:
-        if now - self._purged_at > 3600.0:
-            con.execute("DELETE FROM responses WHERE ts < ?", (now - self.retention_s,))
-            self._purged_at = now
+    def _database(self) -> Database:
+        if self._db is None:
+            assert self.target is not None
+            with self._lock:
+                if self._db is None:
+                    self._db, self._owned = open_database(self.target)
+        return self._db
 
     def put_sync(self, item: Stored) -> None:
         now = time.time()
-        if self.db is None:
+        if self.target is None:
             with self._lock:
                 self._memory[item.id] = item
                 while len(self._memory) > MEMORY_ROWS:
                     self._memory.popitem(last=False)
             return
-        with self._lock:
-            con = self._connection()
-            self._purge(con, now)
-            con.execute("INSERT OR REPLACE INTO responses (id, ts, endpoint, conversation, "
-                        "owner, messages, response) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (item.id, now, item.endpoint, item.conversation, item.owner,
-                         json_dumps(item.messages).decode(), json_dumps(item.response).decode()))
-            con.commit()
+        values = {"ts": now, "endpoint": item.endpoint, "conversation": item.conversation,
+                  "owner": item.owner, "messages": json_dumps(item.messages).decode(),
+                  "response": json_dumps(item.response).decode()}
+        with self._database().begin() as conn:
+            if now - self._purged_at > 3600.0:
+                conn.execute(delete(responses).where(responses.c.ts < now - self.retention_s))
+                self._purged_at = now
+            # Insert or replace, portably: an id is written again only when a client reuses
+            # one, so the update usually finds nothing and the insert runs.
+            if not conn.execute(update(responses).where(responses.c.id == item.id)
+                                .values(values)).rowcount:
+                conn.execute(insert(responses).values(id=item.id, **values))
 
     def get_sync(self, response_id: str) -> Stored | None:
-        if self.db is None:
+        if self.target is None:
             with self._lock:
                 return self._memory.get(response_id)
-        with self._lock:
-            con = self._connection()
-            row = con.execute("SELECT id, endpoint, conversation, messages, response, ts, "
-                              "owner FROM responses WHERE id = ?", (response_id,)).fetchone()
+        with self._database().connect() as conn:
+            row = conn.execute(select(responses.c.id, responses.c.endpoint,
+                                      responses.c.conversation, responses.c.messages,
+                                      responses.c.response, responses.c.ts, responses.c.owner)
+                               .where(responses.c.id == response_id)).first()
         if row is None or row[5] < time.time() - self.retention_s:
             return None
         return Stored(row[0], row[1], row[2], json_loads(row[3].encode()),
@@ -123,6 +116,6 @@ class ResponseStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._con is not None:
-                self._con.close()
-                self._con = None
+            if self._db is not None and self._owned:
+                self._db.close()
+                self._db = None

@@ -1,9 +1,12 @@
-"""What the dashboard reads from the request log: read-only SQL over one SQLite file.
+"""What the dashboard reads from the request log: read-only queries over the server's database.
 
-Every function opens the file read-only (``mode=ro``), so a dashboard can never change or lock
-what the server writes, and runs in a worker thread when the server calls it (the event loop
-never waits on the disk). The log is written in batches (``storage.batch_ms``, 200 ms by
-default), so the newest fraction of a second may not show yet.
+Every function takes the server's :class:`~routecast.storage.database.Database` (SQLite or
+PostgreSQL; only ``SELECT`` s run on it) or a SQLite path, which it opens read-only
+(``mode=ro``), so a dashboard can never change or lock what the server writes. The server calls
+them in a worker thread (the event loop never waits on the database). The queries are SQLAlchemy
+Core over plain columns, and percentiles and buckets are computed here, so they mean the same in
+both databases. The log is written in batches (``storage.batch_ms``, 200 ms by default), so the
+newest fraction of a second may not show yet.
 
 The figures mean what ``routecast stats`` means by them (:mod:`routecast.server.stats`): spend
 is the sum of ``cost_usd``; *saved* compares it with pricing the same answered requests at each
@@ -13,13 +16,23 @@ endpoint's most expensive model; latency is arrival to last byte, answered reque
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import ColumnElement, Connection, func, select
+from sqlalchemy.exc import DBAPIError
+
+from routecast.errors import ConfigError
 from routecast.server.stats import _percentile
+from routecast.storage.database import Database, missing_table, open_database
+from routecast.storage.schema import learning_refits, requests
+
+#: The server's database, or a SQLite file.
+Source = Database | Path
 
 #: Columns of a request as the Requests page and the story read them.
 _REQUEST_COLUMNS = ("request_id", "ts", "endpoint", "model", "route", "status", "stream",
@@ -28,11 +41,37 @@ _REQUEST_COLUMNS = ("request_id", "ts", "endpoint", "model", "route", "status", 
                     "key_name", "prompt", "trace")
 
 
-def _connect(db: Path) -> sqlite3.Connection | None:
-    """A read-only connection, or ``None`` while the server has written nothing yet."""
-    if not db.is_file():
-        return None
-    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+_R = requests.c
+
+
+@contextmanager
+def _connect(db: Source) -> Iterator[Connection | None]:
+    """A connection for reading, or ``None`` while the server has written nothing yet (no
+    file, no table)."""
+    try:
+        database, owned = open_database(db, readonly=True)
+    except ConfigError:  # no file yet
+        yield None
+        return
+    try:
+        with database.connect() as conn:
+            yield conn
+    finally:
+        if owned:
+            database.close()
+
+
+def _rows(db: Source, stmt: Any) -> Sequence[Any] | None:
+    """All rows of ``stmt``, or ``None`` when there is no log (yet)."""
+    with _connect(db) as conn:
+        if conn is None:
+            return None
+        try:
+            return conn.execute(stmt).all()
+        except DBAPIError as e:
+            if missing_table(e):
+                return None
+            raise
 
 
 @dataclass
@@ -83,7 +122,7 @@ class Overview:
                 "series": [vars(p) for p in self.series]}
 
 
-def overview(db: Path, window_s: float = 3600.0, *, buckets: int = 30,
+def overview(db: Source, window_s: float = 3600.0, *, buckets: int = 30,
              now: float | None = None) -> Overview:
     """The overview's figures over the last ``window_s`` seconds, and latency percentiles in
     ``buckets`` equal time buckets from the window's first request to now. Requests per
@@ -91,15 +130,11 @@ def overview(db: Path, window_s: float = 3600.0, *, buckets: int = 30,
     now = time.time() if now is None else now
     since = now - window_s
     out = Overview(window_s)
-    con = _connect(db)
-    if con is None:
+    rows = _rows(db, select(_R.ts, _R.endpoint, _R.model, _R.route, _R.status, _R.cost_usd,
+                            _R.baseline_cost_usd, _R.latency_s)
+                 .where(_R.ts >= since).order_by(_R.ts))
+    if rows is None:
         return out
-    try:
-        rows = con.execute(
-            "SELECT ts, endpoint, model, route, status, cost_usd, baseline_cost_usd, latency_s "
-            "FROM requests WHERE ts >= ? ORDER BY ts", (since,)).fetchall()
-    finally:
-        con.close()
     out.requests = len(rows)
     ok = [r for r in rows if r[4] == 200]
     out.errors = out.requests - len(ok)
@@ -137,81 +172,59 @@ class Filters:
     key: str = ""
     status: str = ""  # "ok", "error" or a number
 
-    def where(self) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        for column, value in (("endpoint", self.endpoint), ("model", self.model),
-                              ("key_name", self.key)):
+    def where(self) -> list[ColumnElement[bool]]:
+        """The filters as SQL conditions (all must hold)."""
+        clauses: list[ColumnElement[bool]] = []
+        for column, value in ((_R.endpoint, self.endpoint), (_R.model, self.model),
+                              (_R.key_name, self.key)):
             if value:
-                clauses.append(f"{column} = ?")
-                args.append(value)
+                clauses.append(column == value)
         if self.status == "ok":
-            clauses.append("status = 200")
+            clauses.append(_R.status == 200)
         elif self.status == "error":
-            clauses.append("status != 200")
+            clauses.append(_R.status != 200)
         elif self.status.isdigit():
-            clauses.append("status = ?")
-            args.append(int(self.status))
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+            clauses.append(_R.status == int(self.status))
+        return clauses
 
 
-def recent(db: Path, filters: Filters | None = None, limit: int = 100) -> list[dict[str, Any]]:
+_SELECT_REQUEST = select(*(requests.c[name] for name in _REQUEST_COLUMNS))
+
+
+def recent(db: Source, filters: Filters | None = None, limit: int = 100
+           ) -> list[dict[str, Any]]:
     """The latest requests matching ``filters``, newest first."""
-    con = _connect(db)
-    if con is None:
-        return []
-    where, args = (filters or Filters()).where()
-    try:
-        rows = con.execute(f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM requests{where} "
-                           "ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-    finally:
-        con.close()
-    return [_request(r) for r in rows]
+    rows = _rows(db, _SELECT_REQUEST.where(*(filters or Filters()).where())
+                 .order_by(_R.id.desc()).limit(limit))
+    return [_request(r) for r in rows or ()]
 
 
-def choices(db: Path) -> dict[str, list[str]]:
+def choices(db: Source) -> dict[str, list[str]]:
     """Distinct endpoints, models and keys in the log, for the filters' menus."""
-    con = _connect(db)
-    if con is None:
-        return {"endpoint": [], "model": [], "key": []}
-    try:
-        return {name: [v for (v,) in con.execute(
-                    f"SELECT DISTINCT {column} FROM requests WHERE {column} IS NOT NULL "
-                    f"ORDER BY {column}")]
-                for name, column in (("endpoint", "endpoint"), ("model", "model"),
-                                     ("key", "key_name"))}
-    finally:
-        con.close()
+    out: dict[str, list[str]] = {}
+    for name, column in (("endpoint", _R.endpoint), ("model", _R.model),
+                         ("key", _R.key_name)):
+        rows = _rows(db, select(column).where(column.is_not(None)).distinct()
+                     .order_by(column))
+        out[name] = [v for (v,) in rows or ()]
+    return out
 
 
-def request(db: Path, request_id: str) -> dict[str, Any] | None:
+def request(db: Source, request_id: str) -> dict[str, Any] | None:
     """One request by its ``x-routecast-request-id``, or ``None``."""
-    con = _connect(db)
-    if con is None:
-        return None
-    try:
-        row = con.execute(f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM requests "
-                          "WHERE request_id = ? ORDER BY id DESC LIMIT 1",
-                          (request_id,)).fetchone()
-    finally:
-        con.close()
-    return None if row is None else _request(row)
+    rows = _rows(db, _SELECT_REQUEST.where(_R.request_id == request_id)
+                 .order_by(_R.id.desc()).limit(1))
+    return _request(rows[0]) if rows else None
 
 
-def live_point(db: Path, endpoint: str, window_s: float = 86400.0) -> dict[str, Any] | None:
+def live_point(db: Source, endpoint: str, window_s: float = 86400.0) -> dict[str, Any] | None:
     """An endpoint's operating point on its recent traffic: mean cost per answered request,
     and the mean quality the router estimated for the models it chose (routed endpoints;
     ``None`` when no request carried estimates). Quality measured on traffic needs labels,
     which the log does not hold; the estimate is labelled as one wherever it is shown."""
-    con = _connect(db)
-    if con is None:
-        return None
-    try:
-        rows = con.execute("SELECT model, cost_usd, trace FROM requests WHERE endpoint = ? "
-                           "AND status = 200 AND ts >= ?",
-                           (endpoint, time.time() - window_s)).fetchall()
-    finally:
-        con.close()
+    rows = _rows(db, select(_R.model, _R.cost_usd, _R.trace)
+                 .where(_R.endpoint == endpoint, _R.status == 200,
+                        _R.ts >= time.time() - window_s))
     if not rows:
         return None
     estimated: list[float] = []
@@ -244,24 +257,17 @@ def client_headers(req: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-def learning(db: Path) -> list[dict[str, Any]]:
+def learning(db: Source) -> list[dict[str, Any]]:
     """Per learning endpoint (``learning:`` blocks): labels collected by source, what shadows
     and judging cost, refits made and swapped in, and when the last refit ran. Empty when no
     endpoint learns (the tables do not exist)."""
     from routecast.learning.store import learning_stats
 
-    if not db.is_file():
+    rows = _rows(db, select(learning_refits.c.endpoint, func.max(learning_refits.c.ts))
+                 .group_by(learning_refits.c.endpoint))
+    if rows is None:
         return []
-    con = _connect(db)
-    if con is None:
-        return []
-    try:
-        last = dict(con.execute("SELECT endpoint, MAX(ts) FROM learning_refits "
-                                "GROUP BY endpoint").fetchall())
-    except sqlite3.Error:
-        return []
-    finally:
-        con.close()
+    last: dict[str, float] = {endpoint: ts for endpoint, ts in rows}  # noqa: C416
     return [{"endpoint": st.endpoint, "labels": st.labels, "by_source": st.by_source,
              "shadow_usd": st.shadow_usd, "judge_usd": st.judge_usd, "refits": st.refits,
              "swapped": st.swaps, "last_refit_ts": last.get(st.endpoint)}

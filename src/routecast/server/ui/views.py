@@ -154,7 +154,7 @@ class Dashboard:
                     if getattr(self.server, "learning", None) is not None else [])
         return {"o": data, "latency_chart": chart, "traffic_chart": traffic,
                 "breakers": self._breakers(), "window": window, "learning": learning,
-                "logged": self._db().is_file()}
+                "logged": self._logged()}
 
     def _breakers(self) -> list[dict[str, Any]]:
         out = []
@@ -299,9 +299,18 @@ class Dashboard:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _db(self) -> Path:
+    def _db(self) -> queries.Source:
+        """The server's database (once its request log has started), else a path that is
+        never a file (nothing logged)."""
         log = self.server.request_log
-        return log.path if log is not None else Path("/nonexistent/routecast.db")
+        if log is not None and log.db is not None:
+            return log.db
+        return (log.path if log is not None and log.path is not None
+                else Path("/nonexistent/routecast.db"))
+
+    def _logged(self) -> bool:
+        db = self._db()
+        return not isinstance(db, Path) or db.is_file()
 
     def _render(self, template: str, context: dict[str, Any], status: int = 200
                 ) -> HTMLResponse:
