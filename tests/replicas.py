@@ -12,7 +12,7 @@
 Every replica serves the same config file (``config``, written as JSON, which is YAML) on a port
 of its own; start-up waits for each one's ``/health``, then starts HAProxy in front: round
 robin, an active ``GET /health`` check every 200 ms (two failures take a replica out, one
-success brings it back), ``retries`` with ``option redispatch`` so that a connection refused by
+success brings it back; a check may take up to 2 s, so a busy replica is not taken for dead), ``retries`` with ``option redispatch`` so that a connection refused by
 a dead replica is retried on another. Leaving the ``with`` block, or :meth:`Replicas.close`,
 stops everything (SIGTERM, so the survivors drain and flush their request logs, then SIGKILL
 after a timeout) and removes the harness's folder (config, HAProxy config, process output),
@@ -109,6 +109,10 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout http-request 10s
+    # A check may wait behind the requests a busy replica is serving: without this, its
+    # timeout is `inter` (200 ms) and a saturated replica would flap out. A dead one refuses
+    # the connection at once, so this does not slow down taking it out.
+    timeout check 2s
     retries {retries}
     option redispatch 1
 
