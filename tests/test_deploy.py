@@ -280,11 +280,13 @@ def test_haproxy_config_passes_haproxy_check() -> None:
 
 
 def test_nginx_config_passes_nginx_check(tmp_path: Path) -> None:
+    from tests.services import missing
+
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
                                       else None)
     if nginx is None:
-        pytest.skip("nginx is not installed (apt-get install nginx); HAProxy's config is "
-                    "checked instead")
+        missing("nginx", "apt-get install nginx")
+    assert nginx is not None
     path = DEPLOY / "nginx" / "nginx.conf"
     # -e: errors to stderr, not the compiled-in /var/log path; -p: a prefix of our own.
     done = subprocess.run([nginx, "-t", "-q", "-e", "stderr", "-p", str(tmp_path), "-c",
