@@ -16,7 +16,8 @@ asyncio from benchmarks/proxy_overhead.py, in its own process):
 * **2 / 3 replicas via HAProxy** on one shared SQLite file (and, when the server stores in
   PostgreSQL, 3 replicas on PostgreSQL + Redis).
 
-Latency (p50 / p99) is from ``wrk`` at one connection; "added" is that minus the direct run's.
+Latency (p50 / p99) is from ``wrk`` at one connection; "added" is that minus the direct run's
+(the stub asked just before, in each round: the machine's load drifts).
 Throughput is ``wrk`` at ``--connections`` connections. Without ``wrk`` an aiohttp client in
 this process generates the load (it costs more CPU, so throughput reads lower). Each row also
 gives the CPU the replicas used per 1000 requests and the requests per second one core of
@@ -66,6 +67,9 @@ class Row:
     storage: str
     p50_ms: float = float("nan")
     p99_ms: float = float("nan")
+    #: Minus the direct run's p50 / p99 measured just before, in the same round.
+    added_p50_ms: float = 0.0
+    added_p99_ms: float = 0.0
     rps: float = float("nan")
     errors: int = 0
     #: CPU seconds of the replicas (together) per 1000 requests, during the throughput run.
@@ -133,15 +137,18 @@ def children_cpu_s() -> float:
 
 
 def measure(row: Row, load: Load, url: str, replica_pids: list[int], other_pids: dict[str, int],
-            args: argparse.Namespace) -> Row:
+            args: argparse.Namespace, baseline: str | None = None) -> Row:
     """Latency at one connection, then throughput at ``args.connections`` with CPU shares,
     ``args.repeats`` times; each figure is the median over the repeats (the machine is
-    shared, so single runs are noisy)."""
+    shared, so single runs are noisy). ``baseline``: the stub's URL, asked at one connection
+    just before each latency run, to subtract (the machine's load drifts between rows)."""
     load.run(url, 4, 1)  # warm up: connections, caches, the first rows' tables
     cores = os.cpu_count() or 1
     pids = {"replicas": replica_pids, **{k: [v] for k, v in other_pids.items()}}
     rounds: list[dict[str, float]] = []
     for _ in range(args.repeats):
+        base = load.run(baseline, 1, args.duration) if baseline else {"p50_ms": 0.0,
+                                                                        "p99_ms": 0.0}
         one = load.run(url, 1, args.duration)
         before = {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}
         gen_before, here_before = children_cpu_s(), time.process_time()
@@ -155,6 +162,8 @@ def measure(row: Row, load: Load, url: str, replica_pids: list[int], other_pids:
                                                                      - here_before)
         requests = many.get("requests") or many["rps"] * wall
         rounds.append({"p50": one["p50_ms"], "p99": one["p99_ms"], "rps": many["rps"],
+                       "added_p50": one["p50_ms"] - base["p50_ms"],
+                       "added_p99": one["p99_ms"] - base["p99_ms"],
                        "errors": one["errors"] + many["errors"],
                        "cpu": used["replicas"] * 1000 / requests if requests else float("nan"),
                        **{f"share:{k}": v / (wall * cores) for k, v in used.items()}})
@@ -163,6 +172,7 @@ def measure(row: Row, load: Load, url: str, replica_pids: list[int], other_pids:
         return statistics.median(r[key] for r in rounds)
 
     row.p50_ms, row.p99_ms, row.rps = median("p50"), median("p99"), median("rps")
+    row.added_p50_ms, row.added_p99_ms = median("added_p50"), median("added_p99")
     row.errors = int(sum(r["errors"] for r in rounds))
     row.replica_cpu_ms_per_req = median("cpu")
     row.share = {k.removeprefix("share:"): median(k) for k in rounds[0] if k.startswith("share:")}
@@ -247,6 +257,7 @@ def config(stub_url: str, storage: dict[str, Any], state: dict[str, Any] | None 
 def run_fleet(rows: list[Row], name: str, doc: dict[str, Any], n: int, storage: str,
               load: Load, args: argparse.Namespace, haproxy: str | None, stub_pid: int, *,
               also_direct: bool = False, check: Any = None) -> None:
+    stub = doc["models"]["small"]["base_url"].removesuffix("/v1")
     """Start ``n`` replicas of ``doc`` behind HAProxy and measure them (``also_direct``: the
     first replica asked directly too); ``check(fleet)`` after the runs returns a reason to
     drop the rows (the server did not use the storage asked for), or ``None``."""
@@ -261,10 +272,11 @@ def run_fleet(rows: list[Row], name: str, doc: dict[str, Any], n: int, storage: 
             measured: list[Row] = []
             if also_direct:
                 measured.append(measure(Row(f"{name}, direct", n, storage), load,
-                                        fleet.replicas[0].url, pids, {"stub": stub_pid}, args))
+                                        fleet.replicas[0].url, pids, {"stub": stub_pid}, args,
+                                        stub))
             measured.append(measure(Row(f"{name}, via HAProxy", n, storage), load, fleet.url,
                                     pids, {"stub": stub_pid, "haproxy": fleet.haproxy.pid},
-                                    args))
+                                    args, stub))
             reason = check(fleet) if check is not None else None
             if reason is not None:
                 rows.append(Row(name, n, storage, note=f"skipped: {reason}"))
@@ -352,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             run_fleet(rows, f"{n} replicas", config(stub_url, sqlite), n, "SQLite (one file)",
                       load, args, haproxy, stub.pid)
 
-    report(rows, direct, args, load_before, haproxy)
+    report(rows, args, load_before, haproxy)
     if args.json is not None:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
     return 0
@@ -370,14 +382,14 @@ def _wait_port(port: int, timeout_s: float = 20.0) -> None:
             time.sleep(0.05)
 
 
-def report(rows: list[Row], direct: Row, args: argparse.Namespace, load_before: float,
+def report(rows: list[Row], args: argparse.Namespace, load_before: float,
            haproxy: str | None) -> None:
     cores = os.cpu_count() or 1
     generator = "wrk" if shutil.which("wrk") else "aiohttp (this process)"
     print(f"\nscale-out on {cores} cores; load: {generator}, latency at 1 connection, "
           f"throughput at {args.connections}, {args.duration} s each, medians of "
-          f"{args.repeats}; load average before "
-          f"{load_before:.2f}; HAProxy: {haproxy or 'none'}\n")
+          f"{args.repeats}; load average before {load_before:.2f}, after "
+          f"{os.getloadavg()[0]:.2f}; HAProxy: {haproxy or 'none'}\n")
     base = next((r for r in rows if r.name == "1 replica, direct" and r.storage == "SQLite"),
                 None)
     head = (f"{'setup':<26} {'storage':<19} {'p50 ms':>7} {'p99 ms':>7} {'+p50':>6} "
@@ -389,21 +401,21 @@ def report(rows: list[Row], direct: Row, args: argparse.Namespace, load_before: 
         if r.note.startswith("skipped"):
             print(f"{r.name:<26} {r.storage:<19} {r.note}")
             continue
-        added50 = r.p50_ms - direct.p50_ms
-        added99 = r.p99_ms - direct.p99_ms
+        added50, added99 = r.added_p50_ms, r.added_p99_ms
         ratio = r.rps / base.rps if base is not None and r.replicas else float("nan")
         per_core = 1000 / r.replica_cpu_ms_per_req if r.replica_cpu_ms_per_req else float("nan")
         gen = r.share.get("load generator", 0) + r.share.get("stub", 0)
         name = r.name if len(r.name) <= 26 else r.name[:25] + "…"
         print(f"{name:<26} {r.storage:<19} {r.p50_ms:7.2f} {r.p99_ms:7.2f} "
-              f"{added50 if r.replicas else 0:6.2f} {added99 if r.replicas else 0:6.2f} "
+              f"{added50:6.2f} {added99:6.2f} "
               f"{r.rps:7.0f} {ratio:5.2f} {r.replica_cpu_ms_per_req:10.3f} {per_core:8.0f} "
               f"{100 * r.share.get('replicas', 0):9.0f} {100 * r.share.get('haproxy', 0):8.0f} "
               f"{100 * gen:9.0f}  {r.note or ''}{f' {r.errors} errors' if r.errors else ''}")
-    print(f"\n+p50/+p99: added to the direct run's latency; x 1: throughput over one SQLite "
-          f"replica asked directly; cpu ms/req: the replicas' CPU per request; rps/core: "
-          f"requests one core of replica CPU serves; the % columns: shares of all {cores} "
-          "cores during the throughput run (the rest: other processes on the machine).")
+    print(f"\n+p50/+p99: added to the direct run's latency (asked just before, each round); "
+          "x 1: throughput over one SQLite replica asked directly; cpu ms/req: the replicas' "
+          "CPU per request; rps/core: requests one core of replica CPU serves; the % columns: "
+          f"shares of all {cores} cores during the throughput run (the rest: other processes "
+          "on the machine).")
     if cores <= 4:
         print(f"On {cores} cores the load generator, the stub, HAProxy and the replicas share "
               "the same cores: once they are busy, another replica adds no throughput; "
