@@ -406,8 +406,8 @@ def report(rows: list[Row], args: argparse.Namespace, load_before: float,
         per_core = 1000 / r.replica_cpu_ms_per_req if r.replica_cpu_ms_per_req else float("nan")
         gen = r.share.get("load generator", 0) + r.share.get("stub", 0)
         name = r.name if len(r.name) <= 26 else r.name[:25] + "…"
-        print(f"{name:<26} {r.storage:<19} {r.p50_ms:7.2f} {r.p99_ms:7.2f} "
-              f"{added50:6.2f} {added99:6.2f} "
+        added = (f"{added50:6.2f} {added99:6.2f}" if r.replicas else f"{'-':>6} {'-':>6}")
+        print(f"{name:<26} {r.storage:<19} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {added} "
               f"{r.rps:7.0f} {ratio:5.2f} {r.replica_cpu_ms_per_req:10.3f} {per_core:8.0f} "
               f"{100 * r.share.get('replicas', 0):9.0f} {100 * r.share.get('haproxy', 0):8.0f} "
               f"{100 * gen:9.0f}  {r.note or ''}{f' {r.errors} errors' if r.errors else ''}")

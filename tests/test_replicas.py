@@ -3,8 +3,8 @@ request log: HAProxy spreads requests over all of them, and a ``kill -9`` of one
 taken out by HAProxy's health checks, loses no logged row of any response a client received,
 and leaves the others serving.
 
-The storage is a parameter (a database URL); PostgreSQL joins the list once the server stores
-there (``storage.url``), with the fixture ``pg_url`` of tests/services.py.
+The storage is a parameter (a database URL); PostgreSQL joins the list (one word in
+``storage_url``'s params) once the server stores there (``storage.url``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import pytest
 
 from tests.replicas import CHECK_MS, FALL, Replicas, logged_requests, storage_config
 from tests.routecast_live import model_entry
-from tests.services import haproxy_bin
+from tests.services import haproxy_bin, pg_url
 from tests.stub_upstream import StubUpstream
 
-__all__ = ["haproxy_bin"]  # the fixture, imported to be found by pytest
+__all__ = ["haproxy_bin", "pg_url"]  # fixtures, imported to be found by pytest
 
 USER = [{"role": "user", "content": "one two three"}]
 N = 3
@@ -38,13 +38,15 @@ def stub() -> Iterator[StubUpstream]:
         yield s
 
 
+# PostgreSQL joins once the server stores there (storage.url): add "postgresql" to params.
 @pytest.fixture(params=["sqlite"])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The database every replica logs to. PostgreSQL, once the server stores there: add
-    ``"postgresql"`` to ``params`` and ``request.getfixturevalue("pg_url")`` below."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'requests.db'}"
-    raise AssertionError(request.param)
+    """The database every replica logs to: a SQLite file, or a fresh PostgreSQL database
+    (``pg_url``: skips on a machine without PostgreSQL, fails under CI)."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return f"sqlite:///{tmp_path / 'requests.db'}"
 
 
 def config(stub: StubUpstream, storage_url: str) -> dict[str, Any]:
