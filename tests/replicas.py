@@ -12,11 +12,12 @@
 Every replica serves the same config file (``config``, written as JSON, which is YAML) on a port
 of its own; start-up waits for each one's ``/health``, then starts HAProxy in front: round
 robin, an active ``GET /health`` check every 200 ms (two failures take a replica out, one
-success brings it back; a check may take up to 2 s, so a busy replica is not taken for dead), ``retries`` with ``option redispatch`` so that a connection refused by
-a dead replica is retried on another. Leaving the ``with`` block, or :meth:`Replicas.close`,
-stops everything (SIGTERM, so the survivors drain and flush their request logs, then SIGKILL
-after a timeout) and removes the harness's folder (config, HAProxy config, process output),
-also when the test failed or start-up did. The storage the config names is the caller's.
+success brings it back; a check may take up to 2 s, so a busy replica is not taken for dead),
+``retries`` with ``option redispatch`` so that a connection refused by a dead replica is
+retried on another. Leaving the ``with`` block, or :meth:`Replicas.close`, stops everything
+(SIGTERM, so the survivors drain and flush their request logs, then SIGKILL after a timeout)
+and removes the harness's folder (config, HAProxy config, process output), also when the test
+failed or start-up did. The storage the config names is the caller's.
 
 :func:`storage_config` turns a storage URL (``sqlite:///...`` or ``postgresql://...``) into
 the config's ``storage`` section, and :func:`logged_requests` reads back what was logged, so a
