@@ -279,7 +279,7 @@ class RoutecastServer:
         if old_learning is not None:
             await old_learning.aclose()
         if self.keys is not None:
-            self.keys.reload()
+            await self.keys.reload_async()
         self.reloads_total += 1
         log.warning("reloaded %s: %d endpoints", self.config_path, len(self.backends))
 
@@ -300,7 +300,7 @@ class RoutecastServer:
     async def feedback(self, http: HTTPRequest) -> Response:
         """``POST /v1/feedback``: a client's score of an answer (see server/learning.py)."""
         try:
-            key = (self.keys.authenticate(http.headers.get("authorization"))
+            key = (await self.keys.authenticate(http.headers.get("authorization"))
                    if self.keys is not None else None)
             body = parse_json(await self.admission.read_body(http.headers, http.stream()))
             if self.learning is None:
