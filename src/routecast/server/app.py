@@ -60,7 +60,14 @@ from routecast.server.apis.routes import ApiRoutes
 from routecast.server.asgi import FastPath, error_response, http_error, json_response, unexpected
 from routecast.server.capability_check import EXCLUDED_HEADER, CapabilityCheck
 from routecast.server.endpoints import EndpointTable, build_endpoints
-from routecast.server.gauges import breaker_gauges, learning_gauges, routing_gauges
+from routecast.server.gauges import (
+    breaker_gauges,
+    key_gauges,
+    learning_gauges,
+    request_log_gauges,
+    routing_gauges,
+    state_gauges,
+)
 from routecast.server.keys import KeyStore
 from routecast.server.learning import LearningService
 from routecast.server.openapi import openapi_schema
@@ -71,7 +78,13 @@ from routecast.server.requestlog import RequestLog
 from routecast.server.streaming import deadline_error, start_stream
 from routecast.server.wire import dumps, parse_json
 from routecast.server.worker_metrics import FLUSH_S, SharedMetrics
-from routecast.state import SharedState, check_reachable, check_shared_state, make_state
+from routecast.state import (
+    RedisState,
+    SharedState,
+    check_reachable,
+    check_shared_state,
+    make_state,
+)
 from routecast.storage.database import Database
 
 if TYPE_CHECKING:
@@ -131,6 +144,12 @@ class RoutecastServer:
         self.metrics.extra += [*routing_gauges(lambda: self.table),
                                *breaker_gauges(lambda: self.table),
                                *learning_gauges(lambda: self.learning)]
+        if isinstance(self.state, RedisState):
+            self.metrics.extra += state_gauges(self.state)
+        if request_log is not None:
+            self.metrics.extra += request_log_gauges(request_log)
+        if self.keys is not None:
+            self.metrics.extra += key_gauges(self.keys)
         self._tasks: set[asyncio.Task[None]] = set()
         self.reloads_total = 0
         # Request ids: a random per-process prefix and a counter (unique across restarts and

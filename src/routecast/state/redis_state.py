@@ -200,8 +200,17 @@ class RedisState:
         #: Pins while Redis is unreachable, per endpoint (see the module docstring).
         self._fallback: dict[str, SessionPins] = {}
         self._max_sessions = max_sessions
-        #: Failures seen, by kind, for logs and tests.
+        #: Failed calls (refused, timed out, an error reply), in all and by (call, error)
+        #: where error is ``timeout`` or ``error`` (``routecast_state_failures_total``).
         self.failures = 0
+        self.failed: dict[tuple[str, str], int] = {}
+        #: Calls answered without Redis because it was unreachable, by call: admissions
+        #: refused (503), pins served from this replica
+        #: (``routecast_state_unavailable_total``).
+        self.unavailable: dict[str, int] = {}
+        #: The settles being written by the pipeline in flight (still pending until it
+        #: answers).
+        self._writing: list[_Settle] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -282,6 +291,7 @@ class RedisState:
             for key_id, reservation, cost, before in batch:
                 pipe.evalsha(self._settle_sha, 2, *self._keys(key_id), reservation, repr(cost),
                              repr(float(before)), KEY_TTL_S)
+            self._writing = batch
             try:
                 results = await pipe.execute(raise_on_error=False)
             except _errors() as e:
@@ -289,6 +299,8 @@ class RedisState:
                 self._settles[:0] = batch
                 self._failed("settle", e)
                 return
+            finally:
+                self._writing = []
             failed = [s for s, r in zip(batch, results, strict=True)
                       if isinstance(r, Exception)]
             if failed:
@@ -303,6 +315,12 @@ class RedisState:
                     continue
                 self._failed("settle", first)
                 return
+
+    def pending_settles(self) -> tuple[int, float]:
+        """The settles not yet written to Redis (queued, or in a pipeline that has not
+        answered) and the spend they carry, in USD."""
+        waiting = [*self._settles, *self._writing]
+        return len(waiting), sum(s[2] for s in waiting)
 
     # -- pins ------------------------------------------------------------------------------
 
@@ -428,8 +446,12 @@ class RedisState:
                       where(self.url), what, type(error).__name__, error, BACKOFF_S)
         self._down_until = now + BACKOFF_S
         self.failures += 1
+        kind = (what, "timeout" if isinstance(error, TimeoutError) or "Timeout" in
+                type(error).__name__ else "error")
+        self.failed[kind] = self.failed.get(kind, 0) + 1
 
     def _unavailable(self, what: str) -> StateUnavailableError:
+        self.unavailable[what] = self.unavailable.get(what, 0) + 1
         return StateUnavailableError(
             f"the shared state (Redis at {where(self.url)}) is unreachable, so {what} cannot "
             "be checked across replicas; requests on keys with a budget or rate limit are "
