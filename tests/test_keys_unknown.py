@@ -187,3 +187,47 @@ def test_a_failed_read_is_a_503_and_paces_the_next(tmp_path: Path) -> None:
     assert after == [200]
     store.close()
     db.close()
+
+
+def test_a_server_flooded_with_random_keys_reads_the_table_about_once_a_second(
+        tmp_path: Path) -> None:
+    """Through HTTP: 300 concurrent requests with random keys are refused, cost the key table
+    about one read a second (the background reload included: routecast_key_table_reads_total),
+    and a key added meanwhile is served."""
+    import aiohttp
+
+    from tests.http_calls import call
+    from tests.routecast_live import make_config, serve
+    from tests.stub_upstream import StubUpstream
+
+    db = tmp_path / "rc.db"
+    add_key(db, "first")
+
+    def reads(base: str) -> float:
+        for line in call(base, "GET", "/metrics")[2].decode().splitlines():
+            if line.startswith("routecast_key_table_reads_total "):
+                return float(line.split()[1])
+        raise AssertionError("no routecast_key_table_reads_total on /metrics")
+
+    body = b'{"model": "small", "messages": [{"role": "user", "content": "hi"}]}'
+
+    async def flood(base: str, tokens: list[str]) -> list[int]:
+        async with aiohttp.ClientSession() as s:
+            async def one(token: str) -> int:
+                async with s.post(f"{base}/v1/chat/completions", data=body, headers={
+                        "authorization": f"Bearer {token}",
+                        "content-type": "application/json"}) as r:
+                    return r.status
+            return list(await asyncio.gather(*(one(t) for t in tokens)))
+
+    with StubUpstream() as stub:
+        config = make_config(stub.url, db, auth={"required": True})
+        with serve(config) as base:
+            before, t0 = reads(base), time.monotonic()
+            late = add_key(db, "late")
+            statuses = asyncio.run(flood(base, [random_token() for _ in range(300)] + [late]))
+            elapsed = time.monotonic() - t0
+            spent = reads(base) - before
+    assert statuses[:-1] == [401] * 300 and statuses[-1] == 200
+    print(f"flood: {spent:.0f} reads of the key table in {elapsed:.2f} s")
+    assert spent <= elapsed / keys_module.MISS_READ_S + 2, (spent, elapsed)

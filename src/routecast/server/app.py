@@ -251,7 +251,7 @@ class RoutecastServer:
             await asyncio.sleep(1.0)
             try:
                 await self.keys.flush_async()  # the database's side in a worker thread
-                await self.keys.reload_async()  # revoked keys stop working within a second
+                await self.keys.refresh()  # revoked keys stop working within a second
             except Exception as e:  # a locked or full disk: keep serving, say so
                 log.error("cannot record key spend: %s", e)
 

@@ -32,7 +32,8 @@ read is a network round trip. Every request waiting on an unknown id shares the 
 (the background reload counts as one), which starts no sooner than :data:`MISS_READ_S` after
 the previous; an id that read did not find is refused at once until the interval has passed
 (a short negative cache). A flood of random keys thus costs at most one read of the table a
-second, and a key added to the database is accepted within :data:`MISS_READ_S` (its first
+second (the server's periodic reload, :meth:`KeyStore.refresh`, skips its turn after such a
+read), and a key added to the database is accepted within :data:`MISS_READ_S` (its first
 request may wait that long). Loaded keys are authenticated synchronously
 (:meth:`KeyStore.cached`), in a few microseconds.
 
@@ -214,6 +215,13 @@ class KeyStore:
         """:meth:`reload` with the read in a worker thread and the update on the event loop
         (where admissions read the keys)."""
         self._apply(*await asyncio.to_thread(self._read))
+
+    async def refresh(self) -> None:
+        """The server's periodic :meth:`reload_async`, skipped when a read for unknown ids
+        began less than half :data:`MISS_READ_S` ago (it saw the table as recently): under a
+        flood of unknown keys the two together still read about once a second."""
+        if time.monotonic() - self._tried_at >= MISS_READ_S / 2:
+            await self.reload_async()
 
     def _apply(self, began: float, rows: Sequence[Any]) -> None:
         if began > self._read_at:
