@@ -25,24 +25,34 @@ rounds, and what each adds to the baseline.
 
 Requests whose key has no budget and no rate limit (and servers without ``auth.required``)
 never call the state: they pay nothing here.
+
+Every Redis figure is measured for several clients in the same run: redis-py's pure-Python
+reply parser with settles written as soon as they come (``py``: the client before the settle
+linger), then with the settle writer's linger of
+:data:`~routecast.state.redis_state.SETTLE_LINGER_S` (``py+linger``, what the server runs),
+and where ``hiredis`` is installed (redis-py then parses replies in C) the same two with it
+(``hi``, ``hi+linger``); the script prints each one's saving against ``py``.
+(``benchmarks/redis_client.py`` measures the same choices as interleaved A/B rounds, the
+steadier figure on a busy machine.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import secrets
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from routecast.server.keys import ClientKey
-from routecast.state import LocalState, RedisState, SharedState
+from routecast.state import LocalState, RedisState, SharedState, redis_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +61,39 @@ def _key() -> ClientKey:
     key = ClientKey(secrets.token_hex(4), "bench", b"", b"", 1e12, 0.0, 10**9)
     key._tokens, key._refilled = 1e9, time.monotonic()
     return key
+
+
+Client = tuple[str, Any, float]  # label, redis-py parser class, settle linger (s)
+
+
+def _clients() -> list[Client]:
+    """The Redis clients to compare (see the module docstring)."""
+    from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
+    from redis.utils import HIREDIS_AVAILABLE
+
+    linger = redis_state.SETTLE_LINGER_S
+    out: list[Client] = [("py", _AsyncRESP2Parser, 0.0), ("py+linger", _AsyncRESP2Parser, linger)]
+    if HIREDIS_AVAILABLE:
+        out += [("hi", _AsyncHiredisParser, 0.0), ("hi+linger", _AsyncHiredisParser, linger)]
+    return out
+
+
+@contextlib.contextmanager
+def _client(parser_class: Any, linger_s: float) -> Iterator[None]:
+    """Every RedisState made (and used) inside uses ``parser_class`` for its connections and
+    lingers ``linger_s`` before writing settles."""
+    real, real_linger = redis_state._client, redis_state.SETTLE_LINGER_S
+
+    def client(url: str, timeout_s: float, max_connections: int) -> Any:
+        made = real(url, timeout_s, max_connections)
+        made.connection_pool.connection_kwargs["parser_class"] = parser_class
+        return made
+
+    redis_state._client, redis_state.SETTLE_LINGER_S = client, linger_s
+    try:
+        yield
+    finally:
+        redis_state._client, redis_state.SETTLE_LINGER_S = real, real_linger
 
 
 async def _admission(state: SharedState, key: ClientKey) -> None:
@@ -197,7 +240,8 @@ async def _serve_app(app: Any, requests: int, rounds: int, headers: list[tuple[b
         await life
 
 
-def _through_the_app(args: argparse.Namespace, prefix: str) -> dict[str, tuple[float, float]]:
+def _through_the_app(args: argparse.Namespace, prefix: str,
+                     clients: list[Client]) -> dict[str, tuple[float, float]]:
     sys.path.insert(0, str(ROOT))
     from tests.fuzz_app import Echo
 
@@ -212,14 +256,14 @@ def _through_the_app(args: argparse.Namespace, prefix: str) -> dict[str, tuple[f
         db = Path(tmp) / "rc.db"
         token = add_key(db, "bench", budget_usd=1e9, rpm=10**9)
         auth = [(b"authorization", f"Bearer {token}".encode())]
-        variants: list[tuple[str, dict[str, Any], list[tuple[bytes, bytes]]]] = [
-            ("no auth (baseline)", {}, []),
-            ("budget key, local", {"auth": {"required": True}}, auth),
-            ("budget key, Redis", {"auth": {"required": True},
-                                   "state": {"redis_url": args.redis, "key_prefix": prefix}},
-             auth),
+        redis = {"auth": {"required": True},
+                 "state": {"redis_url": args.redis, "key_prefix": prefix}}
+        variants: list[tuple[str, dict[str, Any], list[tuple[bytes, bytes]], Client | None]] = [
+            ("no auth (baseline)", {}, [], None),
+            ("budget key, local", {"auth": {"required": True}}, auth, None),
+            *((f"budget key, {c[0]}", redis, auth, c) for c in clients),
         ]
-        for name, extra, headers in variants:
+        for name, extra, headers, variant in variants:
             doc = {"models": {m: {"base_url": "http://127.0.0.1:9/v1"}
                               for m in ("small", "large")},
                    "storage": {"db": str(db), "batch_ms": 50}, **extra}
@@ -227,8 +271,9 @@ def _through_the_app(args: argparse.Namespace, prefix: str) -> dict[str, tuple[f
             backends: dict[str, Any] = {m: Echo(m) for m in cfg.models}
             table = EndpointTable(backends, {m: Price() for m in backends},
                                   {m: m for m in backends}, list(backends.values()))
-            app = create_app(cfg, table=table)
-            out[name] = asyncio.run(_serve_app(app, args.ops, args.rounds, headers))
+            with (_client(*variant[1:]) if variant else contextlib.nullcontext()):
+                app = create_app(cfg, table=table)
+                out[name] = asyncio.run(_serve_app(app, args.ops, args.rounds, headers))
     return out
 
 
@@ -252,24 +297,34 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     prefix = f"routecast-bench-{secrets.token_hex(4)}:"
+    clients = _clients()
     try:
         local = asyncio.run(_measure(LocalState(), args))
-        shared = asyncio.run(_measure(RedisState(args.redis, prefix=prefix), args))
-        app = _through_the_app(args, prefix)
+        shared: dict[str, dict[str, dict[str, float]]] = {}
+        for label, parser_class, linger_s in clients:
+            with _client(parser_class, linger_s):
+                shared[label] = asyncio.run(_measure(RedisState(args.redis, prefix=prefix),
+                                                     args))
+        app = _through_the_app(args, prefix, clients)
     finally:
         _cleanup(args.redis, prefix)
-    print(f"{'operation':<16}{'state':<7}{'p50 us':>9}{'p99 us':>9}{'CPU us':>9}"
+    print(f"{'operation':<16}{'state':<11}{'p50 us':>9}{'p99 us':>9}{'CPU us':>9}"
           f"{'Redis CPU us':>14}{'ops/s (' + str(args.concurrency) + ' clients)':>22}")
     for name in local:
-        for label, row in (("local", local[name]), ("redis", shared[name])):
+        rows = [("local", local[name]), *((label, shared[label][name]) for label in shared)]
+        for label, row in rows:
             per_s = f"{row['per_s']:,.0f}" if "per_s" in row else ""
-            print(f"{name:<16}{label:<7}{row['p50_us']:>9.1f}{row['p99_us']:>9.1f}"
+            print(f"{name:<16}{label:<11}{row['p50_us']:>9.1f}{row['p99_us']:>9.1f}"
                   f"{row['cpu_us']:>9.1f}{row['redis_cpu_us']:>14.1f}{per_s:>22}")
-        a, b = local[name], shared[name]
-        print(f"{'':<16}{'ratio':<7}{b['p50_us'] / a['p50_us']:>8.0f}x{'':>9}"
-              f"{b['cpu_us'] / a['cpu_us']:>8.0f}x   (Redis / local; "
-              f"+{b['p50_us'] - a['p50_us']:.0f} us latency, "
-              f"+{b['cpu_us'] - a['cpu_us']:.0f} us CPU per operation)")
+        a, py = local[name], shared["py"][name]
+        print(f"{'':<16}{'py/local':<11}{py['p50_us'] / a['p50_us']:>8.0f}x{'':>9}"
+              f"{py['cpu_us'] / a['cpu_us']:>8.0f}x   (+{py['p50_us'] - a['p50_us']:.0f} us "
+              f"latency, +{py['cpu_us'] - a['cpu_us']:.0f} us CPU per operation)")
+        for label in list(shared)[1:]:
+            b = shared[label][name]
+            print(f"{'':<16}{label + '/py':<11}{b['p50_us'] / py['p50_us']:>8.2f}x{'':>9}"
+                  f"{b['cpu_us'] / py['cpu_us']:>8.2f}x   ({b['cpu_us'] - py['cpu_us']:+.0f} us "
+                  f"CPU per operation)")
     print(f"\nthrough the app, one request at a time ({args.ops} x {args.rounds}):")
     print(f"{'variant':<22}{'p50 us':>9}{'CPU us':>9}{'+ latency':>11}{'+ CPU':>9}")
     base_lat, base_cpu = app["no auth (baseline)"]

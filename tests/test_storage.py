@@ -305,8 +305,9 @@ def test_keys_add_list_revoke_and_flush_deltas(db: Database) -> None:
     one, two = KeyStore(db), KeyStore(db)
     one.open()
     two.open()
-    a1 = one.authenticate(f"Bearer {token}")
-    a2 = two.authenticate(f"Bearer {token}")
+    a1 = one.cached(f"Bearer {token}")
+    a2 = two.cached(f"Bearer {token}")
+    assert a1 is not None and a2 is not None
     for store, key, cost in ((one, a1, 0.25), (two, a2, 0.125)):
         store.admit(key)
         store.settle(key, cost)
@@ -317,7 +318,7 @@ def test_keys_add_list_revoke_and_flush_deltas(db: Database) -> None:
     assert revoke_key(db, "alice") and not revoke_key(db, "nobody")
     one.reload()
     with pytest.raises(Exception, match="invalid API key"):
-        one.authenticate(f"Bearer {token}")
+        one.cached(f"Bearer {token}")
     one.close()
     two.close()
 
@@ -326,7 +327,8 @@ def test_an_async_flush_keeps_spend_when_the_write_fails(db: Database) -> None:
     token = add_key(db, "carol", budget_usd=10.0)
     store = KeyStore(db)
     store.open()
-    key = store.authenticate(f"Bearer {token}")
+    key = store.cached(f"Bearer {token}")
+    assert key is not None
     store.admit(key)
     store.settle(key, 0.5)
 

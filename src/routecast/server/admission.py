@@ -85,8 +85,11 @@ class Admission:
         ``body_parts`` is the body as it arrives; a ``dialect`` translates another API's body
         to chat and may choose what to ask instead of the endpoint's backend."""
         keys = self.keys
-        client = keys.authenticate(headers.get("authorization")) if keys is not None else None
-        if client is not None:
+        client = None
+        if keys is not None:
+            authorization = headers.get("authorization")
+            # A loaded key without an await; an unknown id waits for a paced read (keys.py).
+            client = keys.cached(authorization) or await keys.authenticate(authorization)
             ticket.key_name = client.name
         # The body is read here, not through read_body: one coroutine less per request.
         length = headers.get("content-length")

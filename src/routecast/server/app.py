@@ -60,7 +60,14 @@ from routecast.server.apis.routes import ApiRoutes
 from routecast.server.asgi import FastPath, error_response, http_error, json_response, unexpected
 from routecast.server.capability_check import EXCLUDED_HEADER, CapabilityCheck
 from routecast.server.endpoints import EndpointTable, build_endpoints
-from routecast.server.gauges import breaker_gauges, learning_gauges, routing_gauges
+from routecast.server.gauges import (
+    breaker_gauges,
+    key_gauges,
+    learning_gauges,
+    request_log_gauges,
+    routing_gauges,
+    state_gauges,
+)
 from routecast.server.keys import KeyStore
 from routecast.server.learning import LearningService
 from routecast.server.openapi import openapi_schema
@@ -71,7 +78,13 @@ from routecast.server.requestlog import RequestLog
 from routecast.server.streaming import deadline_error, start_stream
 from routecast.server.wire import dumps, parse_json
 from routecast.server.worker_metrics import FLUSH_S, SharedMetrics
-from routecast.state import SharedState, check_reachable, check_shared_state, make_state
+from routecast.state import (
+    RedisState,
+    SharedState,
+    check_reachable,
+    check_shared_state,
+    make_state,
+)
 from routecast.storage.database import Database
 
 if TYPE_CHECKING:
@@ -131,6 +144,12 @@ class RoutecastServer:
         self.metrics.extra += [*routing_gauges(lambda: self.table),
                                *breaker_gauges(lambda: self.table),
                                *learning_gauges(lambda: self.learning)]
+        if isinstance(self.state, RedisState):
+            self.metrics.extra += state_gauges(self.state)
+        if request_log is not None:
+            self.metrics.extra += request_log_gauges(request_log)
+        if self.keys is not None:
+            self.metrics.extra += key_gauges(self.keys)
         self._tasks: set[asyncio.Task[None]] = set()
         self.reloads_total = 0
         # Request ids: a random per-process prefix and a counter (unique across restarts and
@@ -232,7 +251,7 @@ class RoutecastServer:
             await asyncio.sleep(1.0)
             try:
                 await self.keys.flush_async()  # the database's side in a worker thread
-                await self.keys.reload_async()  # revoked keys stop working within a second
+                await self.keys.refresh()  # revoked keys stop working within a second
             except Exception as e:  # a locked or full disk: keep serving, say so
                 log.error("cannot record key spend: %s", e)
 
@@ -279,7 +298,7 @@ class RoutecastServer:
         if old_learning is not None:
             await old_learning.aclose()
         if self.keys is not None:
-            self.keys.reload()
+            await self.keys.reload_async()
         self.reloads_total += 1
         log.warning("reloaded %s: %d endpoints", self.config_path, len(self.backends))
 
@@ -300,7 +319,7 @@ class RoutecastServer:
     async def feedback(self, http: HTTPRequest) -> Response:
         """``POST /v1/feedback``: a client's score of an answer (see server/learning.py)."""
         try:
-            key = (self.keys.authenticate(http.headers.get("authorization"))
+            key = (await self.keys.authenticate(http.headers.get("authorization"))
                    if self.keys is not None else None)
             body = parse_json(await self.admission.read_body(http.headers, http.stream()))
             if self.learning is None:

@@ -1,7 +1,8 @@
 """Gauges over live server state for /metrics: routing cost per routed endpoint, each
-model's circuit breaker, and the published router each learning endpoint serves. Each reads
-the current endpoint table when scraped, so a config reload (SIGHUP) shows up without
-re-registering anything."""
+model's circuit breaker, the published router each learning endpoint serves, and the health of
+what the server writes to elsewhere (the shared state in Redis, the request log's writer, the
+key table). Each reads the current objects when scraped, so a config reload (SIGHUP) shows up
+without re-registering anything; nothing here costs a request anything."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from routecast.server.endpoints import EndpointTable
 from routecast.server.prometheus import Gauge
 
 if TYPE_CHECKING:
+    from routecast.server.keys import KeyStore
     from routecast.server.learning import LearningService
+    from routecast.server.requestlog import RequestLog
+    from routecast.state.redis_state import RedisState
 
 TableGetter = Callable[[], EndpointTable]
 
@@ -70,3 +74,48 @@ def learning_gauges(service: Callable[[], LearningService | None]) -> list[Gauge
 
     return [Gauge("routecast_router_version", "Published router version a learning endpoint "
                   "serves (0: none published yet).", ("endpoint",), versions)]
+
+
+def state_gauges(state: RedisState) -> list[Gauge]:
+    """Redis as a replica sees it (:mod:`routecast.state.redis_state`): calls that failed,
+    calls answered without it, and the spend still waiting to reach it."""
+    return [
+        Gauge("routecast_state_failures_total", "Calls to the shared state (Redis) that failed, "
+              "by call (admission, settle, pins, breaker hint(s)) and error (timeout, error).",
+              ("call", "error"), lambda: [(k, float(n)) for k, n in state.failed.items()],
+              kind="counter"),
+        Gauge("routecast_state_unavailable_total", "Calls answered without the shared state "
+              "while Redis was unreachable: admissions refused with a 503, pins served from "
+              "this replica.", ("call",),
+              lambda: [((k,), float(n)) for k, n in state.unavailable.items()],
+              kind="counter"),
+        Gauge("routecast_state_settles_pending", "Settled requests whose cost has not reached "
+              "Redis yet (queued or being written).", (),
+              lambda: [((), float(state.pending_settles()[0]))], merge="sum"),
+        Gauge("routecast_state_settles_pending_usd", "The spend those settles carry, USD.", (),
+              lambda: [((), state.pending_settles()[1])], merge="sum"),
+    ]
+
+
+def request_log_gauges(log: RequestLog) -> list[Gauge]:
+    """The request log's background writer (:mod:`routecast.server.requestlog`)."""
+    return [
+        Gauge("routecast_request_log_rows_written_total", "Request log rows committed.", (),
+              lambda: [((), float(log.rows_written))], kind="counter"),
+        Gauge("routecast_request_log_write_errors_total", "Request log batches that failed to "
+              "commit (their rows are kept and retried).", (),
+              lambda: [((), float(log.write_errors))], kind="counter"),
+        Gauge("routecast_request_log_rows_dropped_total", "Request log rows lost: failed rows "
+              "beyond the retry limit.", (), lambda: [((), float(log.rows_dropped))],
+              kind="counter"),
+        Gauge("routecast_request_log_backlog_rows", "Request log rows not yet committed "
+              "(queued, being written, or waiting to be retried).", (),
+              lambda: [((), float(log.backlog()))], merge="sum"),
+    ]
+
+
+def key_gauges(keys: KeyStore) -> list[Gauge]:
+    """Reads of the client key table (every second, and paced reads for unknown keys:
+    :mod:`routecast.server.keys`); a flood of unknown keys shows here, not on the database."""
+    return [Gauge("routecast_key_table_reads_total", "Reads of the client key table.", (),
+                  lambda: [((), float(keys.reads))], kind="counter")]

@@ -25,6 +25,18 @@ side of flushes and reloads in a worker thread (:meth:`KeyStore.flush_async`,
 :class:`ClientKey` objects in place: a request that started before a reload settles its cost
 on the same object the next request is admitted against.
 
+A well-formed token whose id is not loaded may be a key added since the last reload, so
+:meth:`KeyStore.authenticate` looks again, but never on the event loop and never more than
+once per :data:`MISS_READ_S`: anyone can send random well-formed tokens, and on PostgreSQL each
+read is a network round trip. Every request waiting on an unknown id shares the next read
+(the background reload counts as one), which starts no sooner than :data:`MISS_READ_S` after
+the previous; an id that read did not find is refused at once until the interval has passed
+(a short negative cache). A flood of random keys thus costs at most one read of the table a
+second (the server's periodic reload, :meth:`KeyStore.refresh`, skips its turn after such a
+read), and a key added to the database is accepted within :data:`MISS_READ_S` (its first
+request may wait that long). Loaded keys are authenticated synchronously
+(:meth:`KeyStore.cached`), in a few microseconds.
+
 Rate limits are token buckets of ``rpm`` requests per minute (bursts up to ``rpm``).
 
 Replicas sharing Redis (``state.redis_url``) admit keys with a budget or a rate limit through
@@ -64,6 +76,10 @@ _ADD_SPEND = (update(api_keys).where(api_keys.c.id == bindparam("key_id"))
               .values(spent_usd=api_keys.c.spent_usd + bindparam("delta")))
 
 _TOKEN = re.compile(r"rc-([0-9a-f]{8})-([A-Za-z0-9_-]{20,100})")
+#: The least time between two reads of the key table on behalf of unknown ids (seconds).
+MISS_READ_S = 1.0
+#: The most unknown ids remembered between two reads (a flood of distinct ids is bounded).
+_ABSENT_MAX = 100_000
 
 
 def _hash(salt: bytes, secret: str) -> bytes:
@@ -162,6 +178,15 @@ class KeyStore:
         #: The state replicas share (Redis), set by the server; ``None``: this process alone,
         #: and :meth:`admit` decides.
         self.state: SharedState | None = None
+        #: Reads of the table made (or tried) so far, whatever asked for them.
+        self.reads = 0
+        #: When the last read began / the last applied read began (``time.monotonic``):
+        #: the first paces reads for unknown ids, the second says what they can have seen.
+        self._tried_at = -MISS_READ_S
+        self._read_at = -MISS_READ_S
+        #: Ids the read begun at ``_read_at`` was asked for and did not find.
+        self._absent: set[str] = set()
+        self._miss_read: asyncio.Task[None] | None = None
 
     @property
     def path(self) -> Target:
@@ -172,23 +197,36 @@ class KeyStore:
         self._db, self._owned = _using(self.target)
         self.reload()
 
-    def _read(self) -> Sequence[Any]:
-        """The table's rows (blocking: in a worker thread when serving)."""
+    def _read(self) -> tuple[float, Sequence[Any]]:
+        """When the read began and the table's rows (blocking: in a worker thread when
+        serving)."""
         assert self._db is not None, "KeyStore.open() first"
+        self.reads += 1
+        began = self._tried_at = time.monotonic()
         with self._db.connect() as conn:
-            return conn.execute(select(*_KEY_COLUMNS)).all()
+            return began, conn.execute(select(*_KEY_COLUMNS)).all()
 
     def reload(self) -> None:
         """Re-read the table (new and revoked keys, changed budgets), keeping unflushed spend
         and updating known keys in place (see the module docstring)."""
-        self._apply(self._read())
+        self._apply(*self._read())
 
     async def reload_async(self) -> None:
         """:meth:`reload` with the read in a worker thread and the update on the event loop
         (where admissions read the keys)."""
-        self._apply(await asyncio.to_thread(self._read))
+        self._apply(*await asyncio.to_thread(self._read))
 
-    def _apply(self, rows: Sequence[Any]) -> None:
+    async def refresh(self) -> None:
+        """The server's periodic :meth:`reload_async`, skipped when a read for unknown ids
+        began less than half :data:`MISS_READ_S` ago (it saw the table as recently): under a
+        flood of unknown keys the two together still read about once a second."""
+        if time.monotonic() - self._tried_at >= MISS_READ_S / 2:
+            await self.reload_async()
+
+    def _apply(self, began: float, rows: Sequence[Any]) -> None:
+        if began > self._read_at:
+            self._read_at = began
+            self._absent = set()
         fresh: dict[str, ClientKey] = {}
         for key_id, name, salt, digest, budget, spent, rpm, revoked in rows:
             key = self.keys.get(key_id)
@@ -205,24 +243,70 @@ class KeyStore:
             fresh[key_id] = key
         self.keys = fresh
 
-    def authenticate(self, authorization: str | None) -> ClientKey:
-        """The key of an ``Authorization: Bearer <token>`` header, or a 401."""
+    def cached(self, authorization: str | None) -> ClientKey | None:
+        """The loaded key of an ``Authorization: Bearer <token>`` header, or a 401; ``None``
+        when the token is well formed but its id is not loaded (:meth:`authenticate` looks
+        again). Synchronous and cheap: a dict lookup and one hash."""
         if not authorization:
             raise RequestError("this server needs an API key: send `Authorization: Bearer "
                                "<key>` (create one with `routecast keys add NAME`)",
                                status=401, code="missing_api_key")
         scheme, _, token = authorization.partition(" ")
         match = _TOKEN.fullmatch(token.strip()) if scheme.lower() == "bearer" else None
-        key = self.keys.get(match.group(1)) if match else None
-        if key is None and match is not None and self._db is not None:
-            self.reload()  # a key added since start-up
-            key = self.keys.get(match.group(1))
-        if (match is None or key is None or key.revoked
-                or not hmac.compare_digest(_hash(key.salt, match.group(2)), key.hash)):
-            # One message for every failure: which part was wrong is a hint to an attacker.
-            raise RequestError("invalid API key; check the key, or create one with "
-                               "`routecast keys add NAME`", status=401, code="invalid_api_key")
+        if match is None:
+            raise invalid_key()
+        key = self.keys.get(match.group(1))
+        if key is None:
+            if self._db is None or (match.group(1) in self._absent
+                                    and time.monotonic() - self._read_at < MISS_READ_S):
+                raise invalid_key()
+            return None
+        if key.revoked or not hmac.compare_digest(_hash(key.salt, match.group(2)), key.hash):
+            raise invalid_key()
         return key
+
+    async def authenticate(self, authorization: str | None) -> ClientKey:
+        """The key of an ``Authorization: Bearer <token>`` header, or a 401. An id not loaded
+        waits for the next paced read of the table (see the module docstring; a 503 if that
+        read fails)."""
+        key = self.cached(authorization)
+        if key is not None:
+            return key
+        assert authorization is not None  # else cached() raised
+        key_id = authorization.partition(" ")[2].strip()[3:11]  # cached() matched _TOKEN
+        arrived = time.monotonic()
+        while self._read_at < arrived:  # no read since this request came: wait for one
+            if self._miss_read is None:
+                self._miss_read = asyncio.create_task(self._paced_read())
+            try:
+                # Shielded: a client that hangs up must not cancel the others' read.
+                await asyncio.shield(self._miss_read)
+            except Exception as e:
+                raise RequestError("cannot read the client keys from the database; retry "
+                                   "shortly", status=503, code="keys_unavailable") from e
+            if key_id in self.keys:
+                break
+        if key_id not in self.keys and len(self._absent) < _ABSENT_MAX:
+            self._absent.add(key_id)
+        key = self.cached(authorization)
+        if key is None:
+            raise invalid_key()
+        return key
+
+    async def _paced_read(self) -> None:
+        """One read of the table for the requests waiting on unknown ids, no sooner than
+        :data:`MISS_READ_S` after the previous read (which may have been the background
+        reload, in which case this one is not needed)."""
+        try:
+            asked = time.monotonic()
+            wait = self._tried_at + MISS_READ_S - asked
+            if wait > 0:
+                await asyncio.sleep(wait)
+                if self._read_at >= asked:  # a reload began meanwhile: the waiters use it
+                    return
+            await self.reload_async()
+        finally:
+            self._miss_read = None
 
     def admit(self, key: ClientKey) -> None:
         """Check the budget and take one rate-limit token in this process; raises 429. Call
@@ -305,6 +389,13 @@ class KeyStore:
             if self._owned:
                 self._db.close()
             self._db = None
+
+
+def invalid_key() -> RequestError:
+    """The 401 of a token that is not a valid key: one message for every failure (which part
+    was wrong is a hint to an attacker)."""
+    return RequestError("invalid API key; check the key, or create one with "
+                        "`routecast keys add NAME`", status=401, code="invalid_api_key")
 
 
 def admit_locally(key: ClientKey, clock: Callable[[], float]) -> None:

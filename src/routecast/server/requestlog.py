@@ -179,7 +179,12 @@ class RequestLog:
         self._thread: threading.Thread | None = None
         self._insert: Inserter | None = None
         self._retry: list[tuple[object, ...]] = []
+        self._committing = 0
+        #: Rows committed, batches that failed to commit, and rows of failed batches dropped
+        #: beyond :data:`MAX_RETRY_ROWS` (lost); read by /metrics.
         self.rows_written = 0
+        self.write_errors = 0
+        self.rows_dropped = 0
         self.error: BaseException | None = None
 
     @property
@@ -225,6 +230,11 @@ class RequestLog:
         self._wake.set()
         return future
 
+    def backlog(self) -> int:
+        """Rows not yet committed: queued, being committed, or kept from failed batches to
+        retry."""
+        return len(self._pending) + self._committing + len(self._retry)
+
     def close(self, timeout_s: float = 10.0) -> None:
         """Write what is queued, commit and stop the thread."""
         if self._thread is None:
@@ -259,11 +269,13 @@ class RequestLog:
         connection to use next (a new one after a failure: the old may be broken)."""
         if self._retry:
             batch, self._retry = [*self._retry, *batch], []
+        self._committing = len(batch)
         try:
             assert self._insert is not None
             with conn.begin():
                 self._insert(conn, batch)
             self.rows_written += len(batch)
+            self._committing = 0
             return conn
         except _WRITE_ERRORS as e:  # a full disk must not take the server
             # down with it (COPY raises the driver's own errors)
@@ -273,7 +285,10 @@ class RequestLog:
                     "request log %s: cannot write (%s); requests are served, their rows kept "
                     "to retry (up to %d)", self.db.describe(), e, MAX_RETRY_ROWS)
             self.error = e
+            self.write_errors += 1
+            self.rows_dropped += max(0, len(batch) - MAX_RETRY_ROWS)
             self._retry = batch[-MAX_RETRY_ROWS:]
+            self._committing = 0
             with contextlib.suppress(*_WRITE_ERRORS):
                 conn.close()
             assert self.db is not None

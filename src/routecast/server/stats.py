@@ -9,8 +9,11 @@
   cascade escalation), over all answered requests;
 * **latency p50/p90/p99**: arrival to last byte, answered requests only.
 
-The log is read with one portable query (plain columns, no SQL functions that differ between
-SQLite and PostgreSQL), and the figures computed here, so both databases give the same numbers.
+The database computes the counts and sums (one grouped query, portable SQLAlchemy Core), so a
+large shared log is not fetched row by row; latency percentiles come from
+:mod:`routecast.storage.percentiles` (PostgreSQL's ``percentile_cont``; on SQLite, the
+answered requests' latencies alone, sorted here). SQLite and PostgreSQL give the same numbers
+(floats may differ in their last bits: each database adds in its own order).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, and_, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from routecast.errors import ConfigError
 from routecast.storage.database import Database, open_database
+from routecast.storage.percentiles import percentiles
 from routecast.storage.schema import requests
 
 if TYPE_CHECKING:
@@ -67,14 +71,10 @@ class StatsRow:
 def request_stats(db: str | Path | Database, since_ts: float | None = None) -> list[StatsRow]:
     """One row per (endpoint, answering model), then one ``(all)`` row per endpoint. ``db``
     is a SQLite path, a database URL or an open :class:`Database` (read, never written)."""
-    r = requests.c
-    stmt = (select(r.endpoint, r.model, r.status, r.route, r.cost_usd, r.baseline_cost_usd,
-                   r.baseline_model, r.latency_s, r.prompt_tokens, r.completion_tokens)
-            .where(r.ts >= (since_ts or 0.0)).order_by(r.endpoint, r.model))
     database, owned = open_database(db, readonly=True)
     try:
         with database.connect() as conn:
-            rows = conn.execute(stmt).all()
+            return _stats(conn, since_ts or 0.0)
     except SQLAlchemyError as e:
         raise ConfigError(f"{database.describe()} is not a routecast request log "
                           f"({getattr(e, 'orig', None) or e}). Fix: "
@@ -84,38 +84,53 @@ def request_stats(db: str | Path | Database, since_ts: float | None = None) -> l
         if owned:
             database.close()
 
-    groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-    for row in rows:
-        endpoint, model = row[0], row[1] or FAILED
-        groups.setdefault((endpoint, model), []).append(row)
-        groups.setdefault((endpoint, ALL), []).append(row)
-    ordered = sorted(groups, key=lambda k: (k[0], k[1] == ALL, k[1]))
-    return [_summarise(endpoint, model, groups[(endpoint, model)])
+
+_R = requests.c
+_OK = _R.status == 200
+
+
+def _stats(conn: Connection, since_ts: float) -> list[StatsRow]:
+    where = [_R.ts >= since_ts]
+    # One pass, grouped finely enough for every row of the output and the baseline model
+    # shown (the one most answered requests were priced at); the rest is added up here.
+    totals: dict[tuple[str, str], list[Any]] = {}
+    baselines: dict[tuple[str, str], dict[str, int]] = {}
+    for endpoint, model, baseline_model, *sums in conn.execute(
+            select(_R.endpoint, _R.model, _R.baseline_model, func.count(),
+                   func.sum(case((_OK, 1), else_=0)),
+                   func.sum(case((and_(_OK, _R.route.like("%,%")), 1), else_=0)),
+                   func.sum(_R.cost_usd), func.sum(case((_OK, _R.baseline_cost_usd), else_=0.0)),
+                   func.sum(_R.prompt_tokens), func.sum(_R.completion_tokens))
+            .where(*where).group_by(_R.endpoint, _R.model, _R.baseline_model)):
+        for group in ((endpoint, model or FAILED), (endpoint, ALL)):
+            into = totals.get(group)
+            totals[group] = list(sums) if into is None else [a + b for a, b in
+                                                             zip(into, sums, strict=True)]
+            if baseline_model and sums[1]:
+                counts = baselines.setdefault(group, {})
+                counts[baseline_model] = counts.get(baseline_model, 0) + sums[1]
+    latencies = percentiles(conn, _R.latency_s, [_R.endpoint, _R.model], [*where, _OK],
+                            (50, 90, 99), levels=(2, 1), scale=1000)
+    ordered = sorted(totals, key=lambda k: (k[0], k[1] == ALL, k[1]))
+    return [_row(endpoint, model, totals[(endpoint, model)], baselines.get((endpoint, model)),
+                 latencies.get((endpoint,) if model == ALL
+                               else (endpoint, None if model == FAILED else model)))
             for endpoint, model in ordered]
 
 
-def _summarise(endpoint: str, model: str, rows: list[tuple[Any, ...]]) -> StatsRow:
-    ok = [r for r in rows if r[2] == 200]
-    latencies = sorted(r[7] * 1000 for r in ok)
-    baselines = [r[6] for r in ok if r[6]]
+def _row(endpoint: str, model: str, totals: list[Any], baselines: dict[str, int] | None,
+         latencies: list[float | None] | None) -> StatsRow:
+    count, ok, escalated, spend, baseline, prompt, completion = totals
+    p50, p90, p99 = latencies or (None, None, None)
     return StatsRow(
-        endpoint=endpoint, model=model, requests=len(rows), errors=len(rows) - len(ok),
-        escalation_rate=(sum(1 for r in ok if "," in r[3]) / len(ok)) if ok else 0.0,
-        spend_usd=sum(r[4] for r in rows), baseline_usd=sum(r[5] for r in ok),
-        baseline_model=max(set(baselines), key=baselines.count) if baselines else None,
-        prompt_tokens=sum(r[8] for r in rows), completion_tokens=sum(r[9] for r in rows),
-        latency_p50_ms=_percentile(latencies, 50), latency_p90_ms=_percentile(latencies, 90),
-        latency_p99_ms=_percentile(latencies, 99))
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    """Linear-interpolation percentile of sorted ``values`` (numpy's default method)."""
-    if not values:
-        return None
-    pos = (len(values) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+        endpoint=endpoint, model=model, requests=count, errors=count - ok,
+        escalation_rate=escalated / ok if ok else 0.0, spend_usd=float(spend),
+        # An integer 0 where no request was answered, as a sum over none of them is.
+        baseline_usd=float(baseline) if ok else 0,
+        baseline_model=(max(baselines, key=lambda m: (baselines[m], m))
+                        if baselines else None),
+        prompt_tokens=int(prompt), completion_tokens=int(completion),
+        latency_p50_ms=p50, latency_p90_ms=p90, latency_p99_ms=p99)
 
 
 def stats_table(rows: list[StatsRow], title: str) -> Table:

@@ -79,15 +79,16 @@ class ApiRoutes:
         return await self.server._answer(client_headers(http), http.stream(), "chat",
                                          MessagesDialect(self.pin, self.cascades))
 
-    def _owner(self, headers: Mapping[str, str]) -> str | None:
+    async def _owner(self, headers: Mapping[str, str]) -> str | None:
         """The id of the request's client key (``None`` without auth); raises a 401."""
         keys = self.server.keys
-        return None if keys is None else keys.authenticate(headers.get("authorization")).id
+        return (None if keys is None
+                else (await keys.authenticate(headers.get("authorization"))).id)
 
     async def responses(self, http: HTTPRequest) -> Response:
         headers = client_headers(http)
         try:
-            owner = self._owner(headers)
+            owner = await self._owner(headers)
         except RoutecastError:
             owner = None  # the request path answers the 401 as for any request
         return await self.server._answer(headers, http.stream(), "chat", ResponsesDialect(
@@ -96,7 +97,7 @@ class ApiRoutes:
     async def _body(self, http: HTTPRequest, headers: Mapping[str, str]) -> dict[str, Any]:
         server = self.server
         if server.keys is not None:
-            server.keys.authenticate(headers.get("authorization"))
+            await server.keys.authenticate(headers.get("authorization"))
         return parse_json(await server.admission.read_body(headers, http.stream()))
 
     async def count_tokens(self, http: HTTPRequest) -> Response:
@@ -112,7 +113,7 @@ class ApiRoutes:
 
     async def get_response(self, http: HTTPRequest) -> Response:
         try:
-            owner = self._owner(client_headers(http))
+            owner = await self._owner(client_headers(http))
         except RoutecastError as e:
             status, code = status_of(e)
             return json_response(error_body(str(e), status, code=code), status)

@@ -4,9 +4,11 @@ Every function takes the server's :class:`~routecast.storage.database.Database` 
 PostgreSQL; only ``SELECT`` s run on it) or a SQLite path, which it opens read-only
 (``mode=ro``), so a dashboard can never change or lock what the server writes. The server calls
 them in a worker thread (the event loop never waits on the database). The queries are SQLAlchemy
-Core over plain columns, and percentiles and buckets are computed here, so they mean the same in
-both databases. The log is written in batches (``storage.batch_ms``, 200 ms by default), so the
-newest fraction of a second may not show yet.
+Core, portable between the two: the overview's counts, sums, model mix and time buckets are
+computed by the database in one grouped query, so a large shared log is not fetched row by
+row, and latency percentiles come from :mod:`routecast.storage.percentiles`. The log
+is written in batches (``storage.batch_ms``, 200 ms by default), so the newest fraction of a
+second may not show yet.
 
 The figures mean what ``routecast stats`` means by them (:mod:`routecast.server.stats`): spend
 is the sum of ``cost_usd``; *saved* compares it with pricing the same answered requests at each
@@ -23,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, func, select
+from sqlalchemy import ColumnElement, Connection, and_, case, func, select
 from sqlalchemy.exc import DBAPIError
 
 from routecast.errors import ConfigError
-from routecast.server.stats import _percentile
 from routecast.storage.database import Database, missing_table, open_database
+from routecast.storage.percentiles import floor_int, percentiles
 from routecast.storage.schema import learning_refits, requests
 
 #: The server's database, or a SQLite file.
@@ -128,39 +130,78 @@ def overview(db: Source, window_s: float = 3600.0, *, buckets: int = 30,
     ``buckets`` equal time buckets from the window's first request to now. Requests per
     second are over the last minute (or the window, if shorter)."""
     now = time.time() if now is None else now
-    since = now - window_s
     out = Overview(window_s)
-    rows = _rows(db, select(_R.ts, _R.endpoint, _R.model, _R.route, _R.status, _R.cost_usd,
-                            _R.baseline_cost_usd, _R.latency_s)
-                 .where(_R.ts >= since).order_by(_R.ts))
-    if rows is None:
-        return out
-    out.requests = len(rows)
-    ok = [r for r in rows if r[4] == 200]
-    out.errors = out.requests - len(ok)
-    recent_s = min(60.0, window_s)
-    out.requests_per_s = sum(1 for r in rows if r[0] >= now - recent_s) / recent_s
-    out.spend_usd = sum(r[5] for r in rows)
-    out.baseline_usd = sum(r[6] for r in ok)
-    out.escalation_rate = sum(1 for r in ok if "," in r[3]) / len(ok) if ok else 0.0
-    latencies = sorted(r[7] * 1000 for r in ok)
-    out.p50_ms, out.p95_ms, out.p99_ms = (_percentile(latencies, q) for q in (50, 95, 99))
-    for r in ok:
-        models = out.mix.setdefault(r[1], {})
-        models[r[2]] = models.get(r[2], 0) + 1
-    # The buckets span the traffic the window holds (first request to now), so a burst of a
-    # few seconds in an hour's window is still drawn over many buckets.
-    start = rows[0][0] if rows else since
-    width = max(now - start, 1e-3) / buckets
-    grouped: list[list[tuple[Any, ...]]] = [[] for _ in range(buckets)]
-    for r in rows:
-        grouped[min(buckets - 1, int((r[0] - start) / width))].append(r)
-    for k, group in enumerate(grouped):
-        lat = sorted(r[7] * 1000 for r in group if r[4] == 200)
-        out.series.append(LatencyPoint(
-            start + k * width, len(group), sum(1 for r in group if r[4] != 200),
-            _percentile(lat, 50), _percentile(lat, 95), _percentile(lat, 99)))
+    with _connect(db) as conn:
+        if conn is None:
+            return out
+        try:
+            _overview(conn, out, now, buckets)
+        except DBAPIError as e:
+            if missing_table(e):
+                return Overview(window_s)
+            raise
     return out
+
+
+_OK = _R.status == 200
+
+
+def _overview(conn: Connection, out: Overview, now: float, buckets: int) -> None:
+    since = now - out.window_s
+    recent_s = min(60.0, out.window_s)
+    window = [_R.ts >= since]
+    # The buckets span the traffic the window holds (first request to now), so a burst of a
+    # few seconds in an hour's window is still drawn over many buckets. (The first request
+    # is found on the index of ts.)
+    first = conn.execute(select(func.min(_R.ts)).where(*window)).scalar()
+    start = since if first is None else first
+    width = max(now - start, 1e-3) / buckets
+    raw = floor_int((_R.ts - start) / width)
+    bucket = case((raw > buckets - 1, buckets - 1), else_=raw)
+    # One pass grouped by bucket, endpoint and model; the figures are added up here. (Grouped
+    # through a subquery: PostgreSQL cannot match an expression with parameters in GROUP BY
+    # to the same one in the select list.)
+    rows = select(bucket.label("bucket"), _R.endpoint, _R.model, _R.status, _R.route, _R.ts,
+                  _R.id, _R.cost_usd, _R.baseline_cost_usd).where(*window).subquery()
+    r, ok_row = rows.c, rows.c.status == 200
+    sizes: dict[int, list[int]] = {}
+    mix: dict[tuple[str, str], list[Any]] = {}
+    count = ok = escalated = recent = 0
+    spend = baseline = 0.0
+    for k, endpoint, model, *sums in conn.execute(
+            select(r.bucket, r.endpoint, r.model, func.count(),
+                   func.sum(case((ok_row, 1), else_=0)),
+                   func.sum(case((and_(ok_row, r.route.like("%,%")), 1), else_=0)),
+                   func.sum(r.cost_usd), func.sum(case((ok_row, r.baseline_cost_usd), else_=0.0)),
+                   func.sum(case((r.ts >= now - recent_s, 1), else_=0)),
+                   func.min(case((ok_row, r.ts))), func.min(case((ok_row, r.id))))
+            .group_by(r.bucket, r.endpoint, r.model)):
+        n, answered, esc, cost, base, last_minute, first_ok, first_id = sums
+        count, ok, escalated, recent = (count + n, ok + answered, escalated + esc,
+                                        recent + last_minute)
+        spend, baseline = spend + cost, baseline + base
+        size = sizes.setdefault(k, [0, 0])
+        size[0], size[1] = size[0] + n, size[1] + n - answered
+        if answered:
+            seen = mix.setdefault((endpoint, model), [first_ok, first_id, 0])
+            seen[0], seen[1] = min(seen[0], first_ok), min(seen[1], first_id)
+            seen[2] += answered
+    out.requests, out.errors = count, count - ok
+    out.requests_per_s = recent / recent_s
+    # Integer zeros where there is nothing to add up, as a sum over no rows is.
+    out.spend_usd = spend if count else 0
+    out.baseline_usd = baseline if ok else 0
+    out.escalation_rate = escalated / ok if ok else 0.0
+    # The mix in the order each endpoint and model first answered in the window.
+    for (endpoint, model), (_, _, answered) in sorted(mix.items(), key=lambda i: i[1][:2]):
+        out.mix.setdefault(endpoint, {})[model] = answered
+    latencies = percentiles(conn, _R.latency_s, [bucket], [*window, _OK], (50, 95, 99),
+                            levels=(1, 0), scale=1000)
+    out.p50_ms, out.p95_ms, out.p99_ms = latencies.get((), (None, None, None))
+    for k in range(buckets):
+        requests_in, errors = sizes.get(k, (0, 0))
+        p50, p95, p99 = latencies.get((k,), (None, None, None))
+        out.series.append(LatencyPoint(start + k * width, requests_in, errors, p50, p95, p99))
 
 
 @dataclass

@@ -84,7 +84,7 @@ class Dashboard:
 
     # -- access ----------------------------------------------------------------------------
 
-    def _denied(self, request: Request, *, page: bool = True) -> Response | None:
+    async def _denied(self, request: Request, *, page: bool = True) -> Response | None:
         """``None`` when the caller may see the dashboard, else the response to send."""
         server = self.server
         if not server.config.auth.required or server.keys is None:
@@ -98,7 +98,7 @@ class Dashboard:
                                             "`Authorization: Bearer <key>`", 401,
                                             code="missing_api_key"), 401)
         try:
-            key = server.keys.authenticate(header or f"Bearer {cookie}")
+            key = await server.keys.authenticate(header or f"Bearer {cookie}")
         except RequestError as e:
             if page and not header:
                 return RedirectResponse("/ui/login?failed=1", status_code=303)
@@ -129,14 +129,14 @@ class Dashboard:
     # -- pages -----------------------------------------------------------------------------
 
     async def overview(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
+        if (denied := await self._denied(request)) is not None:
             return denied
         context = await self._live_context(request)
         context["refresh_s"] = self.server.config.ui.refresh_s
         return self._render("overview.html", context)
 
     async def live(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
+        if (denied := await self._denied(request)) is not None:
             return denied
         return self._render("live.html", await self._live_context(request))
 
@@ -166,7 +166,7 @@ class Dashboard:
         return out
 
     async def requests(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
+        if (denied := await self._denied(request)) is not None:
             return denied
         params = request.query_params
         filters = queries.Filters(params.get("endpoint", ""), params.get("model", ""),
@@ -177,7 +177,7 @@ class Dashboard:
         return self._render("requests.html", {"rows": rows, "f": filters, "menus": menus})
 
     async def story(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
+        if (denied := await self._denied(request)) is not None:
             return denied
         story = await self._story(request.path_params["request_id"])
         if story is None:
@@ -187,7 +187,7 @@ class Dashboard:
         return self._render("request.html", story)
 
     async def story_json(self, request: Request) -> Response:
-        if (denied := self._denied(request, page=False)) is not None:
+        if (denied := await self._denied(request, page=False)) is not None:
             return denied
         story = await self._story(request.path_params["request_id"])
         if story is None:
@@ -221,7 +221,7 @@ class Dashboard:
                 "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(req["ts"]))}
 
     async def whatif(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
+        if (denied := await self._denied(request)) is not None:
             return denied
         prompt, answers, error = "", None, None
         if request.method == "POST":
@@ -237,7 +237,7 @@ class Dashboard:
                                             "error": error})
 
     async def routers(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
+        if (denied := await self._denied(request)) is not None:
             return denied
         cards = []
         for name, backend in self.server.table.backends.items():
@@ -270,7 +270,7 @@ class Dashboard:
                                   f"{backend.policy.cost_weight:.4g}")}
 
     async def keys(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
+        if (denied := await self._denied(request)) is not None:
             return denied
         store = self.server.keys
         rows: list[dict[str, Any]] = []
