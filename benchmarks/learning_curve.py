@@ -26,8 +26,12 @@ and the references ``uniform-30x2`` (30 % of requests shadowed to 2 random model
 only; it reports how many requests after the shift the calibrated point needs to be back
 within 2 points of its quality target on the MBPP test prompts.
 
+With judge noise the learner is told the noise level (``learning.judge.noise``) unless
+``--no-correct-noise``; ``--no-prompt-cost`` and ``--shrink-folds 0`` turn off the learner's
+per-prompt cost estimate and its out-of-fold shrinkage, to compare.
+
     python benchmarks/learning_curve.py [--strategies active,uniform-30x2] [--noise 0,0.1]
-                                        [--shift] [--json out.json]
+                                        [--shift] [--seed N] [--json out.json]
 """
 
 from __future__ import annotations
