@@ -26,8 +26,12 @@ and the references ``uniform-30x2`` (30 % of requests shadowed to 2 random model
 only; it reports how many requests after the shift the calibrated point needs to be back
 within 2 points of its quality target on the MBPP test prompts.
 
+With judge noise the learner is told the noise level (``learning.judge.noise``) unless
+``--no-correct-noise``; ``--no-prompt-cost`` and ``--shrink-folds 0`` turn off the learner's
+per-prompt cost estimate and its out-of-fold shrinkage, to compare.
+
     python benchmarks/learning_curve.py [--strategies active,uniform-30x2] [--noise 0,0.1]
-                                        [--shift] [--json out.json]
+                                        [--shift] [--seed N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -141,6 +145,10 @@ def run_stream(world: World, order: np.ndarray, strategy: str, noise: float, arg
                                                          refit_every=args.refit_every,
                                                          kernel_power=args.kernel_power,
                                                          calibration_window=args.window,
+                                                         judge_noise=(noise if args.correct_noise
+                                                                      else 0.0),
+                                                         prompt_cost=args.prompt_cost,
+                                                         shrink_folds=args.shrink_folds,
                                                          seed=args.seed))
     paced = strategy.startswith("active")
     meter = SpendMeter(budget_usd=None, spend_fraction=args.spend_fraction if paced else None)
@@ -226,8 +234,14 @@ def shift(world: World, args: Any) -> dict[str, Any]:
 
     run_stream(world, order, "active", 0.0, args, marks, on_checkpoint)
     back = next((t["after_shift"] for t in trace if t["quality"] >= t["target"] - 0.02), None)
-    print(f"shift: back within 2 points of the target after {back} requests")
-    return {"trace": trace, "requests_to_recover": back}
+    after = [t for t in trace if back is not None and t["after_shift"] >= back]
+    q_after = float(np.mean([t["quality"] for t in after])) if after else float("nan")
+    cost_after = float(np.mean([t["cost_fraction"] for t in after])) if after else float("nan")
+    print(f"shift: back within 2 points of the target after {back} requests; from then on "
+          f"the MBPP point's mean quality {q_after:.3f} (target {trace[0]['target']:.3f}) at "
+          f"{cost_after:.1%} of GPT-4's cost on MBPP")
+    return {"trace": trace, "requests_to_recover": back, "quality_after": q_after,
+            "cost_fraction_after": cost_after}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="a parameter of the learned router (e.g. C=0.3), repeatable")
     p.add_argument("--strategies", default="active,uniform-30x2,uniform-all-x3")
     p.add_argument("--noise", default="0,0.1", help="judge noise levels, comma-separated")
+    p.add_argument("--correct-noise", action=argparse.BooleanOptionalAction, default=True,
+                   help="tell the learner the judge's noise (learning.judge.noise), so that it "
+                        "de-biases labels and predictions (default: on)")
+    p.add_argument("--prompt-cost", action=argparse.BooleanOptionalAction, default=True,
+                   help="the learner's per-prompt cost estimate (learning.prompt_cost)")
+    p.add_argument("--shrink-folds", type=int, default=3,
+                   help="folds of the out-of-fold shrinkage of the learned router (0: off)")
     p.add_argument("--spend-fraction", type=float, default=0.2)
     p.add_argument("--refit-every", type=int, default=300)
     p.add_argument("--kernel-power", type=float, default=3.0)

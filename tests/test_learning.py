@@ -4,6 +4,7 @@ calibration, the explorer's budget, and refits that validate worse staying out."
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,11 +13,13 @@ import pytest
 
 from routecast import Policy, make_router
 from routecast.data.canonical import load, save
-from routecast.data.dataset import Dataset
+from routecast.data.dataset import Dataset, FloatArray
 from routecast.errors import DataError, DataFormatError
 from routecast.learning import ActiveExplorer, Candidate, Learner, LearnerSettings, SpendMeter
 from routecast.learning.calibrate import calibrate
 from routecast.learning.judge import parse_score
+from routecast.learning.learner import DebiasedRouter, debias, shrink
+from routecast.routers.base import Router
 from tests.toy import toy_dataset
 
 
@@ -185,15 +188,134 @@ def test_a_model_with_too_few_labels_is_explored_but_not_routed_to() -> None:
     toy = toy_dataset(n=400)
     learner = Learner(toy.models, [0.001, 0.004, 0.02],
                       LearnerSettings(first_refit=50, min_holdout_labels=10,
-                                      min_model_labels=30))
+                                      min_model_labels=30, prompt_cost=False))
     for i, prompt in enumerate(toy.prompts):
         for j, model in enumerate(toy.models):
-            if model != "large" or i < 10:  # large: ten labels, all of them good
-                learner.record(prompt, model, 1.0 if model == "large" else toy.quality[i, j],
+            if model != "medium" or i < 10:  # medium: ten labels, all of them good
+                learner.record(prompt, model, 1.0 if model == "medium" else toy.quality[i, j],
                                toy.cost_usd[i, j])
     learner.refit()
     hard = [p for p, t in zip(toy.prompts, toy.task or (), strict=True) if t == "hard"][:30]
-    assert "large" not in learner.route(hard)
+    assert "medium" not in learner.route(hard)
     # The explorer still sees its fitted prediction, so it keeps asking about it.
     cands = learner.candidates("a new theorem proof question", None, judge_usd=0.0)
-    assert next(c for c in cands if c.model == "large").quality > 0.5
+    assert next(c for c in cands if c.model == "medium").quality > 0.5
+
+
+def test_the_cold_starts_model_stays_routable_with_few_labels() -> None:
+    # The dearest model served the cold start; a few of its labels, then it stopped serving:
+    # masked, it would never be served (and cheaply labelled) again.
+    toy = toy_dataset(n=400)
+    learner = Learner(toy.models, [0.001, 0.004, 0.02],
+                      LearnerSettings(first_refit=50, min_holdout_labels=10,
+                                      min_model_labels=30, prompt_cost=False))
+    for i, prompt in enumerate(toy.prompts):
+        for j, model in enumerate(toy.models):
+            if model != "large" or i < 12:
+                learner.record(prompt, model, toy.quality[i, j], toy.cost_usd[i, j])
+    assert learner.labels.counts()[2] < 30
+    learner.refit()
+    hard = [p for p, t in zip(toy.prompts, toy.task or (), strict=True) if t == "hard"][:30]
+    assert "large" in learner.route(hard)
+
+
+class _Squeezed(Router):
+    """What a router fitted on a judge that flips a share ``p`` of verdicts predicts:
+    ``p + (1 - 2p) q`` for the true quality ``q`` ``inner`` predicts."""
+
+    name = "squeezed"
+
+    def __init__(self, inner: Router, p: float) -> None:
+        self.inner, self.p = inner, p
+
+    def _fit(self, dataset: Dataset) -> None:
+        pass
+
+    def ready(self) -> _Squeezed:
+        self.models_, self.mean_cost_usd_ = self.inner.models_, self.inner.mean_cost_usd_
+        return self
+
+    def predict(self, prompts: Sequence[str]) -> FloatArray:
+        return self.p + (1 - 2 * self.p) * self.inner.predict(prompts)
+
+
+def test_debiasing_undoes_a_flipping_judge_and_calibration_meets_the_true_target() -> None:
+    rng = np.random.default_rng(3)
+    truth = (rng.random(200_000) < 0.7).astype(float)
+    seen = np.where(rng.random(truth.size) < 0.1, 1 - truth, truth)
+    assert seen.mean() == pytest.approx(0.1 + 0.8 * 0.7, abs=0.005)  # squeezed to 0.5
+    assert debias(seen, 0.1).mean() == pytest.approx(0.7, abs=0.005)
+    toy = toy_dataset(n=600)
+    router = make_router("linear").fit(toy.subset("train"))
+    val = toy.subset("validation")
+    p = 0.2
+    noisy = replace(val, quality=p + (1 - 2 * p) * val.quality)  # the judge's mean verdicts
+    squeezed = _Squeezed(router, p).ready()
+    np.testing.assert_allclose(DebiasedRouter(squeezed, p).ready().predict(list(val.prompts)),
+                               router.predict(list(val.prompts)))
+    truthful = calibrate(router, val, quality_fraction=0.9)
+    told = calibrate(DebiasedRouter(squeezed, p).ready(), noisy, quality_fraction=0.9,
+                     labels=debias(noisy.quality, p))
+    assert told.cost_weight == pytest.approx(truthful.cost_weight)
+    # Not told, 90 % of a squeezed best model is a lower bar: a cheaper, worse point.
+    blind = calibrate(squeezed, noisy, quality_fraction=0.9)
+    rows = np.arange(val.n_prompts)
+    q = [val.quality[rows, [val.models.index(m) for m in r.route(list(val.prompts), pol)]]
+         .mean() for r, pol in ((router, truthful), (squeezed, blind))]
+    assert q[0] >= 0.9 * val.mean_quality().max() - 1e-9
+    assert q[1] < q[0]
+
+
+def test_a_model_whose_cost_was_never_seen_gets_its_price_not_the_dearest() -> None:
+    toy = toy_dataset(n=400)
+    learner = Learner(toy.models, [0.001, 0.004, 0.02],
+                      LearnerSettings(first_refit=50, min_model_labels=1, prompt_cost=False))
+    for i, prompt in enumerate(toy.prompts):
+        for j, model in enumerate(toy.models):
+            # small's answers are labelled without a cost (feedback carries none).
+            learner.record(prompt, model, toy.quality[i, j],
+                           None if model == "small" else toy.cost_usd[i, j])
+    learner.refit()
+    cost = learner.current.fitted.predict_cost(["an easy question"])[0]
+    # Scaled like the others' recorded costs to their prices (about 1:1 here), not 0.02.
+    assert cost[0] == pytest.approx(0.001, rel=0.1)
+    assert cost[0] < cost[1] < cost[2]
+
+
+def test_the_learner_predicts_cost_per_prompt_from_the_labels_recorded_costs() -> None:
+    toy = toy_dataset(n=600)
+    # Hard prompts get answers three times as long: every model costs 3x on them.
+    factor = np.where(np.asarray(toy.task) == "hard", 3.0, 1.0)[:, None]
+    learner = Learner(toy.models, [0.001, 0.004, 0.02], LearnerSettings(first_refit=100))
+    rng = np.random.default_rng(0)
+    for i, prompt in enumerate(toy.prompts):
+        for j, model in enumerate(toy.models):
+            if rng.random() < 0.4:  # sparse: each prompt has some models' costs
+                learner.record(prompt, model, toy.quality[i, j], toy.cost_usd[i, j] * factor[i, 0])
+    learner.refit()
+    tasks = toy.task or ()
+    easy = [p for p, t in zip(toy.prompts, tasks, strict=True) if t == "easy"][:50]
+    hard = [p for p, t in zip(toy.prompts, tasks, strict=True) if t == "hard"][:50]
+    router = learner.current.router
+    ratio = router.predict_cost(hard).mean(axis=0) / router.predict_cost(easy).mean(axis=0)
+    assert np.all(ratio > 2.0) and np.all(ratio < 4.0)
+    # The fitted router alone (mean cost per model) cannot tell them apart.
+    plain = learner.current.fitted
+    np.testing.assert_allclose(plain.predict_cost(hard[:1]), plain.predict_cost(easy[:1]))
+
+
+def test_shrinkage_keeps_the_predictions_that_hold_out_of_fold_and_flattens_noise() -> None:
+    toy = toy_dataset(n=600)
+    train = toy.subset("train")
+    rng = np.random.default_rng(4)
+    # medium's labels are coin flips that have nothing to do with the prompt.
+    noisy = train.quality.copy()
+    noisy[:, 1] = (rng.random(train.n_prompts) < 0.5).astype(float)
+    data = replace(train, quality=noisy)
+    fitted = make_router("linear").fit(data)
+    shrunk = shrink("linear", {}, data, fitted)
+    assert shrunk.slope[0] > 0.5 and shrunk.slope[2] > 0.3  # small and large: the words tell
+    assert shrunk.slope[1] < 0.3
+    pred = shrunk.predict(list(toy.subset("test").prompts))
+    assert pred[:, 1].std() < 0.5 * fitted.predict(list(toy.subset("test").prompts))[:, 1].std()
+    assert pred[:, 1].mean() == pytest.approx(noisy[:, 1].mean(), abs=0.05)

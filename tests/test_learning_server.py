@@ -278,3 +278,36 @@ def test_at_most_max_learned_per_s_requests_are_learned_from(
     learned = rows(db, "SELECT COUNT(DISTINCT response_id) FROM labels")[0][0]
     # A full bucket (1) plus one token per second elapsed.
     assert 1 <= learned <= 2 + int(took)
+
+
+def test_observe_only_appends_and_the_intake_files_the_request_off_the_path() -> None:
+    from routecast.backends.base import Completion, Usage
+    from routecast.backends.base import Request as Asked
+    from routecast.server.endpoints import build_endpoints
+    from routecast.server.learning import LearningService
+
+    cfg = make_config("http://127.0.0.1:9/v1", None, models={"grader": model_entry(
+        "http://127.0.0.1:9/v1", "grader")}, endpoints={"auto": {"type": "routed", "learning": {
+            "models": ["small", "large"], "judge": {"model": "grader"}, "queue_size": 2}}})
+    service = LearningService(cfg, build_endpoints(cfg), None, None)
+    asked = Asked({"model": "auto", "messages": [{"role": "user", "content": "what is 2+2?"}]})
+    done = Completion({"choices": [{"message": {"content": "4"}}]}, "small", Usage(5, 1), 0.0,
+                      0.0, ["small"])
+    assert not service.observe("plain", asked, done, None, "r0")  # not a learning endpoint
+    for rid in ("r1", "r2", "r3"):
+        assert service.observe("auto", asked, done, None, rid)
+    # On the request's path: appended as is, nothing extracted or indexed yet; the third
+    # request was over queue_size and is counted, not kept.
+    assert len(service._inbox) == 2 and not service._responses
+    assert service.endpoints["auto"].counters == {"dropped": 1}
+
+    async def drain() -> None:
+        await service.start()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        await service.aclose()
+
+    asyncio.run(drain())
+    assert not service._inbox
+    assert service._responses["r1"] == ("auto", "what is 2+2?", "small", None)
+    assert "r2" in service._responses and "r3" not in service._responses

@@ -27,22 +27,27 @@ def brier(router: Router, data: Dataset) -> float:
     return float(np.mean((pred[have] - data.quality[have]) ** 2))
 
 
-def imputed(router: Router, data: Dataset) -> tuple[FloatArray, FloatArray, FloatArray,
-                                                     FloatArray]:
-    """Predicted quality and cost, and the imputed realised quality and cost, each ``(n, m)``."""
+def imputed(router: Router, data: Dataset, labels: FloatArray | None = None
+            ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Predicted quality and cost, and the imputed realised quality and cost, each ``(n, m)``;
+    ``labels`` replaces ``data.quality`` (e.g. de-biased labels of a noisy judge)."""
     prompts = list(data.prompts)
     pq, pc = router.predict(prompts), router.predict_cost(prompts)
-    q = np.where(np.isnan(data.quality), pq, data.quality)
+    labels = data.quality if labels is None else labels
+    q = np.where(np.isnan(labels), pq, labels)
     c = np.where(np.isnan(data.cost_usd), pc, data.cost_usd)
     return pq, pc, q, c
 
 
 def calibrate(router: Router, data: Dataset, *, quality_fraction: float | None = 0.95,
-              budget_usd: float | None = None) -> Policy:
+              budget_usd: float | None = None, labels: FloatArray | None = None) -> Policy:
     """The policy meeting the target on ``data`` (imputed; see the module docstring): the
     cheapest point reaching ``quality_fraction`` of the best single model, or the best point
-    within ``budget_usd`` per query; the closest point when none meets it."""
-    pq, pc, q, c = imputed(router, data)
+    within ``budget_usd`` per query; the closest point when none meets it. ``labels``
+    replaces ``data.quality`` (de-biased labels may lie outside [0, 1], which a
+    :class:`Dataset` refuses)."""
+    labels = data.quality if labels is None else labels
+    pq, pc, q, c = imputed(router, data, labels)
     weights = weight_grid(pc)
     rows = np.arange(data.n_prompts)
     qs = np.empty(len(weights))
@@ -50,7 +55,7 @@ def calibrate(router: Router, data: Dataset, *, quality_fraction: float | None =
     have = data.labelled
     for k, w in enumerate(weights):
         pick = choose(pq, pc, float(w))
-        qs[k], cs[k] = _corrected(pq[rows, pick], data.quality[rows, pick],
+        qs[k], cs[k] = _corrected(pq[rows, pick], labels[rows, pick],
                                   have[rows, pick]), c[rows, pick].mean()
     if budget_usd is not None:
         ok = np.flatnonzero(cs <= budget_usd * (1 + 1e-9))

@@ -2,9 +2,10 @@
 requests, ``POST /v1/feedback``, and refits swapped into the routed endpoint.
 
 Nothing here is on a request's path. After a learning endpoint has answered, the server calls
-:meth:`LearningService.observe`, which only puts the finished request on a bounded queue
-(``learning.queue_size``; when it is full the request is not learned from, and counted) and
-files it under the request's ``x-routecast-request-id`` (what ``/v1/feedback`` takes). At most
+:meth:`LearningService.observe`, which only appends the finished request to an inbox (at most
+``learning.queue_size`` waiting; beyond that a request is not learned from, and counted). An
+intake task files it under the request's ``x-routecast-request-id`` (what ``/v1/feedback``
+takes) and queues it for the workers. At most
 ``learning.max_learned_per_s`` requests a second are queued (a token bucket): the shadows and
 judge calls run in this process, and unthrottled they took the proxy's one core from
 clients (benchmarks/proxy_overhead.py: +1.9 ms p50 at concurrency 1, every request learned
@@ -43,7 +44,7 @@ import os
 import secrets
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,8 @@ def make_learner(name: str, spec: RoutedEndpoint, config: Config) -> Learner:
         router=lc.router, refit_every=lc.refit_every, first_refit=lc.first_refit,
         holdout_fraction=lc.holdout_fraction, calibration_window=lc.calibration_window,
         quality_fraction=lc.quality_fraction,
-        budget_usd_per_query=lc.budget_usd_per_query)
+        budget_usd_per_query=lc.budget_usd_per_query, prompt_cost=lc.prompt_cost,
+        judge_noise=lc.judge.noise if lc.judge else 0.0)
     try:
         from routecast.routers import make_router
 
@@ -198,6 +200,9 @@ class LearningService:
         self.endpoints: dict[str, EndpointLearning] = {}
         self._responses: OrderedDict[str, tuple[str, str, str, str | None]] = OrderedDict()
         self._queue: asyncio.Queue[_Served] | None = None
+        self._inbox: deque[tuple[EndpointLearning, Request, Completion, str | None, str]] = (
+            deque())
+        self._wake = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         size = 1
@@ -244,8 +249,9 @@ class LearningService:
             if self.endpoints:
                 self._spawn(self._poll())
         self._queue = asyncio.Queue(self.queue_size)
-        self._workers = [asyncio.get_running_loop().create_task(self._work())
-                         for _ in range(self.concurrency)]
+        loop = asyncio.get_running_loop()
+        self._workers = [loop.create_task(self._intake()),
+                         *(loop.create_task(self._work()) for _ in range(self.concurrency))]
 
     async def aclose(self) -> None:
         for task in [*self._workers, *self._tasks]:
@@ -384,38 +390,60 @@ class LearningService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- the request path: one put_nowait ----------------------------------------------------
+    # -- the request path: one append --------------------------------------------------------
 
     def observe(self, endpoint: str, request: Request, completion: Completion,
                 client: str | None, response_id: str) -> bool:
-        """Queue a finished request for learning under ``response_id`` (the request's
-        ``x-routecast-request-id``); ``False`` when ``endpoint`` does not learn. Never blocks
-        and never raises for a full queue."""
+        """Hand a finished request to the background intake, to be learned from under
+        ``response_id`` (the request's ``x-routecast-request-id``); ``False`` when
+        ``endpoint`` does not learn. A deque append and an event set: extracting the prompt,
+        the feedback index, the rate limit and the queue all run in the intake task, off the
+        request's path. Never blocks and never raises; beyond ``queue_size`` waiting requests
+        one is not learned from (and counted)."""
         e = self.endpoints.get(endpoint)
         if e is None:
             return False
-        learn = e.admit()
+        if len(self._inbox) >= self.queue_size:
+            e.count("dropped")
+            return True
+        self._inbox.append((e, request, completion, client, response_id))
+        self._wake.set()
+        return True
+
+    async def _intake(self) -> None:
+        """Drain the inbox: index each request for feedback, and queue what the rate limit
+        admits for the workers. Yields to the event loop between requests, so that a burst
+        of intake never delays a client's request by more than one item's work."""
+        assert self._queue is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._inbox:
+                self._admit(*self._inbox.popleft())
+                await asyncio.sleep(0)
+
+    def _admit(self, e: EndpointLearning, request: Request, completion: Completion,
+               client: str | None, response_id: str) -> None:
         prompt = routing_text(request, e.backend.route_on)
         if request.allowed is not None and self.privacy is not None:
             prompt = self.privacy.redact(prompt)
-        self._responses[response_id] = (endpoint, prompt, completion.model, client)
+        self._responses[response_id] = (e.name, prompt, completion.model, client)
         if len(self._responses) > MAX_RESPONSES:
             self._responses.popitem(last=False)
-        strongest = self.table.strongest.get(endpoint)
+        if not e.admit():
+            e.count("over_rate")
+            return
+        strongest = self.table.strongest.get(e.name)
         baseline = (self.table.prices[strongest].cost_usd(completion.usage)
                     if strongest in self.table.prices else completion.cost_usd)
-        item = _Served(endpoint, prompt, request.body, request.api, completion.model,
+        item = _Served(e.name, prompt, request.body, request.api, completion.model,
                        _answer_text(completion.body), baseline, request.allowed, response_id,
                        client)
-        if self._queue is None or not learn:
-            if not learn:
-                e.count("over_rate")
-            return True
+        assert self._queue is not None
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
             e.count("dropped")
-        return True
 
     # -- background work -------------------------------------------------------------------
 

@@ -7,7 +7,8 @@
         # model_map: {gpt-4-1106-preview: big}  # models mapped to ours); omit to start cold
         learning:
           models: [small, medium, big]   # cold start: the models to learn to route among
-          judge: {model: grader}         # any configured model; optional rubric:
+          judge: {model: grader}         # any configured model; optional rubric, and noise:
+                                         # the share of its verdicts that are wrong, if known
           strategy: active               # or uniform (shadow_fraction x shadows_per_request)
           spend_fraction: 0.2            # pace: <= 20 % of what the strongest model would cost
           budget_usd: 50                 # hard cap on shadow answers + judge calls, in all
@@ -30,6 +31,10 @@ class JudgeConfig(BaseModel):
     #: A configured model that grades answers.
     model: str
     rubric: str | None = None
+    #: The share of the judge's verdicts that are wrong (flipped), when known (e.g. measured
+    #: against feedback or a stronger judge): labels and predictions are de-biased by it, so
+    #: that the quality target means true quality. 0: taken at its word.
+    noise: float = Field(default=0.0, ge=0, lt=0.5)
 
 
 class LearningConfig(BaseModel):
@@ -53,6 +58,9 @@ class LearningConfig(BaseModel):
     calibration_window: int = Field(default=300, ge=10)
     quality_fraction: float | None = Field(default=0.95, gt=0, le=1.5)
     budget_usd_per_query: float | None = Field(default=None, ge=0)
+    #: Predict each model's cost per prompt from the labels' recorded costs (false: the
+    #: router's mean cost per model).
+    prompt_cost: bool = True
     #: Background work waiting at most (requests beyond it are not learned from).
     queue_size: int = Field(default=1000, ge=1)
     #: Background tasks working the queue.
