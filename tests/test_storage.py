@@ -557,6 +557,9 @@ def test_a_refit_on_one_replica_reaches_another_within_the_poll_interval(pg_url:
         assert eb.learner.current.kind == ea.learner.current.kind != "cold"
         prompts = ["question 3 on topic 3", "something new"]
         assert (eb.backend.router.predict(prompts) == ea.backend.router.predict(prompts)).all()
+        assert (eb.backend.router.predict_cost(prompts)
+                == ea.backend.router.predict_cost(prompts)).all()
+        assert type(eb.backend.router) is type(ea.backend.router)
         assert eb.backend.policy.cost_weight == ea.backend.policy.cost_weight
         assert eb.backend.batcher.router is eb.backend.router
         # B learned A's labels from the shared store, and published nothing itself; A did not

@@ -121,6 +121,8 @@ class Router(Estimator, ABC):
         ``get_state``, and JSON-able values; override it (and :meth:`set_state`) for anything
         else.
         """
+        from routecast.encoders import encoder_state
+
         self._check_fitted()
         values: dict[str, Any] = {}
         arrays: dict[str, npt.NDArray[Any]] = {}
@@ -138,9 +140,7 @@ class Router(Estimator, ABC):
                                f"{key}::shape": np.asarray(csr.shape, dtype=np.int64)})
                 sparse.append(key)
             elif hasattr(value, "get_state") and isinstance(getattr(value, "name", None), str):
-                enc_values, enc_arrays = value.get_state()
-                encoders[key] = {"name": value.name, "params": value.get_params(),
-                                 "state": enc_values}
+                encoders[key], enc_arrays = encoder_state(value)
                 arrays.update({f"{key}::{k}": v for k, v in enc_arrays.items()})
             elif _jsonable(value):
                 values[key] = list(value) if isinstance(value, tuple) else value
@@ -156,7 +156,7 @@ class Router(Estimator, ABC):
         """Restore what :meth:`get_state` returned, on an instance with the same parameters."""
         from scipy import sparse as sp
 
-        from routecast.encoders import make_encoder
+        from routecast.encoders import encoder_from_state
 
         values = dict(values)
         sparse_keys = values.pop("__sparse__", [])
@@ -169,11 +169,10 @@ class Router(Estimator, ABC):
                 (arrays[f"{key}::data"], arrays[f"{key}::indices"], arrays[f"{key}::indptr"]),
                 shape=shape))
         for key, spec in encoders.items():
-            encoder: Any = make_encoder(spec["name"], **spec["params"])
             prefix = f"{key}::"
-            encoder.set_state(spec["state"], {k[len(prefix):]: v for k, v in arrays.items()
-                                              if k.startswith(prefix)})
-            setattr(self, key, encoder)
+            setattr(self, key, encoder_from_state(spec, {k[len(prefix):]: v for k, v
+                                                         in arrays.items()
+                                                         if k.startswith(prefix)}))
         for key, arr in arrays.items():
             if "::" not in key:
                 setattr(self, key, arr)

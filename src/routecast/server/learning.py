@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from routecast.backends.base import Backend, Completion, Request, Usage
 from routecast.backends.routed import RoutedBackend, routing_text
 from routecast.data.pricing import estimate_tokens
-from routecast.errors import ConfigError, RequestError
+from routecast.errors import ConfigError, DataFormatError, RequestError
 from routecast.learning.explore import ActiveExplorer, Candidate, Explorer, UniformExplorer
 from routecast.learning.judge import JUDGE_MAX_TOKENS, RUBRIC, judge_messages, parse_score
 from routecast.learning.learner import Learner, LearnerSettings
@@ -163,6 +163,8 @@ class EndpointLearning:
     #: labels discards a read that overlapped one (see LearningService._sync_labels).
     inserts_begun: int = 0
     inserts_pending: int = 0
+    #: The last publish failed (logged when a run of failures begins and when it ends).
+    publish_failing: bool = False
     _tokens: float = 1.0
     _last: float = 0.0
 
@@ -355,8 +357,18 @@ class LearningService:
             if artifact is None or artifact.version <= e.artifact_version:
                 return
             if artifact.publisher != self.replica_id:
-                snap, labels = await asyncio.to_thread(snapshot_from_payload, artifact.payload,
-                                                       artifact.version)
+                try:
+                    snap, labels = await asyncio.to_thread(snapshot_from_payload,
+                                                           artifact.payload, artifact.version)
+                except DataFormatError as exc:
+                    # Unreadable here (a newer format, a bug): keep serving the current
+                    # router and skip this version, rather than read it again every poll.
+                    e.count("load_failed")
+                    log.error("learning %s: cannot load router version %d published by %s; "
+                              "still serving the current router: %s", e.name,
+                              artifact.version, artifact.publisher, exc)
+                    e.artifact_version = artifact.version
+                    return
                 await asyncio.to_thread(e.learner.adopt, snap, labels)
                 self._swap_in(e)
                 e.count("loaded")
@@ -542,9 +554,19 @@ class LearningService:
             if self.artifacts is not None:
                 try:
                     await self._publish(e, report.labels)
+                except asyncio.CancelledError:
+                    raise
                 except Exception as exc:  # serving the refit here goes on regardless
-                    log.error("learning %s: cannot publish the refitted router: %s", e.name,
-                              exc)
+                    e.count("publish_failed")
+                    if not e.publish_failing:  # once per run of failures, with the cause
+                        log.error("learning %s: cannot publish the refitted router (served "
+                                  "here, not on the other replicas): %s", e.name, exc,
+                                  exc_info=True)
+                    e.publish_failing = True
+                else:
+                    if e.publish_failing:
+                        log.warning("learning %s: publishing refitted routers again", e.name)
+                    e.publish_failing = False
         finally:
             e.refitting = False
         if self.store is not None:
