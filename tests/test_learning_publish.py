@@ -78,7 +78,7 @@ LAYER_SETS = [(), ("prompt-cost",), ("debiased",), ("trusted",),
               ("prompt-cost", "trusted", "debiased")]
 
 
-@pytest.mark.parametrize("layers", LAYER_SETS, ids=lambda ls: "+".join(("shrunk", *ls)))
+@pytest.mark.parametrize("layers", LAYER_SETS, ids=lambda ls: "+".join(ls) or "alone")
 @pytest.mark.parametrize("family", ["linear", "best-single"])
 def test_every_combination_of_layers_round_trips_to_the_same_predictions_and_costs(
         layers: tuple[str, ...], family: str) -> None:

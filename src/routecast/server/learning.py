@@ -24,11 +24,13 @@ Every ``storage.artifact_poll_s`` seconds each replica, in a worker thread, read
 other replicas stored since it last looked (into its learner, so its next refit fits on all of
 them) and the newest published version; a version newer than the one it serves, published by
 another replica, is loaded and swapped in by the same assignments as a local refit. What a
-replica loaded it never publishes again. Two replicas may refit at the same moment (each
-refit is due at the same label counts); both publish, the versions are distinct and
-increasing (the database allocates them), and every replica ends on the highest one, so a
-concurrent refit costs a refit's CPU and nothing else. Loading a version also moves the
-replica's next refit as if it had refitted itself, which keeps that rare.
+replica loaded it never publishes again; a version it cannot read (a newer format) it
+skips, counted (``load_failed``), and a publish that fails is counted (``publish_failed``) and
+logged once per run of failures: either way the replica serves on. Two replicas may refit at
+the same moment (each refit is due at the same label counts); both publish, the versions are
+distinct and increasing (the database allocates them), and every replica ends on the
+highest one, so a concurrent refit costs a refit's CPU and nothing else. Loading a version
+also moves the replica's next refit as if it had refitted itself, which keeps that rare.
 
 Privacy and keys: a request the privacy rule restricted (``Request.allowed``) is shadowed only
 to allowed models, and graded only by a judge that is allowed too; its stored prompt is
