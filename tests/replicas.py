@@ -220,14 +220,18 @@ class Replicas:
         raise RuntimeError(f"HAProxy did not see {wanted} (it sees {states}):\n"
                            f"{self.haproxy_output()[-4000:]}")
 
-    def learn_id_prefixes(self, model: str) -> None:
+    def learn_id_prefixes(self, model: str, token: str | None = None) -> None:
         """Ask each replica once, directly, to learn the prefix of its request ids (every
-        process draws its own at start-up: ``req-<8 hex>-``)."""
+        process draws its own at start-up: ``req-<8 hex>-``); ``token``: a client key, where
+        the config requires one."""
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         for replica in self.replicas:
             body = json.dumps({"model": model, "messages": [
                 {"role": "user", "content": "which replica"}]}).encode()
             request = urllib.request.Request(f"{replica.url}/v1/chat/completions", data=body,
-                                             headers={"Content-Type": "application/json"})
+                                             headers=headers)
             with urllib.request.urlopen(request, timeout=10) as r:
                 rid = r.headers["x-routecast-request-id"]
             replica.id_prefix = rid[:rid.rindex("-") + 1]
