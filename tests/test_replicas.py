@@ -3,8 +3,7 @@ request log: HAProxy spreads requests over all of them, and a ``kill -9`` of one
 taken out by HAProxy's health checks, loses no logged row of any response a client received,
 and leaves the others serving.
 
-The storage is a parameter (a database URL); PostgreSQL joins the list (one word in
-``storage_url``'s params) once the server stores there (``storage.url``).
+The storage is a parameter (a database URL): one SQLite file, or one PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -38,8 +37,7 @@ def stub() -> Iterator[StubUpstream]:
         yield s
 
 
-# PostgreSQL joins once the server stores there (storage.url): add "postgresql" to params.
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The database every replica logs to: a SQLite file, or a fresh PostgreSQL database
     (``pg_url``: skips on a machine without PostgreSQL, fails under CI)."""
