@@ -92,7 +92,7 @@ async def load(url: str, concurrency: int, duration_s: float, at_s: float,
 def test_haproxy_spreads_requests_over_every_replica(stub: StubUpstream, storage_url: str,
                                                      haproxy_bin: str) -> None:
     with Replicas(config(stub, storage_url), N, haproxy_bin) as fleet:
-        fleet.learn_id_prefixes("small")
+        fleet.learn_id_prefixes()
         outcomes = asyncio.run(load(fleet.url, 4, 1.0, 0.0, lambda: None))
         served = Counter(fleet.replica_of(o.request_id) for o in outcomes
                          if o.status == 200 and o.request_id)
@@ -111,7 +111,7 @@ def test_kill_9_of_one_replica_under_load(stub: StubUpstream, storage_url: str,
     concurrency = 12
     killed_at = 0.0
     with Replicas(config(stub, storage_url), N, haproxy_bin) as fleet:
-        fleet.learn_id_prefixes("small")
+        fleet.learn_id_prefixes()
         victim = fleet.replicas[1]
 
         def kill() -> None:

@@ -108,7 +108,7 @@ def fleet(module_pg_url: str, module_redis_prefix: str, haproxy_bin: str,
             "auth": {"required": True},
         }
         with Replicas(config, N, haproxy_bin) as replicas:
-            replicas.learn_id_prefixes("small", token=open_key)
+            replicas.learn_id_prefixes()
             yield Fleet(replicas, module_pg_url, stub, grader, open_key, hard, easy)
 
 
