@@ -296,14 +296,15 @@ def test_a_refit_on_one_replica_is_served_by_all_within_the_poll_interval(
         return max(router_versions(fleet))
 
     newest = wait_for(published_version, 30, "a replica to publish a refit")
-    published = time.monotonic()  # within 50 ms of the publisher's swap
-    # Every replica serves it (or a newer one) within one poll, plus loading it, plus slack
-    # for this loaded 2-core machine.
-    wait_for(lambda: min(router_versions(fleet)) >= newest, POLL_S + 2.0,
+    wait_for(lambda: min(router_versions(fleet)) >= newest, POLL_S + 3.0,
              f"all replicas to serve version {newest} (they serve {router_versions(fleet)})")
-    took = time.monotonic() - published
-    print(f"\nrefit: version {newest} served by all three {took:.2f} s after the first "
-          f"(poll {POLL_S} s)")
-    assert took < POLL_S + 2.0
-    (count,), = query(fleet.pg_url, "SELECT count(*) FROM artifacts")
-    assert count >= 1
+    everywhere = time.time()
+    # From the publisher's commit (its `created` stamp, this machine's clock) to all three
+    # serving it: one poll interval, plus loading the router, plus slack for this loaded
+    # 2-core machine.
+    (created, publisher), = query(fleet.pg_url, "SELECT created, publisher FROM artifacts "
+                                  "WHERE endpoint = 'learn' AND version = %s", newest)
+    took = everywhere - created
+    print(f"\nrefit: version {newest} (published by {publisher}) served by all three "
+          f"{took:.2f} s after it was published (poll {POLL_S} s)")
+    assert 0 < took < POLL_S + 2.0
