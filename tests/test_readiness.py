@@ -17,10 +17,10 @@ from typing import Any
 from routecast.server.readiness import Readiness
 from tests.http_calls import call
 from tests.routecast_live import make_config, serve, stub_fixture
-from tests.services import redis_prefix, redis_url
+from tests.services import pg_url, redis_prefix, redis_url
 from tests.tcp_proxy import TcpProxy
 
-__all__ = ["redis_prefix", "redis_url"]  # fixtures, used by name
+__all__ = ["pg_url", "redis_prefix", "redis_url"]  # fixtures, used by name
 
 stub = stub_fixture()
 
@@ -169,3 +169,51 @@ def test_a_server_on_sqlite_is_ready(
     with serve(make_config(stub.url, tmp_path / "rc.db")) as base:
         status, _, raw = call(base, "GET", "/ready")
     assert (status, json.loads(raw)["status"]) == (200, "ready")
+
+
+def test_requests_do_not_wait_for_postgresql(stub: Any, pg_url: str) -> None:
+    """PostgreSQL stalls (every byte to and from it held: calls hang rather than fail): a
+    request that needs no admission is still answered at once, because the request log is
+    written in batches by a background thread; the replica says it is not ready, yet alive.
+    Then PostgreSQL is cut off (connections reset) and comes back: every row arrives (failed
+    batches are kept and retried), none twice. With a round trip per request (or
+    ``storage.durable``, where each answer waits for its batch's commit) the stalled
+    requests would hang."""
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    parts = urlsplit(pg_url)
+    with TcpProxy(parts.port or 5432) as proxy:
+        via_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+        config = make_config(stub.url, None, storage={"url": via_proxy, "batch_ms": 20})
+        body = json.dumps({"model": "small", "messages": [
+            {"role": "user", "content": "hi"}]}).encode()
+        with serve(config) as base:
+            assert call(base, "POST", "/v1/chat/completions", body)[0] == 200
+            proxy.stall()
+            slowest, statuses = 0.0, []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                statuses.append(call(base, "POST", "/v1/chat/completions", body)[0])
+                slowest = max(slowest, time.perf_counter() - t0)
+            time.sleep(1.05)  # the last readiness check's answer is kept for a second
+            ready, health = call(base, "GET", "/ready"), call(base, "GET", "/health")
+            proxy.cut()  # the stalled connections reset: the writer's batch fails, is kept
+            proxy.flow()
+            proxy.restore()
+            deadline = time.monotonic() + 20
+            while True:
+                with psycopg.connect(pg_url) as pg:
+                    (rows,), = pg.execute("SELECT count(*) FROM requests").fetchall()
+                if rows >= 21 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            time.sleep(1.05)
+            back = call(base, "GET", "/ready")[0]
+    assert statuses == [200] * 20
+    assert slowest < 0.5, slowest  # no request waited on the database
+    assert ready[0] == 503 and "the database" in json.loads(ready[2])["problems"][0]
+    assert health[0] == 200
+    assert rows == 21  # none lost, none twice
+    assert back == 200
