@@ -283,28 +283,30 @@ def router_versions(fleet: Fleet) -> list[int]:
 
 def test_a_refit_on_one_replica_is_served_by_all_within_the_poll_interval(
         fleet: Fleet) -> None:
-    """Requests to the learning endpoint are judged (the grader) and labelled in PostgreSQL;
-    the replica whose labels reach `first_refit` first refits and publishes its router; the
-    others load it at their next poll (``storage.artifact_poll_s``). Each replica's
-    /metrics says which published version it serves."""
+    """Requests to the learning endpoint on one replica (asked directly) are judged (the
+    grader) and labelled in PostgreSQL; that replica refits and publishes its router; the
+    other two, which saw none of those requests, load it at their next poll
+    (``storage.artifact_poll_s``). Each replica's /metrics says which published version it
+    serves, and only one version exists: the others loaded it, they did not refit on their
+    own. Without publication (or with a poll far longer than the bound) they would stay at 0."""
     assert router_versions(fleet) == [0, 0, 0]
-    url = fleet.replicas.url
+    publisher = fleet.replicas.replicas[0]
     for i in range(12):
-        answer = ask(url, fleet.open_key, model="learn", text=f"question {i} about {i % 4}")
+        answer = ask(publisher.url, fleet.open_key, model="learn",
+                     text=f"question {i} about {i % 4}")
         assert answer.status == 200, answer.body
-    def published_version() -> int:
-        return max(router_versions(fleet))
-
-    newest = wait_for(published_version, 30, "a replica to publish a refit")
-    wait_for(lambda: min(router_versions(fleet)) >= newest, POLL_S + 3.0,
-             f"all replicas to serve version {newest} (they serve {router_versions(fleet)})")
+    wait_for(lambda: router_versions(fleet)[0] >= 1, 30, "r0 to publish its refit")
+    wait_for(lambda: router_versions(fleet) == [1, 1, 1], POLL_S + 4.0,
+             f"all replicas to serve version 1 (they serve {router_versions(fleet)})")
     everywhere = time.time()
+    published = query(fleet.pg_url, "SELECT version, created FROM artifacts "
+                      "WHERE endpoint = 'learn'")
+    assert [v for v, _ in published] == [1], published  # nobody else refitted
     # From the publisher's commit (its `created` stamp, this machine's clock) to all three
-    # serving it: one poll interval, plus loading the router, plus slack for this loaded
-    # 2-core machine.
-    (created, publisher), = query(fleet.pg_url, "SELECT created, publisher FROM artifacts "
-                                  "WHERE endpoint = 'learn' AND version = %s", newest)
-    took = everywhere - created
-    print(f"\nrefit: version {newest} (published by {publisher}) served by all three "
-          f"{took:.2f} s after it was published (poll {POLL_S} s)")
-    assert 0 < took < POLL_S + 2.0
+    # serving it: one poll interval plus the time to load it (docs/storage.md). Loading (the
+    # labels read since the last poll, the payload, the router) took 0.5-1 s here on a
+    # loaded 2-core machine; 3 s of slack keeps the test about the poll, not the machine.
+    took = everywhere - published[0][1]
+    print(f"\nrefit: version 1, published by r0, served by all three {took:.2f} s after it "
+          f"was published (poll {POLL_S} s)")
+    assert 0 < took < POLL_S + 3.0
