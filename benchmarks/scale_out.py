@@ -13,8 +13,10 @@ asyncio from benchmarks/proxy_overhead.py, in its own process):
   asked directly, and the same replica **via HAProxy** (what the balancer's hop costs);
 * **1 replica, PostgreSQL + Redis**: ``storage.url`` on a scratch PostgreSQL database
   (created, then dropped) and ``state.redis_url`` (a key prefix of its own, deleted after);
-* **2 / 3 replicas via HAProxy** on one shared SQLite file (and, when the server stores in
-  PostgreSQL, 3 replicas on PostgreSQL + Redis).
+* **2 / 3 replicas via HAProxy** on one shared SQLite file, and on PostgreSQL + Redis;
+* **budget key**: 1 and 3 replicas on PostgreSQL + Redis with ``auth.required`` and every
+  request carrying a key with a budget (never reached): each is admitted and settled in Redis,
+  the cost of admission across replicas.
 
 Latency (p50 / p99) is from ``wrk`` at one connection; "added" is that minus the direct run's
 (the stub asked just before, in each round: the machine's load drifts).
@@ -86,12 +88,18 @@ class Row:
 
 
 class Load:
-    """wrk when installed, else an aiohttp client loop in this process."""
+    """wrk when installed, else an aiohttp client loop in this process; ``token``: a client
+    key every request carries."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, token: str | None = None) -> None:
         self.wrk = shutil.which("wrk")
-        self.script = folder / "body.lua"
+        self.headers = {"Content-Type": "application/json"}
+        self.script = folder / ("body.lua" if token is None else "body-key.lua")
         lua_script(self.script, [BODY.encode()])
+        if token is not None:
+            self.headers["Authorization"] = f"Bearer {token}"
+            with self.script.open("a") as script:
+                script.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
 
     def run(self, url: str, connections: int, duration_s: int) -> dict[str, Any]:
         target = f"{url}/v1/chat/completions"
@@ -99,10 +107,11 @@ class Load:
             result = run_wrk(target, self.script, connections, duration_s, pin=False)
             result["errors"] = result["non_2xx"] + (1 if result["socket_errors"] else 0)
             return result
-        return asyncio.run(_aiohttp_load(target, connections, duration_s))
+        return asyncio.run(_aiohttp_load(target, connections, duration_s, self.headers))
 
 
-async def _aiohttp_load(url: str, connections: int, duration_s: int) -> dict[str, Any]:
+async def _aiohttp_load(url: str, connections: int, duration_s: int,
+                        headers: dict[str, str]) -> dict[str, Any]:
     import aiohttp
 
     latencies: list[float] = []
@@ -114,8 +123,7 @@ async def _aiohttp_load(url: str, connections: int, duration_s: int) -> dict[str
         while time.perf_counter() < end:
             t0 = time.perf_counter()
             try:
-                async with session.post(url, data=BODY, headers={
-                        "Content-Type": "application/json"}) as r:
+                async with session.post(url, data=BODY, headers=headers) as r:
                     await r.read()
                     if r.status != 200:
                         errors += 1
@@ -386,6 +394,22 @@ def main(argv: list[str] | None = None) -> int:
             for row in rows:
                 if row.storage == "PostgreSQL + Redis" and not row.note:
                     row.note = f"{keys} Redis keys written"
+            if not rows[-1].note.startswith("skipped"):
+                # Requests that need admission: every one carries a key with a budget (never
+                # reached), admitted and settled in Redis across the replicas.
+                from routecast.server.keys import add_key
+
+                keyed = Load(folder, add_key(pg, "bench", budget_usd=1e9))
+                for n in (1, 3):
+                    state = {"redis_url": args.redis_url, "key_prefix": prefix, "replicas": n}
+                    doc = {**config(stub_url, {"url": pg}, state), "auth": {"required": True}}
+                    run_fleet(rows, f"{n} replica{'s' if n > 1 else ''}, budget key", doc, n,
+                              "PostgreSQL + Redis", keyed, args, haproxy, stub.pid,
+                              also_direct=n == 1, pg=pg)
+                keys = redis_keys(args.redis_url, prefix)
+                for row in rows:
+                    if "budget key" in row.name and not row.note:
+                        row.note = f"admitted in Redis ({keys} keys)"
 
         for n in (2, 3):
             run_fleet(rows, f"{n} replicas", config(stub_url, sqlite), n, "SQLite (one file)",
@@ -419,22 +443,22 @@ def report(rows: list[Row], args: argparse.Namespace, load_before: float,
           f"{os.getloadavg()[0]:.2f}; HAProxy: {haproxy or 'none'}\n")
     base = next((r for r in rows if r.name == "1 replica, direct" and r.storage == "SQLite"),
                 None)
-    head = (f"{'setup':<26} {'storage':<19} {'p50 ms':>7} {'p99 ms':>7} {'+p50':>6} "
+    head = (f"{'setup':<36} {'storage':<19} {'p50 ms':>7} {'p99 ms':>7} {'+p50':>6} "
             f"{'+p99':>6} {'req/s':>7} {'x 1':>5} {'cpu ms/req':>10} {'rps/core':>8} "
             f"{'replicas%':>9} {'haproxy%':>8} {'gen+stub%':>9} {'pg tx/1k':>8}  note")
     print(head)
     print("-" * len(head))
     for r in rows:
         if r.note.startswith("skipped"):
-            print(f"{r.name:<26} {r.storage:<19} {r.note}")
+            print(f"{r.name:<36} {r.storage:<19} {r.note}")
             continue
         added50, added99 = r.added_p50_ms, r.added_p99_ms
         ratio = r.rps / base.rps if base is not None and r.replicas else float("nan")
         per_core = 1000 / r.replica_cpu_ms_per_req if r.replica_cpu_ms_per_req else float("nan")
         gen = r.share.get("load generator", 0) + r.share.get("stub", 0)
-        name = r.name if len(r.name) <= 26 else r.name[:25] + "…"
+        name = r.name if len(r.name) <= 36 else r.name[:35] + "…"
         added = (f"{added50:6.2f} {added99:6.2f}" if r.replicas else f"{'-':>6} {'-':>6}")
-        print(f"{name:<26} {r.storage:<19} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {added} "
+        print(f"{name:<36} {r.storage:<19} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {added} "
               f"{r.rps:7.0f} {ratio:5.2f} {r.replica_cpu_ms_per_req:10.3f} {per_core:8.0f} "
               f"{100 * r.share.get('replicas', 0):9.0f} {100 * r.share.get('haproxy', 0):8.0f} "
               f"{100 * gen:9.0f} {r.pg_tx_per_1000:8.1f}  {r.note or ''}"
