@@ -13,8 +13,10 @@ asyncio from benchmarks/proxy_overhead.py, in its own process):
   asked directly, and the same replica **via HAProxy** (what the balancer's hop costs);
 * **1 replica, PostgreSQL + Redis**: ``storage.url`` on a scratch PostgreSQL database
   (created, then dropped) and ``state.redis_url`` (a key prefix of its own, deleted after);
-* **2 / 3 replicas via HAProxy** on one shared SQLite file (and, when the server stores in
-  PostgreSQL, 3 replicas on PostgreSQL + Redis).
+* **2 / 3 replicas via HAProxy** on one shared SQLite file, and on PostgreSQL + Redis;
+* **budget key**: 1 and 3 replicas on PostgreSQL + Redis with ``auth.required`` and every
+  request carrying a key with a budget (never reached): each is admitted and settled in Redis,
+  the cost of admission across replicas.
 
 Latency (p50 / p99) is from ``wrk`` at one connection; "added" is that minus the direct run's
 (the stub asked just before, in each round: the machine's load drifts).
@@ -76,6 +78,9 @@ class Row:
     replica_cpu_ms_per_req: float = float("nan")
     #: CPU shares of the machine (all cores) during the throughput run.
     share: dict[str, float] = field(default_factory=dict)
+    #: PostgreSQL transactions (commits + rollbacks of the database stored in) per 1000
+    #: requests of the throughput run: a round trip per request would make this >= 1000.
+    pg_tx_per_1000: float = float("nan")
     note: str = ""
 
 
@@ -83,12 +88,18 @@ class Row:
 
 
 class Load:
-    """wrk when installed, else an aiohttp client loop in this process."""
+    """wrk when installed, else an aiohttp client loop in this process; ``token``: a client
+    key every request carries."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, token: str | None = None) -> None:
         self.wrk = shutil.which("wrk")
-        self.script = folder / "body.lua"
+        self.headers = {"Content-Type": "application/json"}
+        self.script = folder / ("body.lua" if token is None else "body-key.lua")
         lua_script(self.script, [BODY.encode()])
+        if token is not None:
+            self.headers["Authorization"] = f"Bearer {token}"
+            with self.script.open("a") as script:
+                script.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
 
     def run(self, url: str, connections: int, duration_s: int) -> dict[str, Any]:
         target = f"{url}/v1/chat/completions"
@@ -96,10 +107,11 @@ class Load:
             result = run_wrk(target, self.script, connections, duration_s, pin=False)
             result["errors"] = result["non_2xx"] + (1 if result["socket_errors"] else 0)
             return result
-        return asyncio.run(_aiohttp_load(target, connections, duration_s))
+        return asyncio.run(_aiohttp_load(target, connections, duration_s, self.headers))
 
 
-async def _aiohttp_load(url: str, connections: int, duration_s: int) -> dict[str, Any]:
+async def _aiohttp_load(url: str, connections: int, duration_s: int,
+                        headers: dict[str, str]) -> dict[str, Any]:
     import aiohttp
 
     latencies: list[float] = []
@@ -111,8 +123,7 @@ async def _aiohttp_load(url: str, connections: int, duration_s: int) -> dict[str
         while time.perf_counter() < end:
             t0 = time.perf_counter()
             try:
-                async with session.post(url, data=BODY, headers={
-                        "Content-Type": "application/json"}) as r:
+                async with session.post(url, data=BODY, headers=headers) as r:
                     await r.read()
                     if r.status != 200:
                         errors += 1
@@ -137,11 +148,14 @@ def children_cpu_s() -> float:
 
 
 def measure(row: Row, load: Load, url: str, replica_pids: list[int], other_pids: dict[str, int],
-            args: argparse.Namespace, baseline: str | None = None) -> Row:
+            args: argparse.Namespace, baseline: str | None = None, pg: str | None = None
+            ) -> Row:
     """Latency at one connection, then throughput at ``args.connections`` with CPU shares,
     ``args.repeats`` times; each figure is the median over the repeats (the machine is
     shared, so single runs are noisy). ``baseline``: the stub's URL, asked at one connection
-    just before each latency run, to subtract (the machine's load drifts between rows)."""
+    just before each latency run, to subtract (the machine's load drifts between rows).
+    ``pg``: the PostgreSQL database the replicas store in, whose transactions during the
+    throughput run are counted (:func:`pg_transactions`)."""
     load.run(url, 4, 1)  # warm up: connections, caches, the first rows' tables
     cores = os.cpu_count() or 1
     pids = {"replicas": replica_pids, **{k: [v] for k, v in other_pids.items()}}
@@ -150,6 +164,7 @@ def measure(row: Row, load: Load, url: str, replica_pids: list[int], other_pids:
         base = load.run(baseline, 1, args.duration) if baseline else {"p50_ms": 0.0,
                                                                         "p99_ms": 0.0}
         one = load.run(url, 1, args.duration)
+        tx_before = pg_transactions(pg) if pg else 0
         before = {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}
         gen_before, here_before = children_cpu_s(), time.process_time()
         t0 = time.perf_counter()
@@ -161,7 +176,11 @@ def measure(row: Row, load: Load, url: str, replica_pids: list[int], other_pids:
         used["load generator"] = (children_cpu_s() - gen_before) + (time.process_time()
                                                                      - here_before)
         requests = many.get("requests") or many["rps"] * wall
-        rounds.append({"p50": one["p50_ms"], "p99": one["p99_ms"], "rps": many["rps"],
+        # The two reads' own transactions and the batches still in flight at each end are
+        # within a few per run.
+        tx = pg_transactions(pg) - tx_before if pg else float("nan")
+        rounds.append({"pg_tx": tx * 1000 / requests if requests else float("nan"),
+                       "p50": one["p50_ms"], "p99": one["p99_ms"], "rps": many["rps"],
                        "added_p50": one["p50_ms"] - base["p50_ms"],
                        "added_p99": one["p99_ms"] - base["p99_ms"],
                        "errors": one["errors"] + many["errors"],
@@ -175,6 +194,7 @@ def measure(row: Row, load: Load, url: str, replica_pids: list[int], other_pids:
     row.added_p50_ms, row.added_p99_ms = median("added_p50"), median("added_p99")
     row.errors = int(sum(r["errors"] for r in rounds))
     row.replica_cpu_ms_per_req = median("cpu")
+    row.pg_tx_per_1000 = median("pg_tx")
     row.share = {k.removeprefix("share:"): median(k) for k in rounds[0] if k.startswith("share:")}
     return row
 
@@ -228,6 +248,20 @@ def pg_rows(url: str) -> int | None:
         return int(count[0]) if count else 0
 
 
+def pg_transactions(url: str) -> int:
+    """Transactions committed or rolled back so far in the database at ``url``, every client
+    together (``pg_stat_database``). Backends report their counts when idle, at most once a
+    second: waits that long first, so the count covers what just ran."""
+    import psycopg
+
+    time.sleep(1.1)
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("SELECT pg_stat_clear_snapshot()")
+        found = con.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                            "WHERE datname = current_database()").fetchone()
+        return int(found[0]) if found else 0
+
+
 def redis_keys(url: str, prefix: str, delete: bool = False) -> int:
     import redis
 
@@ -256,11 +290,12 @@ def config(stub_url: str, storage: dict[str, Any], state: dict[str, Any] | None 
 
 def run_fleet(rows: list[Row], name: str, doc: dict[str, Any], n: int, storage: str,
               load: Load, args: argparse.Namespace, haproxy: str | None, stub_pid: int, *,
-              also_direct: bool = False, check: Any = None) -> None:
-    stub = doc["models"]["small"]["base_url"].removesuffix("/v1")
+              also_direct: bool = False, check: Any = None, pg: str | None = None) -> None:
     """Start ``n`` replicas of ``doc`` behind HAProxy and measure them (``also_direct``: the
     first replica asked directly too); ``check(fleet)`` after the runs returns a reason to
-    drop the rows (the server did not use the storage asked for), or ``None``."""
+    drop the rows (the server did not use the storage asked for), or ``None``; ``pg``: the
+    PostgreSQL database they store in (its transactions are counted)."""
+    stub = doc["models"]["small"]["base_url"].removesuffix("/v1")
     if haproxy is None:
         rows.append(Row(name, n, storage, note="skipped: needs haproxy (apt-get install "
                                                 "haproxy)"))
@@ -273,10 +308,10 @@ def run_fleet(rows: list[Row], name: str, doc: dict[str, Any], n: int, storage: 
             if also_direct:
                 measured.append(measure(Row(f"{name}, direct", n, storage), load,
                                         fleet.replicas[0].url, pids, {"stub": stub_pid}, args,
-                                        stub))
+                                        stub, pg))
             measured.append(measure(Row(f"{name}, via HAProxy", n, storage), load, fleet.url,
                                     pids, {"stub": stub_pid, "haproxy": fleet.haproxy.pid},
-                                    args, stub))
+                                    args, stub, pg))
             reason = check(fleet) if check is not None else None
             if reason is not None:
                 rows.append(Row(name, n, storage, note=f"skipped: {reason}"))
@@ -347,18 +382,34 @@ def main(argv: list[str] | None = None) -> int:
                                "not implemented in this server yet)" if beside else ""))
                 return None
 
-            for n in (1, 3):
+            for n in (1, 2, 3):
                 state = {"redis_url": args.redis_url, "key_prefix": prefix, "replicas": n}
                 run_fleet(rows, f"{n} replica{'s' if n > 1 else ''}",
                           config(stub_url, {"url": pg}, state), n, "PostgreSQL + Redis", load,
                           args, haproxy, stub.pid, also_direct=n == 1,
-                          check=logged_in_pg)
+                          check=logged_in_pg, pg=pg)
                 if rows[-1].note.startswith("skipped"):
                     break
             keys = redis_keys(args.redis_url, prefix)
             for row in rows:
                 if row.storage == "PostgreSQL + Redis" and not row.note:
                     row.note = f"{keys} Redis keys written"
+            if not rows[-1].note.startswith("skipped"):
+                # Requests that need admission: every one carries a key with a budget (never
+                # reached), admitted and settled in Redis across the replicas.
+                from routecast.server.keys import add_key
+
+                keyed = Load(folder, add_key(pg, "bench", budget_usd=1e9))
+                for n in (1, 3):
+                    state = {"redis_url": args.redis_url, "key_prefix": prefix, "replicas": n}
+                    doc = {**config(stub_url, {"url": pg}, state), "auth": {"required": True}}
+                    run_fleet(rows, f"{n} replica{'s' if n > 1 else ''}, budget key", doc, n,
+                              "PostgreSQL + Redis", keyed, args, haproxy, stub.pid,
+                              also_direct=n == 1, pg=pg)
+                keys = redis_keys(args.redis_url, prefix)
+                for row in rows:
+                    if "budget key" in row.name and not row.note:
+                        row.note = f"admitted in Redis ({keys} keys)"
 
         for n in (2, 3):
             run_fleet(rows, f"{n} replicas", config(stub_url, sqlite), n, "SQLite (one file)",
@@ -392,30 +443,33 @@ def report(rows: list[Row], args: argparse.Namespace, load_before: float,
           f"{os.getloadavg()[0]:.2f}; HAProxy: {haproxy or 'none'}\n")
     base = next((r for r in rows if r.name == "1 replica, direct" and r.storage == "SQLite"),
                 None)
-    head = (f"{'setup':<26} {'storage':<19} {'p50 ms':>7} {'p99 ms':>7} {'+p50':>6} "
+    head = (f"{'setup':<36} {'storage':<19} {'p50 ms':>7} {'p99 ms':>7} {'+p50':>6} "
             f"{'+p99':>6} {'req/s':>7} {'x 1':>5} {'cpu ms/req':>10} {'rps/core':>8} "
-            f"{'replicas%':>9} {'haproxy%':>8} {'gen+stub%':>9}  note")
+            f"{'replicas%':>9} {'haproxy%':>8} {'gen+stub%':>9} {'pg tx/1k':>8}  note")
     print(head)
     print("-" * len(head))
     for r in rows:
         if r.note.startswith("skipped"):
-            print(f"{r.name:<26} {r.storage:<19} {r.note}")
+            print(f"{r.name:<36} {r.storage:<19} {r.note}")
             continue
         added50, added99 = r.added_p50_ms, r.added_p99_ms
         ratio = r.rps / base.rps if base is not None and r.replicas else float("nan")
         per_core = 1000 / r.replica_cpu_ms_per_req if r.replica_cpu_ms_per_req else float("nan")
         gen = r.share.get("load generator", 0) + r.share.get("stub", 0)
-        name = r.name if len(r.name) <= 26 else r.name[:25] + "…"
+        name = r.name if len(r.name) <= 36 else r.name[:35] + "…"
         added = (f"{added50:6.2f} {added99:6.2f}" if r.replicas else f"{'-':>6} {'-':>6}")
-        print(f"{name:<26} {r.storage:<19} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {added} "
+        print(f"{name:<36} {r.storage:<19} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {added} "
               f"{r.rps:7.0f} {ratio:5.2f} {r.replica_cpu_ms_per_req:10.3f} {per_core:8.0f} "
               f"{100 * r.share.get('replicas', 0):9.0f} {100 * r.share.get('haproxy', 0):8.0f} "
-              f"{100 * gen:9.0f}  {r.note or ''}{f' {r.errors} errors' if r.errors else ''}")
+              f"{100 * gen:9.0f} {r.pg_tx_per_1000:8.1f}  {r.note or ''}"
+              f"{f' {r.errors} errors' if r.errors else ''}")
     print(f"\n+p50/+p99: added to the direct run's latency (asked just before, each round); "
           "x 1: throughput over one SQLite replica asked directly; cpu ms/req: the replicas' "
           "CPU per request; rps/core: requests one core of replica CPU serves; the % columns: "
           f"shares of all {cores} cores during the throughput run (the rest: other processes "
-          "on the machine).")
+          "on the machine); pg tx/1k: PostgreSQL transactions per 1000 requests of the "
+          "throughput run (every client of the database; one round trip per request would "
+          "read 1000 or more).")
     if cores <= 4:
         print(f"On {cores} cores the load generator, the stub, HAProxy and the replicas share "
               "the same cores: once they are busy, another replica adds no throughput; "

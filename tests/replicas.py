@@ -11,7 +11,7 @@
 
 Every replica serves the same config file (``config``, written as JSON, which is YAML) on a port
 of its own; start-up waits for each one's ``/health``, then starts HAProxy in front: round
-robin, an active ``GET /health`` check every 200 ms (two failures take a replica out, one
+robin, an active ``GET /ready`` check every 200 ms (two failures take a replica out, one
 success brings it back; a check may take up to 2 s, so a busy replica is not taken for dead),
 ``retries`` with ``option redispatch`` so that a connection refused by a dead replica is
 retried on another. Leaving the ``with`` block, or :meth:`Replicas.close`, stops everything
@@ -97,7 +97,7 @@ class Replica:
 def haproxy_config(frontend_port: int, stats_port: int, backends: list[tuple[str, int]],
                    *, retries: int = 3) -> str:
     """A minimal HAProxy config: one HTTP frontend, round robin over ``backends`` with active
-    ``/health`` checks, and a stats page (``/stats``, ``;csv`` for CSV)."""
+    ``/ready`` checks, and a stats page (``/stats``, ``;csv`` for CSV)."""
     servers = "\n".join(f"    server {name} 127.0.0.1:{port}" for name, port in backends)
     return f"""\
 global
@@ -123,7 +123,7 @@ frontend routecast
 
 backend replicas
     balance roundrobin
-    option httpchk GET /health
+    option httpchk GET /ready
     http-check expect status 200
     default-server inter {CHECK_MS}ms fastinter {CHECK_MS // 2}ms fall {FALL} rise 1 check
 {servers}
@@ -220,17 +220,12 @@ class Replicas:
         raise RuntimeError(f"HAProxy did not see {wanted} (it sees {states}):\n"
                            f"{self.haproxy_output()[-4000:]}")
 
-    def learn_id_prefixes(self, model: str) -> None:
-        """Ask each replica once, directly, to learn the prefix of its request ids (every
-        process draws its own at start-up: ``req-<8 hex>-``)."""
+    def learn_id_prefixes(self) -> None:
+        """Learn each replica's id from its ``/health`` (asked directly): its request ids
+        start ``req-<id>-``."""
         for replica in self.replicas:
-            body = json.dumps({"model": model, "messages": [
-                {"role": "user", "content": "which replica"}]}).encode()
-            request = urllib.request.Request(f"{replica.url}/v1/chat/completions", data=body,
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=10) as r:
-                rid = r.headers["x-routecast-request-id"]
-            replica.id_prefix = rid[:rid.rindex("-") + 1]
+            with urllib.request.urlopen(f"{replica.url}/health", timeout=10) as r:
+                replica.id_prefix = f"req-{json.loads(r.read())['replica']}-"
         prefixes = {r.id_prefix for r in self.replicas}
         assert len(prefixes) == self.n, f"replicas share request-id prefixes: {prefixes}"
 

@@ -5,7 +5,8 @@ database, dropped afterwards), a Redis key prefix nobody else uses (its keys del
 afterwards). Where a service is missing, the test skips and says what to start; under CI
 (``CI`` set) it fails instead, because CI must run them.
 
-Import the fixtures into a test module (``from tests.services import pg_url, redis_url``).
+Import the fixtures into a test module (``from tests.services import pg_url, redis_url``);
+``module_pg_url`` and ``module_redis_prefix`` are the same for servers a module starts once.
 Override the servers with ``ROUTECAST_TEST_PG`` (a libpq URL of a superuser on the maintenance
 database) and ``ROUTECAST_TEST_REDIS``.
 """
@@ -17,6 +18,7 @@ import secrets
 import shutil
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import pytest
@@ -43,9 +45,10 @@ def _listening(url: str, default_port: int) -> bool:
         return False
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A libpq URL (``postgresql://...``) of a new, empty database, dropped after the test."""
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database's libpq URL, dropped on leaving (skips or fails, as
+    :func:`missing` says, when PostgreSQL is absent)."""
     if not _listening(PG_ADMIN_URL, 5432):
         missing(f"PostgreSQL at {PG_ADMIN_URL}", "start it, or set ROUTECAST_TEST_PG")
     import psycopg
@@ -62,9 +65,23 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A Redis key prefix of this test's own (``routecast-test-<hex>:``); its keys are deleted
-    after the test. The server is :data:`REDIS_URL` (see :func:`redis_url`)."""
+def pg_url() -> Iterator[str]:
+    """A libpq URL (``postgresql://...``) of a new, empty database, dropped after the test."""
+    with fresh_pg_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_pg_url() -> Iterator[str]:
+    """:func:`pg_url` for a whole module (servers started once per module share it)."""
+    with fresh_pg_database() as url:
+        yield url
+
+
+@contextmanager
+def private_redis_prefix() -> Iterator[str]:
+    """A Redis key prefix nobody else uses (``routecast-test-<hex>:``); its keys are deleted on
+    leaving. The server is :data:`REDIS_URL`."""
     if not _listening(REDIS_URL, 6379):
         missing(f"Redis at {REDIS_URL}", "start it, or set ROUTECAST_TEST_REDIS")
     import redis
@@ -80,6 +97,21 @@ def redis_prefix() -> Iterator[str]:
                 client.delete(*keys)
         finally:
             client.close()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted after the test. The server
+    is :data:`REDIS_URL` (see :func:`redis_url`)."""
+    with private_redis_prefix() as prefix:
+        yield prefix
+
+
+@pytest.fixture(scope="module")
+def module_redis_prefix() -> Iterator[str]:
+    """:func:`redis_prefix` for a whole module; the server is :data:`REDIS_URL`."""
+    with private_redis_prefix() as prefix:
+        yield prefix
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 ``with TcpProxy(6379) as proxy:`` listens on a free local port and forwards each connection to
 ``127.0.0.1:6379``; :meth:`TcpProxy.cut` closes every connection and stops listening (clients
 see resets, then refused connections), :meth:`TcpProxy.restore` listens again on the same port.
+:meth:`TcpProxy.stall` holds every byte in both directions (a network that drops packets:
+calls hang instead of failing) until :meth:`TcpProxy.flow`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class TcpProxy:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing: asyncio.Event | None = None
 
     def __enter__(self) -> TcpProxy:
         self.thread.start()
@@ -46,6 +49,24 @@ class TcpProxy:
 
     def _run(self, coro: object) -> None:
         asyncio.run_coroutine_threadsafe(coro, self.loop).result(5)  # type: ignore[arg-type]
+
+    def stall(self) -> None:
+        """Hold every byte (open connections and new ones) until :meth:`flow`."""
+        async def hold() -> None:
+            self._event().clear()
+        self._run(hold())
+
+    def flow(self) -> None:
+        """Pass bytes again, the held ones first."""
+        async def release() -> None:
+            self._event().set()
+        self._run(release())
+
+    def _event(self) -> asyncio.Event:
+        if self._flowing is None:  # created on the proxy's own loop
+            self._flowing = asyncio.Event()
+            self._flowing.set()
+        return self._flowing
 
     def restore(self) -> None:
         """Listen (again) on :attr:`port`."""
@@ -76,6 +97,7 @@ class TcpProxy:
         async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
                 while data := await src.read(65536):
+                    await self._event().wait()
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()

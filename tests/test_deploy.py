@@ -151,9 +151,11 @@ def test_deployment_serves_the_mounted_config_on_the_probed_port() -> None:
     source = volumes[mount["name"]]["configMap"]
     assert source["name"] == manifests()["ConfigMap"]["metadata"]["name"]
     assert {i["path"] for i in source["items"]} == {Path(CONFIG_PATH).name}
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    # Liveness and start-up: the process answers; readiness: it should get requests.
+    paths = {"readinessProbe": "/ready", "livenessProbe": "/health", "startupProbe": "/health"}
+    for probe, path in paths.items():
         get = c[probe]["httpGet"]
-        assert get["path"] == "/health"
+        assert get["path"] == path
         assert get["port"] in ("http", container_port())
 
 
@@ -174,7 +176,8 @@ def drain_seconds() -> int:
     src = ROOT / "src" / "routecast"
     files = [src / "cli" / "serve.py", *(src / "server").rglob("*.py")]
     found = {int(m) for path in files
-             for m in re.findall(r"timeout_graceful_shutdown=(\d+)", path.read_text())}
+             for m in re.findall(r"timeout_graceful_shutdown[\"']?\s*[=:]\s*(\d+)",
+                                 path.read_text())}
     assert len(found) == 1, (f"expected one drain timeout in routecast serve, found {found}: "
                              "update this test to where the drain is set")
     return found.pop()
@@ -250,11 +253,13 @@ def test_the_server_serves_metrics_and_health_where_the_files_say() -> None:
         config = parse_config({"models": {"m": {"base_url": stub.url}},
                                "storage": {"db": None}})
         with LiveServer(create_app(config, env={})) as live:
-            for path in ("/health", "/metrics"):
+            for path in ("/health", "/ready", "/metrics"):
                 with urllib.request.urlopen(f"{live.url}{path}", timeout=5) as r:
                     assert r.status == 200
                     body = r.read().decode()
-                    assert "routecast_" in body if path == "/metrics" else "ok" in body
+                    assert "routecast_" in body if path == "/metrics" else (
+                        '"status":"ok"' in body if path == "/health"
+                        else '"status":"ready"' in body)
 
 
 def haproxy_backend_ports() -> set[int]:
@@ -275,7 +280,7 @@ def test_haproxy_config_passes_haproxy_check() -> None:
                           timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
     text = path.read_text(encoding="utf-8")
-    assert "option httpchk GET /health" in text and "option redispatch" in text
+    assert "option httpchk GET /ready" in text and "option redispatch" in text
     assert haproxy_backend_ports() == {8001, 8002, 8003}
 
 

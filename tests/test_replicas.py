@@ -3,8 +3,7 @@ request log: HAProxy spreads requests over all of them, and a ``kill -9`` of one
 taken out by HAProxy's health checks, loses no logged row of any response a client received,
 and leaves the others serving.
 
-The storage is a parameter (a database URL); PostgreSQL joins the list (one word in
-``storage_url``'s params) once the server stores there (``storage.url``).
+The storage is a parameter (a database URL): one SQLite file, or one PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -38,8 +37,7 @@ def stub() -> Iterator[StubUpstream]:
         yield s
 
 
-# PostgreSQL joins once the server stores there (storage.url): add "postgresql" to params.
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The database every replica logs to: a SQLite file, or a fresh PostgreSQL database
     (``pg_url``: skips on a machine without PostgreSQL, fails under CI)."""
@@ -94,7 +92,7 @@ async def load(url: str, concurrency: int, duration_s: float, at_s: float,
 def test_haproxy_spreads_requests_over_every_replica(stub: StubUpstream, storage_url: str,
                                                      haproxy_bin: str) -> None:
     with Replicas(config(stub, storage_url), N, haproxy_bin) as fleet:
-        fleet.learn_id_prefixes("small")
+        fleet.learn_id_prefixes()
         outcomes = asyncio.run(load(fleet.url, 4, 1.0, 0.0, lambda: None))
         served = Counter(fleet.replica_of(o.request_id) for o in outcomes
                          if o.status == 200 and o.request_id)
@@ -113,7 +111,7 @@ def test_kill_9_of_one_replica_under_load(stub: StubUpstream, storage_url: str,
     concurrency = 12
     killed_at = 0.0
     with Replicas(config(stub, storage_url), N, haproxy_bin) as fleet:
-        fleet.learn_id_prefixes("small")
+        fleet.learn_id_prefixes()
         victim = fleet.replicas[1]
 
         def kill() -> None:

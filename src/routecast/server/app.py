@@ -1,7 +1,8 @@
 """The OpenAI-compatible server: a Starlette app over the endpoint table.
 
 Routes: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (plain JSON or SSE streams),
-``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /health``, ``GET /metrics``;
+``GET /v1/models`` and ``GET /v1/models/{id}``, ``GET /health`` (liveness), ``GET /ready``
+(readiness: :mod:`routecast.server.readiness`), ``GET /metrics``;
 Anthropic's Messages and OpenAI's Responses APIs and embeddings through
 :mod:`routecast.server.apis`; the dashboard at ``/ui`` (:mod:`routecast.server.ui`). The
 request's ``model`` names an endpoint; the answer's ``model`` is the model that really
@@ -73,6 +74,7 @@ from routecast.server.learning import LearningService
 from routecast.server.openapi import openapi_schema
 from routecast.server.privacy import PrivacyRule
 from routecast.server.prometheus import ServerMetrics
+from routecast.server.readiness import Readiness
 from routecast.server.recording import Recorder
 from routecast.server.requestlog import RequestLog
 from routecast.server.streaming import deadline_error, start_stream
@@ -136,6 +138,7 @@ class RoutecastServer:
                                   "with `routecast keys add NAME --config FILE`)")
             self.keys = KeyStore(database)
             self.keys.state = self.state if self.state.shared else None
+        self.readiness = Readiness(self.state, database)
         self.metrics = ServerMetrics()
         # Under `routecast serve --workers N`, /metrics describes every worker.
         self.metrics.share = SharedMetrics.from_env()
@@ -154,7 +157,9 @@ class RoutecastServer:
         self.reloads_total = 0
         # Request ids: a random per-process prefix and a counter (unique across restarts and
         # replicas, and cheaper than random bytes per request).
-        self._id_prefix = f"req-{secrets.token_hex(4)}-"
+        #: This process's id: in /health and /ready, and the prefix of its request ids.
+        self.replica_id = secrets.token_hex(4)
+        self._id_prefix = f"req-{self.replica_id}-"
         self._ids = itertools.count(1)
         self.apis = ApiRoutes(self)  # Messages, Responses, embeddings
         routes = [
@@ -163,6 +168,7 @@ class RoutecastServer:
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", self.retrieve_model, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
+            Route("/ready", self.ready, methods=["GET"]),
             Route("/metrics", self.render_metrics, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             *self.apis.routes(),
@@ -215,12 +221,16 @@ class RoutecastServer:
         await self.table.start()
         await self._start_learning()
         hup = self._install_sighup()
+        unwatch = self.readiness.watch_sigterm()
         share = self.metrics.share
         if share is not None:
             self._spawn(self._share_metrics(share))
         try:
             yield
         finally:
+            self.readiness.draining = True
+            if unwatch is not None:
+                unwatch()
             if hup:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             for task in list(self._tasks):
@@ -349,7 +359,18 @@ class RoutecastServer:
         return json_response(_model_object(name, backend))
 
     async def health(self, http: HTTPRequest) -> Response:
-        return json_response({"status": "ok", "endpoints": len(self.backends)})
+        """Liveness: the process answers (whatever its database or Redis do)."""
+        return json_response({"status": "ok", "endpoints": len(self.backends),
+                              "replica": self.replica_id})
+
+    async def ready(self, http: HTTPRequest) -> Response:
+        """Readiness (:mod:`.readiness`): 200, or 503 naming what is wrong, while draining or
+        while the database or Redis does not answer (asked at most once a second)."""
+        problems = await self.readiness.problems()
+        if problems:
+            return json_response({"status": "not ready", "replica": self.replica_id,
+                                  "problems": problems}, 503)
+        return json_response({"status": "ready", "replica": self.replica_id})
 
     async def render_metrics(self, http: HTTPRequest) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")

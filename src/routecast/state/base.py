@@ -40,6 +40,10 @@ class SharedState(Protocol):
     async def aclose(self) -> None:
         """Stop background work, write what is still pending (briefly), disconnect."""
 
+    async def ping(self) -> str | None:
+        """``None`` when the store answers, else what is wrong (for readiness probes; never
+        raises, and answers at once while backing off after a failure)."""
+
     async def admit_key(self, key: ClientKey) -> str | None:
         """Admit one request on ``key``: the budget check, a reservation in flight and a
         rate-limit token, all or nothing. Returns the reservation to settle (``None`` where

@@ -41,6 +41,9 @@ class LocalState:
     async def aclose(self) -> None:
         return None
 
+    async def ping(self) -> str | None:
+        return None  # in this process: always there
+
     async def admit_key(self, key: ClientKey) -> str | None:
         admit_locally(key, self.clock)
         return None

@@ -242,6 +242,13 @@ class RedisState:
             task.cancel()
         await self.client.aclose()
 
+    async def ping(self) -> str | None:
+        try:
+            await self._call(self.client.ping(), "readiness")
+        except StateUnavailableError:
+            return f"the shared state (Redis at {where(self.url)}) is unreachable"
+        return None
+
     # -- key admission -----------------------------------------------------------------------
 
     def _keys(self, key_id: str) -> list[str]:
