@@ -15,9 +15,12 @@ measures those, with the noise a shared machine adds).
 learning off and on (the same endpoint plus a ``learning:`` block, its judge an echo model
 that gives no verdict, so the background intake and explorer run but nothing is refitted);
 the app's lifespan runs, so the learning service's tasks are live. It adds the process CPU
-(every thread: the explorer plans in a worker thread) and prints the ratios on vs off.
+(every thread: the explorer plans in a worker thread) and prints the ratios on vs off, for
+plain and for streamed requests (a stream to a learning endpoint keeps its chunks and hands the
+whole answer to the learning service at its end); ``--chunks N`` makes each streamed answer
+N content chunks (default 1), to show the cost per chunk.
 
-    python benchmarks/app_cpu.py [--rounds 5] [--requests 2000] [--learning]
+    python benchmarks/app_cpu.py [--rounds 5] [--requests 2000] [--learning [--chunks N]]
 
 To compare two versions, run it with each tree first on PYTHONPATH (``src`` and the tree's
 root, for ``tests.fuzz_app``).
@@ -92,7 +95,7 @@ async def _measure(rounds: int, requests: int) -> None:
               f"min {min(per_request):.1f} us, median {statistics.median(per_request):.1f} us")
 
 
-def _learning_app(workdir: Path) -> Any:
+def _learning_app(workdir: Path, chunks: int = 1) -> Any:
     """The fuzz app with a routed endpoint ``auto`` and the same endpoint learning, ``learn``."""
     from tests.fuzz_app import Echo
 
@@ -114,7 +117,7 @@ def _learning_app(workdir: Path) -> Any:
                       "learn": {**routed, "learning": {"judge": {"model": "small"}}}},
         "storage": {"db": None}})
     table = build_endpoints(config)
-    echo = {m: Echo(m) for m in config.models}
+    echo = {m: Echo(m, chunks) for m in config.models}
     for backend in table.backends.values():
         if isinstance(backend, RoutedBackend):
             backend.backends.update({m: echo[m] for m in backend.backends})
@@ -141,21 +144,21 @@ async def _lifespan(app: Any) -> Any:
     return stop
 
 
-async def _measure_learning(rounds: int, requests: int) -> None:
+async def _measure_learning(rounds: int, requests: int, chunks: int) -> None:
     import tempfile
 
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
-        app = _learning_app(Path(tmp))
+        app = _learning_app(Path(tmp), chunks)
         stop = await _lifespan(app)
-        results: dict[str, tuple[int, float, float]] = {}
-        bodies = {name: json.dumps({"model": name, "messages": [
+        results: dict[tuple[bool, str], tuple[int, float, float]] = {}
+        bodies = {(stream, name): json.dumps({"model": name, "stream": stream, "messages": [
             {"role": "user", "content": "an easy question about the weather"}]}).encode()
-            for name in ("auto", "learn")}
+            for stream in (False, True) for name in ("auto", "learn")}
         for body in bodies.values():
             for _ in range(50):
                 await _one(app, body)
-        for name, body in bodies.items():
+        for key, body in bodies.items():
             await asyncio.sleep(0.5)  # the background idle again before each count
             calls = {"call": 0}
 
@@ -176,17 +179,20 @@ async def _measure_learning(rounds: int, requests: int) -> None:
                 await asyncio.sleep(0.05)  # let the background catch up inside the round
                 thread.append((time.thread_time() - t0) / requests * 1e6)
                 process.append((time.process_time() - p0) / requests * 1e6)
-            results[name] = (calls["call"], statistics.median(thread),
-                             statistics.median(process))
+            results[key] = (calls["call"], statistics.median(thread),
+                            statistics.median(process))
         await stop()
-    for name, (calls_n, thread_us, process_us) in results.items():
-        label = "learning on " if name == "learn" else "learning off"
+    for (stream, name), (calls_n, thread_us, process_us) in results.items():
+        label = ("streamed " if stream else "plain    ") + (
+            "learning on " if name == "learn" else "learning off")
         print(f"{label}: {calls_n} Python calls per request; CPU per request median "
               f"{thread_us:.1f} us (event-loop thread), {process_us:.1f} us (process)")
-    on, off = results["learn"], results["auto"]
-    print(f"ratio on/off: calls {on[0] / off[0]:.2f}, thread CPU {on[1] / off[1]:.2f} "
-          f"(+{on[1] - off[1]:.1f} us), process CPU {on[2] / off[2]:.2f} "
-          f"(+{on[2] - off[2]:.1f} us)")
+    for stream in (False, True):
+        on, off = results[stream, "learn"], results[stream, "auto"]
+        print(f"{'streamed' if stream else 'plain   '} ratio on/off: calls "
+              f"{on[0] / off[0]:.2f}, thread CPU {on[1] / off[1]:.2f} "
+              f"(+{on[1] - off[1]:.1f} us), process CPU {on[2] / off[2]:.2f} "
+              f"(+{on[2] - off[2]:.1f} us)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,8 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--learning", action="store_true",
                         help="a routed endpoint with learning off vs on (see above)")
+    parser.add_argument("--chunks", type=int, default=1,
+                        help="content chunks per streamed answer, with --learning (default 1)")
     args = parser.parse_args(argv)
-    asyncio.run(_measure_learning(args.rounds, args.requests) if args.learning
+    if args.chunks < 1:
+        parser.error(f"--chunks must be at least 1, not {args.chunks}")
+    asyncio.run(_measure_learning(args.rounds, args.requests, args.chunks) if args.learning
                 else _measure(args.rounds, args.requests))
     return 0
 

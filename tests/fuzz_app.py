@@ -15,11 +15,13 @@ from routecast.server.endpoints import EndpointTable
 
 
 class Echo(Backend):
-    """Answers every request with the length of its body's JSON, at once."""
+    """Answers every request with ``ok``, at once; a stream in ``chunks`` content chunks
+    (``ok`` each)."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, chunks: int = 1) -> None:
         self.name = model
         self.models = (model,)
+        self.chunks = chunks
 
     async def complete(self, request: Request) -> Completion:
         body = {"id": "x", "object": "chat.completion", "created": 0, "model": self.name,
@@ -29,10 +31,12 @@ class Echo(Backend):
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         route = [self.name]
-        yield Chunk({"id": "x", "object": "chat.completion.chunk", "created": 0,
-                     "model": self.name, "choices": [{"index": 0, "delta": {"content": "ok"},
-                                                      "finish_reason": "stop"}]},
-                    self.name, route)
+        for i in range(self.chunks, 0, -1):
+            yield Chunk({"id": "x", "object": "chat.completion.chunk", "created": 0,
+                         "model": self.name, "choices": [{
+                             "index": 0, "delta": {"content": "ok"},
+                             "finish_reason": "stop" if i == 1 else None}]},
+                        self.name, route)
         yield Chunk(None, self.name, route, Completion({}, self.name, Usage(1, 1), 0.0, 0.0,
                                                        route))
 

@@ -1,19 +1,23 @@
 """Learning endpoints end to end: a real routecast server over real HTTP upstreams (the stub
 for the models, a small grading server for the judge), labels in the SQLite store, a refit
-swapped in, /v1/feedback, and a failing or slow judge that changes nothing for clients."""
+swapped in, /v1/feedback, a failing or slow judge that changes nothing for clients, and
+streamed answers judged on their whole text."""
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import re
+import socket
 import sqlite3
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from starlette.applications import Starlette
@@ -24,7 +28,7 @@ from starlette.routing import Route
 from routecast.learning.store import export_outcomes, learning_stats
 from tests.http_client import Http
 from tests.routecast_live import make_config, model_entry, serve
-from tests.stub_upstream import LiveServer, StubUpstream
+from tests.stub_upstream import LiveServer, Step, StubUpstream, iter_sse
 
 
 class Grader:
@@ -33,6 +37,7 @@ class Grader:
     def __init__(self) -> None:
         self.mode = "ok"
         self.calls = 0
+        self.answers: list[str] = []  # the answers it was asked to grade, as it saw them
         self.app = Starlette(routes=[Route("/v1/chat/completions", self._chat,
                                            methods=["POST"])])
 
@@ -44,6 +49,8 @@ class Grader:
         if self.mode == "slow":
             await asyncio.sleep(3.0)
         answer = body["messages"][-1]["content"]
+        graded = re.search(r"\nAnswer:\n(.*)\n\nScore", answer, re.S)
+        self.answers.append(graded.group(1) if graded else answer)
         score = "9" if "large says:" in answer else "2"
         return JSONResponse({"id": "g", "object": "chat.completion", "model": "grader",
                              "choices": [{"index": 0, "finish_reason": "stop",
@@ -311,3 +318,153 @@ def test_observe_only_appends_and_the_intake_files_the_request_off_the_path() ->
     assert not service._inbox
     assert service._responses["r1"] == ("auto", "what is 2+2?", "small", None)
     assert "r2" in service._responses and "r3" not in service._responses
+
+
+# -- streamed answers ----------------------------------------------------------------------
+
+#: A learning endpoint that judges every served answer and shadows none.
+JUDGE_ONLY = {"strategy": "uniform", "shadow_fraction": 0.0}
+LONG = "tell me about rivers and seas and mountains and the long winding roads between them"
+
+
+def stream(client: Client, model: str, text: str) -> tuple[str, str]:
+    """A streamed chat answer: (its text, as the client assembled it; its request id)."""
+    req = urllib.request.Request(client.base_url + "/v1/chat/completions", method="POST",
+                                 data=_dumps({"model": model, "stream": True, "messages": [
+                                     {"role": "user", "content": text}]}),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        rid, raw = r.headers["x-routecast-request-id"], r.read()
+    assert raw.endswith(b"data: [DONE]\n\n")
+    events = list(iter_sse(raw))
+    return "".join(e["choices"][0]["delta"].get("content") or ""
+                   for e in events if e.get("choices")), rid
+
+
+def judged(db: Path, rid: str) -> list[tuple[Any, ...]]:
+    return rows(db, f"SELECT model, quality, source FROM labels WHERE response_id = '{rid}'")
+
+
+class CountedKept:
+    """Counts the streams that read their upstream through `kept` (those that learn)."""
+
+    made = 0
+
+    @classmethod
+    def kept(cls, chunks: AsyncIterator[Any], seen: list[Any]) -> AsyncIterator[Any]:
+        from routecast.server.stream_answer import kept
+
+        cls.made += 1
+        return kept(chunks, seen)
+
+
+def test_a_streamed_answer_is_judged_on_its_whole_text(
+        upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stub, grader, grader_url = upstreams
+    monkeypatch.setattr("routecast.server.streaming.kept", CountedKept.kept)
+    CountedKept.made = 0
+    db = tmp_path / "log.db"
+    with serve(config(stub, grader_url, db, **JUDGE_ONLY)) as url:
+        client = Client(url)
+        # Slow chunks: the answer reaches the server in several reads, not one block.
+        stub.then(Step(chunk_delay_s=0.01))
+        text, rid = stream(client, "auto", LONG)
+        assert text == f"large says: {LONG}"  # cold start: the strongest model
+        assert wait_for(lambda: judged(db, rid)) == [("large", 0.9, "judge")]
+        # The judge graded the whole answer, as the client received it.
+        assert grader.answers == [text]
+        assert CountedKept.made == 1
+        # A stream to an endpoint that does not learn reads its upstream directly and is
+        # never judged.
+        plain, plain_rid = stream(client, "small", LONG)
+        assert plain == f"small says: {LONG}"
+        time.sleep(0.3)
+        assert CountedKept.made == 1 and judged(db, plain_rid) == []
+        assert grader.calls == 1
+    (stats,) = learning_stats(db)
+    assert stats.by_source == {"judge": 1}
+
+
+def test_a_stream_the_client_cuts_short_is_not_learned_from(
+        upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path) -> None:
+    stub, grader, grader_url = upstreams
+    db = tmp_path / "log.db"
+    with serve(config(stub, grader_url, db, **JUDGE_ONLY)) as url:
+        stub.then(Step(chunk_delay_s=0.05))
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        conn.request("POST", "/v1/chat/completions", body=_dumps(
+            {"model": "auto", "stream": True, "messages": [{"role": "user", "content": LONG}]}),
+            headers={"content-type": "application/json"})
+        resp = conn.getresponse()
+        cut = resp.headers["x-routecast-request-id"]
+        assert resp.status == 200 and resp.readline().startswith(b"data: ")
+        assert conn.sock is not None
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        wait_for(lambda: rows(db, "SELECT status FROM requests WHERE stream = 1"))
+        # The same server learns from the next stream, which ends normally.
+        text, rid = stream(Client(url), "auto", "a short one")
+        assert wait_for(lambda: judged(db, rid)) == [("large", 0.9, "judge")]
+        time.sleep(0.2)
+    assert judged(db, cut) == [] and grader.answers == [text]
+    assert rows(db, "SELECT status FROM requests WHERE stream = 1 ORDER BY ts") == [(499,), (200,)]
+
+
+def test_the_answer_of_a_stream_is_assembled_from_every_event_of_choice_0() -> None:
+    from routecast.backends.base import Chunk, Completion, Usage
+    from routecast.server.learning import _answer_text
+    from routecast.server.stream_answer import answered
+
+    def event(index: int, content: str) -> dict[str, Any]:
+        return {"choices": [{"index": index, "delta": {"content": content}}]}
+
+    def sse(*events: dict[str, Any]) -> bytes:
+        return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+
+    route = ["m"]
+    last = event(0, " b")
+    chunks = [
+        Chunk(event(0, "a"), "m", route),  # a plain chunk: its data
+        Chunk(last, "m", route, raw=sse(event(1, "X"), last)),  # a block: every event read
+        Chunk(event(0, " c"), "m", route, raw=sse(event(0, " c"))),  # one event: its data
+        Chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, "m", route),
+    ]
+    final = Completion({}, "m", Usage(3, 4), 0.5, 0.1, route)
+    # The final chunk's data is the usage chunk; its raw, what came with the end.
+    chunks.append(Chunk({"choices": [], "usage": {}}, "m", route, final,
+                        raw=sse(event(0, " d"), event(1, "Y"))))
+    whole = answered(final, chunks, "chat")
+    assert _answer_text(whole.body) == "a b c d"
+    assert (whole.model, whole.usage, whole.cost_usd, whole.route) == ("m", Usage(3, 4), 0.5,
+                                                                         route)
+    assert final.body == {}  # the stream's own summary is left as it was
+    text = [Chunk({"choices": [{"index": 0, "text": t}]}, "m", route) for t in ("x", "y")]
+    assert _answer_text(answered(final, text, "completions").body) == "xy"
+    tools = [Chunk({"choices": [{"index": 0, "delta": {"tool_calls": []}}]}, "m", route)]
+    assert _answer_text(answered(final, tools, "chat").body) is None
+
+
+def test_kept_keeps_every_chunk_read_and_closing_it_closes_the_upstream() -> None:
+    from routecast.backends.base import Chunk, close_stream
+    from routecast.server.stream_answer import kept
+
+    closed: list[bool] = []
+
+    async def upstream() -> AsyncIterator[Chunk]:
+        try:
+            for i in range(5):
+                yield Chunk({"i": i}, "m", ["m"])
+        finally:
+            closed.append(True)
+
+    async def run() -> list[Any]:
+        seen: list[Chunk] = []
+        chunks = kept(upstream(), seen)
+        assert (await anext(chunks)).data == {"i": 0}
+        assert (await anext(chunks)).data == {"i": 1}
+        await close_stream(chunks)  # the client left: the upstream is released at once
+        return [c.data for c in seen]
+
+    assert asyncio.run(run()) == [{"i": 0}, {"i": 1}] and closed == [True]

@@ -395,7 +395,8 @@ class RoutecastServer:
             backend, request = await admission.admit(ticket, headers, body_parts, dialect)
             if request.stream:
                 response = await start_stream(backend, request, ticket, deadline_s=deadline_s,
-                                              admission=admission, recorder=recorder)
+                                              admission=admission, recorder=recorder,
+                                              learning=self.learning)
                 settle = False  # the stream settles the key when it ends
                 return response if dialect is None else dialect.stream(response)
             try:

@@ -9,7 +9,11 @@ the upstream is bounded by the request's deadline, so nothing can leave a client
 
 :func:`start_stream` takes the request's collaborators as arguments: the
 :class:`~routecast.server.admission.Admission` that admitted it (whose key the stream settles
-when it ends) and the :class:`~routecast.server.recording.Recorder` that logs it.
+when it ends) and the :class:`~routecast.server.recording.Recorder` that logs it, and the
+:class:`~routecast.server.learning.LearningService`, if any: a stream to an endpoint that learns
+keeps its chunks as they pass (:mod:`routecast.server.stream_answer`) and, once it has ended
+normally (the upstream's summary came), is handed to the service as the whole answer it made;
+a stream the client or the upstream cut short is not learned from.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from routecast.backends.transport import json_loads
 from routecast.errors import RoutecastError, UpstreamError, UpstreamTimeoutError
 from routecast.server.capability_check import EXCLUDED_HEADER
 from routecast.server.recording import status_of
+from routecast.server.stream_answer import answered, kept
 from routecast.server.wire import DONE, error_body, sse
 
 if TYPE_CHECKING:
     from routecast.server.admission import Admission, Ticket
+    from routecast.server.learning import LearningService
     from routecast.server.recording import Recorder
 
 log = logging.getLogger("routecast.server")
@@ -49,8 +55,8 @@ def deadline_error(endpoint: str, deadline_s: float) -> UpstreamTimeoutError:
 
 
 async def start_stream(backend: Backend, request: Request, ticket: Ticket, *,
-                       deadline_s: float, admission: Admission, recorder: Recorder
-                       ) -> Response:
+                       deadline_s: float, admission: Admission, recorder: Recorder,
+                       learning: LearningService | None = None) -> Response:
     """The SSE response to ``request``, once ``backend``'s first chunk has come (errors
     before it raise, for the caller to answer with a status). From then on the stream owns
     the ticket: it settles the key and records the request however it ends."""
@@ -75,7 +81,15 @@ async def start_stream(backend: Backend, request: Request, ticket: Ticket, *,
         headers["x-routecast-request-id"] = ticket.request_id
     if ticket.verdict is not None:
         headers[EXCLUDED_HEADER] = ticket.verdict.header()
-    events = _events(first, chunks, request, ticket, deadline, deadline_s, admission, recorder)
+    learn: _Learn | None = None
+    if (learning is not None and endpoint in learning.endpoints
+            and ticket.request_id is not None):
+        # Chosen once per stream: only a stream that learns reads through `kept`.
+        seen = [first]
+        learn = learning, seen, chunks
+        chunks = kept(chunks, seen)
+    events = _events(first, chunks, request, ticket, deadline, deadline_s, admission, recorder,
+                     learn)
     # A response never sent (the client left first) never runs the generator: settle then.
     on_close = (lambda: admission.settle(ticket, 0.0)) if ticket.key is not None else None
     return EventStream(events, headers, on_close=on_close)
@@ -83,7 +97,7 @@ async def start_stream(backend: Backend, request: Request, ticket: Ticket, *,
 
 async def _events(chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
                   ticket: Ticket, deadline: float, deadline_s: float, admission: Admission,
-                  recorder: Recorder) -> AsyncIterator[bytes]:
+                  recorder: Recorder, learn: _Learn | None) -> AsyncIterator[bytes]:
     options = request.body.get("stream_options") or {}
     wants_usage = bool(options.get("include_usage"))
     endpoint, t0 = ticket.endpoint, ticket.t0
@@ -145,6 +159,8 @@ async def _events(chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
         if ticket.key is not None:
             admission.settle(ticket, final.cost_usd if final is not None else 0.0)
         await close_stream(chunks)
+        if learn is not None:
+            await close_stream(learn[2])  # the upstream's, if `kept` never started
         latency_s = time.perf_counter() - t0
         if recorded:
             pass
@@ -155,6 +171,15 @@ async def _events(chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
             recorder.record(ticket, latency_s, stream=True, status=status,
                             error=str(error) if error else "client disconnected",
                             route=chunk.route)
+        if learn is not None and recorded and final is not None and ticket.request_id:
+            # The upstream finished (and the client had the whole answer): after [DONE].
+            learning, seen, _ = learn
+            learning.observe(endpoint, request, answered(final, seen, request.api),
+                             ticket.key_name, ticket.request_id)
+
+
+#: A stream that learns: the service, the chunks kept for it, and the upstream's stream.
+_Learn = tuple["LearningService", list[Chunk], AsyncIterator[Chunk]]
 
 
 def _piece(chunk: Chunk) -> bytes:
