@@ -386,7 +386,7 @@ def test_a_streamed_answer_is_judged_on_its_whole_text(
     assert stats.by_source == {"judge": 1}
 
 
-def test_a_stream_the_client_cuts_short_is_not_learned_from(
+def test_a_stream_the_client_or_the_upstream_cuts_short_is_not_learned_from(
         upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path) -> None:
     stub, grader, grader_url = upstreams
     db = tmp_path / "log.db"
@@ -404,12 +404,21 @@ def test_a_stream_the_client_cuts_short_is_not_learned_from(
         conn.sock.shutdown(socket.SHUT_RDWR)
         conn.close()
         wait_for(lambda: rows(db, "SELECT status FROM requests WHERE stream = 1"))
+        # A stream the upstream breaks off midway is not learned from either.
+        stub.then(Step(cut_after=3))
+        req = urllib.request.Request(url + "/v1/chat/completions", method="POST", data=_dumps(
+            {"model": "auto", "stream": True, "messages": [{"role": "user", "content": LONG}]}),
+            headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            broken, events = r.headers["x-routecast-request-id"], list(iter_sse(r.read()))
+        assert "error" in events[-1]
         # The same server learns from the next stream, which ends normally.
         text, rid = stream(Client(url), "auto", "a short one")
         assert wait_for(lambda: judged(db, rid)) == [("large", 0.9, "judge")]
         time.sleep(0.2)
-    assert judged(db, cut) == [] and grader.answers == [text]
-    assert rows(db, "SELECT status FROM requests WHERE stream = 1 ORDER BY ts") == [(499,), (200,)]
+    assert judged(db, cut) == judged(db, broken) == [] and grader.answers == [text]
+    assert rows(db, "SELECT status FROM requests WHERE stream = 1 ORDER BY ts") == [
+        (499,), (502,), (200,)]
 
 
 def test_the_answer_of_a_stream_is_assembled_from_every_event_of_choice_0() -> None:
