@@ -56,14 +56,17 @@ from sqlalchemy import Connection, insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from routecast.backends.transport import json_dumps as dumps
-from routecast.storage.database import DRIVER_ERRORS, Database, open_database
+from routecast.storage.database import Database, driver_errors, open_database
 from routecast.storage.schema import requests
 
 if TYPE_CHECKING:
     from routecast.backends.trace import Trace
 
-#: What a failed write raises: SQLAlchemy's errors, and the drivers' own (COPY).
-_WRITE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, *DRIVER_ERRORS)
+def _write_errors() -> tuple[type[Exception], ...]:
+    """What a failed write raises: SQLAlchemy's errors, and the drivers' own (COPY)."""
+    return (SQLAlchemyError, *driver_errors())
+
+
 #: Rows of failed batches kept for the next attempt; beyond this the oldest are dropped.
 MAX_RETRY_ROWS = 100_000
 
@@ -277,7 +280,7 @@ class RequestLog:
             self.rows_written += len(batch)
             self._committing = 0
             return conn
-        except _WRITE_ERRORS as e:  # a full disk must not take the server
+        except _write_errors() as e:  # a full disk must not take the server
             # down with it (COPY raises the driver's own errors)
             if self.error is None:
                 assert self.db is not None
@@ -289,7 +292,7 @@ class RequestLog:
             self.rows_dropped += max(0, len(batch) - MAX_RETRY_ROWS)
             self._retry = batch[-MAX_RETRY_ROWS:]
             self._committing = 0
-            with contextlib.suppress(*_WRITE_ERRORS):
+            with contextlib.suppress(*_write_errors()):
                 conn.close()
             assert self.db is not None
             try:
