@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import insert
 
@@ -54,12 +55,9 @@ def make_rows(n: int = 600, seed: int = 7) -> list[dict[str, Any]]:
 
 
 def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    pos = (len(values) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+    """The reference: numpy's own percentile (linear interpolation), not the code under
+    test."""
+    return float(np.percentile(values, q)) if values else None
 
 
 def reference_stats(rows: list[dict[str, Any]], since: float = 0.0) -> list[dict[str, Any]]:
