@@ -14,7 +14,7 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -345,25 +345,25 @@ def judged(db: Path, rid: str) -> list[tuple[Any, ...]]:
     return rows(db, f"SELECT model, quality, source FROM labels WHERE response_id = '{rid}'")
 
 
-class CountedKept:
-    """Counts the streams that read their upstream through `kept` (those that learn)."""
+class CountedAnswers:
+    """Counts the streamed answers the learning intake assembles (those it learns from)."""
 
     made = 0
 
     @classmethod
-    def kept(cls, chunks: AsyncIterator[Any], seen: list[Any]) -> AsyncIterator[Any]:
-        from routecast.server.stream_answer import kept
+    def answered(cls, final: Any, seen: list[Any], api: Any) -> Any:
+        from routecast.server.stream_answer import answered
 
         cls.made += 1
-        return kept(chunks, seen)
+        return answered(final, seen, api)
 
 
 def test_a_streamed_answer_is_judged_on_its_whole_text(
         upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     stub, grader, grader_url = upstreams
-    monkeypatch.setattr("routecast.server.streaming.kept", CountedKept.kept)
-    CountedKept.made = 0
+    monkeypatch.setattr("routecast.server.learning.answered", CountedAnswers.answered)
+    CountedAnswers.made = 0
     db = tmp_path / "log.db"
     with serve(config(stub, grader_url, db, **JUDGE_ONLY)) as url:
         client = Client(url)
@@ -374,13 +374,12 @@ def test_a_streamed_answer_is_judged_on_its_whole_text(
         assert wait_for(lambda: judged(db, rid)) == [("large", 0.9, "judge")]
         # The judge graded the whole answer, as the client received it.
         assert grader.answers == [text]
-        assert CountedKept.made == 1
-        # A stream to an endpoint that does not learn reads its upstream directly and is
-        # never judged.
+        assert CountedAnswers.made == 1
+        # A stream to an endpoint that does not learn keeps nothing and is never judged.
         plain, plain_rid = stream(client, "small", LONG)
         assert plain == f"small says: {LONG}"
         time.sleep(0.3)
-        assert CountedKept.made == 1 and judged(db, plain_rid) == []
+        assert CountedAnswers.made == 1 and judged(db, plain_rid) == []
         assert grader.calls == 1
     (stats,) = learning_stats(db)
     assert stats.by_source == {"judge": 1}
@@ -455,25 +454,43 @@ def test_the_answer_of_a_stream_is_assembled_from_every_event_of_choice_0() -> N
     assert _answer_text(answered(final, tools, "chat").body) is None
 
 
-def test_kept_keeps_every_chunk_read_and_closing_it_closes_the_upstream() -> None:
-    from routecast.backends.base import Chunk, close_stream
-    from routecast.server.stream_answer import kept
+def test_a_streamed_answer_is_assembled_by_the_intake_only_when_it_is_learned_from(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from routecast.backends.base import Chunk, Completion, Usage
+    from routecast.backends.base import Request as Asked
+    from routecast.server.endpoints import build_endpoints
+    from routecast.server.learning import LearningService
+    from routecast.server.stream_answer import answered
 
-    closed: list[bool] = []
+    cfg = make_config("http://127.0.0.1:9/v1", None, models={"grader": model_entry(
+        "http://127.0.0.1:9/v1", "grader")}, endpoints={"auto": {"type": "routed", "learning": {
+            "models": ["small", "large"], "judge": {"model": "grader"},
+            "max_learned_per_s": 1}}})
+    service = LearningService(cfg, build_endpoints(cfg), None, None)
+    asked = Asked({"model": "auto", "stream": True,
+                   "messages": [{"role": "user", "content": "what is 2+2?"}]})
+    route = ["small"]
+    chunks = [Chunk({"choices": [{"index": 0, "delta": {"content": t}}]}, "small", route)
+              for t in ("it is", " 4")]
+    final = Completion({}, "small", Usage(5, 2), 0.0, 0.0, route)
+    for rid in ("r1", "r2"):
+        assert service.observe("auto", asked, final, None, rid, chunks=chunks)
+    # On the request's path: the chunks are handed over as they are, nothing assembled.
+    assert [entry[-1] for entry in service._inbox] == [chunks, chunks]
+    made: list[str] = []
 
-    async def upstream() -> AsyncIterator[Chunk]:
-        try:
-            for i in range(5):
-                yield Chunk({"i": i}, "m", ["m"])
-        finally:
-            closed.append(True)
+    def counted(*args: Any) -> Completion:
+        made.append("x")
+        return answered(*args)
 
-    async def run() -> list[Any]:
-        seen: list[Chunk] = []
-        chunks = kept(upstream(), seen)
-        assert (await anext(chunks)).data == {"i": 0}
-        assert (await anext(chunks)).data == {"i": 1}
-        await close_stream(chunks)  # the client left: the upstream is released at once
-        return [c.data for c in seen]
-
-    assert asyncio.run(run()) == [{"i": 0}, {"i": 1}] and closed == [True]
+    monkeypatch.setattr("routecast.server.learning.answered", counted)
+    service._queue = asyncio.Queue()
+    while service._inbox:
+        service._admit(*service._inbox.popleft())
+    # One token a second: the first request is learned from, on its whole text; the second
+    # is over the rate and its answer is never assembled.
+    assert made == ["x"] and service._queue.qsize() == 1
+    item = service._queue.get_nowait()
+    assert (item.answer, item.model, item.response_id) == ("it is 4", "small", "r1")
+    assert service.endpoints["auto"].counters == {"over_rate": 1}
+    assert final.body == {} and set(service._responses) == {"r1", "r2"}

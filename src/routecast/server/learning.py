@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from routecast.backends.base import Backend, Completion, Request, Usage
+from routecast.backends.base import Backend, Chunk, Completion, Request, Usage
 from routecast.backends.routed import RoutedBackend, routing_text
 from routecast.data.pricing import estimate_tokens
 from routecast.errors import ConfigError, DataFormatError, RequestError
@@ -62,6 +62,7 @@ from routecast.learning.learner import Learner, LearnerSettings
 from routecast.learning.meter import SpendMeter
 from routecast.learning.publish import KIND, snapshot_from_payload, snapshot_payload
 from routecast.learning.store import LabelRow, OutcomeStore
+from routecast.server.stream_answer import answered
 from routecast.storage.artifacts import ArtifactStore
 from routecast.storage.database import Database
 
@@ -204,8 +205,8 @@ class LearningService:
         self.endpoints: dict[str, EndpointLearning] = {}
         self._responses: OrderedDict[str, tuple[str, str, str, str | None]] = OrderedDict()
         self._queue: asyncio.Queue[_Served] | None = None
-        self._inbox: deque[tuple[EndpointLearning, Request, Completion, str | None, str]] = (
-            deque())
+        self._inbox: deque[tuple[EndpointLearning, Request, Completion, str | None, str,
+                                 list[Chunk] | None]] = deque()
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -407,20 +408,26 @@ class LearningService:
     # -- the request path: one append --------------------------------------------------------
 
     def observe(self, endpoint: str, request: Request, completion: Completion,
-                client: str | None, response_id: str) -> bool:
+                client: str | None, response_id: str, *, chunks: list[Chunk] | None = None
+                ) -> bool:
         """Hand a finished request to the background intake, to be learned from under
         ``response_id`` (the request's ``x-routecast-request-id``); ``False`` when
         ``endpoint`` does not learn. A deque append and an event set: extracting the prompt,
         the feedback index, the rate limit and the queue all run in the intake task, off the
         request's path. Never blocks and never raises; beyond ``queue_size`` waiting requests
-        one is not learned from (and counted)."""
+        one is not learned from (and counted).
+
+        A streamed answer comes as its summary (``completion``, whose body is empty) and the
+        ``chunks`` the client was sent: the intake assembles the answer's text from them
+        (:func:`~routecast.server.stream_answer.answered`), and only for a request the rate
+        limit admits."""
         e = self.endpoints.get(endpoint)
         if e is None:
             return False
         if len(self._inbox) >= self.queue_size:
             e.count("dropped")
             return True
-        self._inbox.append((e, request, completion, client, response_id))
+        self._inbox.append((e, request, completion, client, response_id, chunks))
         self._wake.set()
         return True
 
@@ -437,7 +444,7 @@ class LearningService:
                 await asyncio.sleep(0)
 
     def _admit(self, e: EndpointLearning, request: Request, completion: Completion,
-               client: str | None, response_id: str) -> None:
+               client: str | None, response_id: str, chunks: list[Chunk] | None) -> None:
         prompt = routing_text(request, e.backend.route_on)
         if request.allowed is not None and self.privacy is not None:
             prompt = self.privacy.redact(prompt)
@@ -447,6 +454,8 @@ class LearningService:
         if not e.admit():
             e.count("over_rate")
             return
+        if chunks is not None:
+            completion = answered(completion, chunks, request.api)
         strongest = self.table.strongest.get(e.name)
         baseline = (self.table.prices[strongest].cost_usd(completion.usage)
                     if strongest in self.table.prices else completion.cost_usd)

@@ -1,37 +1,23 @@
-"""A streamed answer, kept for learning: the chunks of a stream to a learning endpoint, and
-the whole answer they make once it has ended.
+"""A streamed answer, kept for learning: the whole answer the chunks of a stream make.
 
 A stream's final :class:`~routecast.backends.base.Completion` has an empty body (its text went
 to the client piece by piece), while a judge needs the answer's text. A stream to an endpoint
-that learns therefore reads its upstream through :func:`kept`, which keeps every chunk
-as it passes (one list append each: nothing is parsed on the way), and, once the stream has
-ended normally, :func:`answered` assembles choice 0's text from them into the body a
-non-streamed answer would have had. Streams to other endpoints read their upstream directly
-and pay nothing (see :func:`routecast.server.streaming.start_stream`).
+that learns therefore keeps every chunk as it forwards it (one list append each, in the loop of
+:func:`routecast.server.streaming.start_stream`: nothing is parsed on the way) and, once the
+stream has ended normally, hands them to the learning service, whose intake calls
+:func:`answered` (off the request's path, and only for a request it learns from) to assemble
+choice 0's text into the body a non-streamed answer would have had. Streams to other endpoints
+keep nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from routecast.backends.base import Api, Chunk, Completion, close_stream
+from routecast.backends.base import Api, Chunk, Completion
 from routecast.backends.transport import json_reader
-
-
-async def kept(chunks: AsyncIterator[Chunk], seen: list[Chunk]) -> AsyncIterator[Chunk]:
-    """``chunks``, read through: each chunk read is also appended to ``seen``. (An async
-    generator: about 0.1 us a chunk, where a class with an ``async def __anext__`` cost 0.25.)
-
-    Closing it once started closes ``chunks``; one closed before it was first read from
-    leaves ``chunks`` open, so the caller closes ``chunks`` too (closing twice is harmless)."""
-    try:
-        async for chunk in chunks:
-            seen.append(chunk)
-            yield chunk
-    finally:
-        await close_stream(chunks)
 
 
 def answered(final: Completion, seen: Iterable[Chunk], api: Api) -> Completion:

@@ -11,9 +11,11 @@ the upstream is bounded by the request's deadline, so nothing can leave a client
 :class:`~routecast.server.admission.Admission` that admitted it (whose key the stream settles
 when it ends) and the :class:`~routecast.server.recording.Recorder` that logs it, and the
 :class:`~routecast.server.learning.LearningService`, if any: a stream to an endpoint that learns
-keeps its chunks as they pass (:mod:`routecast.server.stream_answer`) and, once it has ended
-normally (the upstream's summary came), is handed to the service as the whole answer it made;
-a stream the client or the upstream cut short is not learned from.
+keeps its chunks as they pass (one list append each, in the loop that forwards them) and, once
+it has ended normally (the upstream's summary came) and the client has had ``[DONE]``, hands
+them to the service, which assembles the whole answer (:mod:`routecast.server.stream_answer`)
+off the request's path, and only for a request it learns from; a stream the client or the
+upstream cut short is not learned from.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from routecast.backends.transport import json_loads
 from routecast.errors import RoutecastError, UpstreamError, UpstreamTimeoutError
 from routecast.server.capability_check import EXCLUDED_HEADER
 from routecast.server.recording import status_of
-from routecast.server.stream_answer import answered, kept
 from routecast.server.wire import DONE, error_body, sse
 
 if TYPE_CHECKING:
@@ -84,10 +85,8 @@ async def start_stream(backend: Backend, request: Request, ticket: Ticket, *,
     learn: _Learn | None = None
     if (learning is not None and endpoint in learning.endpoints
             and ticket.request_id is not None):
-        # Chosen once per stream: only a stream that learns reads through `kept`.
-        seen = [first]
-        learn = learning, seen, chunks
-        chunks = kept(chunks, seen)
+        # Chosen once per stream: only a stream that learns keeps its chunks.
+        learn = learning, [first]
     events = _events(first, chunks, request, ticket, deadline, deadline_s, admission, recorder,
                      learn)
     # A response never sent (the client left first) never runs the generator: settle then.
@@ -109,6 +108,7 @@ async def _events(chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
     # if the stream ends there, it carries the summary (see `_ending`).
     held: Chunk | None = None
     metrics = recorder.metrics
+    seen = learn[1] if learn is not None else None
     metrics.in_flight += 1
     try:
         while True:
@@ -129,6 +129,8 @@ async def _events(chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
                 yield piece
             async with asyncio.timeout_at(deadline):
                 chunk = await anext(chunks)
+            if seen is not None:
+                seen.append(chunk)
         # Log (durably, if asked) before [DONE]: a client that saw the end is logged.
         recorded = True
         committed = recorder.record(ticket, time.perf_counter() - t0, stream=True,
@@ -159,8 +161,6 @@ async def _events(chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
         if ticket.key is not None:
             admission.settle(ticket, final.cost_usd if final is not None else 0.0)
         await close_stream(chunks)
-        if learn is not None:
-            await close_stream(learn[2])  # the upstream's, if `kept` never started
         latency_s = time.perf_counter() - t0
         if recorded:
             pass
@@ -173,13 +173,13 @@ async def _events(chunk: Chunk, chunks: AsyncIterator[Chunk], request: Request,
                             route=chunk.route)
         if learn is not None and recorded and final is not None and ticket.request_id:
             # The upstream finished (and the client had the whole answer): after [DONE].
-            learning, seen, _ = learn
-            learning.observe(endpoint, request, answered(final, seen, request.api),
-                             ticket.key_name, ticket.request_id)
+            # The answer's text is assembled by the service's intake, not here.
+            learn[0].observe(endpoint, request, final, ticket.key_name, ticket.request_id,
+                             chunks=learn[1])
 
 
-#: A stream that learns: the service, the chunks kept for it, and the upstream's stream.
-_Learn = tuple["LearningService", list[Chunk], AsyncIterator[Chunk]]
+#: A stream that learns: the service, and the chunks kept for it.
+_Learn = tuple["LearningService", list[Chunk]]
 
 
 def _piece(chunk: Chunk) -> bytes:
