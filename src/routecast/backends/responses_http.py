@@ -11,11 +11,9 @@ false upstream; the answer goes back as the upstream gave it, with routecast's r
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
-from routecast.backends.base import Chunk, Completion, Request, Usage
+from routecast.backends.base import Usage
 from routecast.backends.native_http import NativeHTTPBackend
 from routecast.backends.responses_wire import (
     ResponsesToChat,
@@ -23,8 +21,6 @@ from routecast.backends.responses_wire import (
     responses_to_chat,
     usage_of,
 )
-from routecast.backends.transport import json_dumps, json_loads
-from routecast.errors import UpstreamError, UpstreamTimeoutError
 
 
 class ResponsesHTTPBackend(NativeHTTPBackend):
@@ -38,6 +34,7 @@ class ResponsesHTTPBackend(NativeHTTPBackend):
     # routecast keeps the conversation itself (previous_response_id is expanded here).
     passthrough_fields: ClassVar[dict[str, Any]] = {"store": False}
     answer_name = "a response object"
+    stream_end = "response.completed"
 
     def from_chat(self, chat: dict[str, Any]) -> dict[str, Any]:
         return chat_to_responses(chat, self.upstream_model)
@@ -48,52 +45,15 @@ class ResponsesHTTPBackend(NativeHTTPBackend):
     def to_chat(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
         return responses_to_chat(data, self.model), usage_of(data.get("usage"))
 
-    async def _stream(self, request: Request, t0: float) -> AsyncIterator[Chunk]:
-        body, passthrough = self._body(request, stream=True)
-        resp = await self._call(self.base_url + self.path, json_dumps(body),
-                                read_body=False)
-        assert not isinstance(resp, bytes)
-        route = [self.model]
-        state = ResponsesToChat(self.model)
-        try:
-            async for line in resp.lines():
-                line = line.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                try:
-                    event = json_loads(line[5:].strip())
-                except (ValueError, RecursionError):
-                    raise UpstreamError(f"{self._where()} sent a stream event that is not JSON",
-                                        model=self.model, code="upstream_bad_response") from None
-                if not isinstance(event, dict):
-                    continue
-                if event.get("type") in ("error", "response.failed"):
-                    error = event.get("error") or (event.get("response") or {}).get("error")
-                    message = error.get("message") if isinstance(error, dict) else error
-                    raise UpstreamError(f"{self._where()} failed mid-stream: "
-                                        f"{self._scrub(str(message))}", model=self.model)
-                chunk = state.chunk(event)
-                if passthrough:
-                    name = str(event.get("type", "")).encode()
-                    raw = b"event: " + name + b"\ndata: " + json_dumps(event) + b"\n\n"
-                    yield Chunk(chunk, self.model, route, raw=raw)
-                elif chunk is not None:
-                    yield Chunk(chunk, self.model, route)
-                if state.response is not None:
-                    break
-        except TimeoutError as e:
-            raise UpstreamTimeoutError(f"{self._where()}: {e}", model=self.model, status=504,
-                                       code="upstream_timeout") from None
-        except ConnectionError as e:
-            raise UpstreamError(f"{self._where()}: the stream broke: {e}", model=self.model,
-                                code="upstream_unreachable") from None
-        finally:
-            resp.release()
-        if state.response is None:
-            raise UpstreamError(f"{self._where()}: the stream broke off before "
-                                "response.completed", model=self.model,
-                                code="upstream_unreachable")
-        usage = usage_of(state.response.get("usage"))
-        final = Completion({}, self.model, usage, self.price.cost_usd(usage),
-                           time.perf_counter() - t0, route)
-        yield Chunk(None, self.model, route, final)
+    def stream_translator(self) -> ResponsesToChat:
+        return ResponsesToChat(self.model)
+
+    def stream_error(self, event: dict[str, Any]) -> str | None:
+        if event.get("type") not in ("error", "response.failed"):
+            return None
+        error = event.get("error") or (event.get("response") or {}).get("error")
+        return str(error.get("message") if isinstance(error, dict) else error)
+
+    def final_usage(self, translator: ResponsesToChat) -> Usage | None:
+        response = translator.response
+        return None if response is None else usage_of(response.get("usage"))
