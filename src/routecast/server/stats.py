@@ -39,8 +39,24 @@ FAILED = "(failed)"
 ALL = "(all)"
 
 
+class Savings:
+    """What a row of the request log's figures saved against its baseline (the same tokens at
+    the endpoint's dearest model); for dataclasses with ``spend_usd`` and ``baseline_usd``."""
+
+    spend_usd: float
+    baseline_usd: float
+
+    @property
+    def saved_usd(self) -> float:
+        return self.baseline_usd - self.spend_usd
+
+    @property
+    def saved_fraction(self) -> float | None:
+        return self.saved_usd / self.baseline_usd if self.baseline_usd > 0 else None
+
+
 @dataclass
-class StatsRow:
+class StatsRow(Savings):
     endpoint: str
     model: str
     requests: int
@@ -54,14 +70,6 @@ class StatsRow:
     latency_p50_ms: float | None
     latency_p90_ms: float | None
     latency_p99_ms: float | None
-
-    @property
-    def saved_usd(self) -> float:
-        return self.baseline_usd - self.spend_usd
-
-    @property
-    def saved_fraction(self) -> float | None:
-        return self.saved_usd / self.baseline_usd if self.baseline_usd > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "saved_usd": self.saved_usd,

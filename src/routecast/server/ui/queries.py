@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, Connection, and_, case, func, select
 from sqlalchemy.exc import DBAPIError
 
 from routecast.errors import ConfigError
+from routecast.server.stats import Savings
 from routecast.storage.database import Database, missing_table, open_database
 from routecast.storage.percentiles import floor_int, percentiles
 from routecast.storage.schema import learning_refits, requests
@@ -89,7 +90,7 @@ class LatencyPoint:
 
 
 @dataclass
-class Overview:
+class Overview(Savings):
     """The live numbers of the overview page, over the last ``window_s`` seconds."""
 
     window_s: float
@@ -105,14 +106,6 @@ class Overview:
     #: endpoint -> answering model -> answered requests.
     mix: dict[str, dict[str, int]] = field(default_factory=dict)
     series: list[LatencyPoint] = field(default_factory=list)
-
-    @property
-    def saved_usd(self) -> float:
-        return self.baseline_usd - self.spend_usd
-
-    @property
-    def saved_fraction(self) -> float | None:
-        return self.saved_usd / self.baseline_usd if self.baseline_usd > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
         return {"window_s": self.window_s, "requests": self.requests, "errors": self.errors,
