@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routecast.errors import DataError, UpstreamError
+from routecast.processes import stop_process
 
 if TYPE_CHECKING:
     from routecast.fleet.replay import Fleet
@@ -160,12 +161,7 @@ def routecast_serve(config: dict[str, Any], folder: Path, timeout_s: float = 120
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, 15)
         log.close()
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from routecast.errors import ConfigError
+from routecast.processes import stop_process
 
 if TYPE_CHECKING:
     from routecast.data.dataset import Dataset
@@ -160,12 +161,7 @@ def spawn_fleet(data: str | Path, *, split: str | None = None, speed: float = 0.
         yield RunningFleet(url, models, judge_model, {m: prices[m] for m in models},
                            prices[judge_model], process=proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, 10)
         if proc.stdout is not None:
             proc.stdout.close()
         errors.close()

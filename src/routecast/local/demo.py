@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from routecast.errors import OptionalDependencyError, UpstreamError
 from routecast.local.models import WATTS_PER_THREAD
 from routecast.local.outcomes import LARGE, SMALL
 from routecast.local.tasks import Task
+from routecast.processes import stop_process
 
 ENDPOINTS = ("cascade", "auto", "gemma3")
 BASELINE = "gemma3"
@@ -165,13 +165,7 @@ class Server:
         return found
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 30)
         self._log.close()
 
 

@@ -42,6 +42,7 @@ from types import FrameType
 
 from routecast.errors import OptionalDependencyError, UpstreamError
 from routecast.local.models import INSTALL_HINT, LocalModel
+from routecast.processes import stop_process
 
 #: Run in the child: exit as soon as the parent is gone (it is re-parented, so getppid changes),
 #: removing the log the parent can no longer remove; then hand over to llama_cpp.server as if
@@ -114,12 +115,7 @@ class LlamaServer:
         """Stop the server (SIGTERM, then SIGKILL after ``grace_s``) and remove its log."""
         _LIVE.discard(self)
         if self.alive():
-            self.process.terminate()
-            try:
-                self.process.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, grace_s)
         self.log_path.unlink(missing_ok=True)
 
     def wait_ready(self, timeout_s: float) -> None:
