@@ -177,11 +177,13 @@ def test_a_cold_learner_serves_the_strongest_model_then_learns_to_save() -> None
     assert learner.route(hard).count("small") == 0
 
 
-@pytest.mark.parametrize(("reply", "score"), [("9", 0.9), ("10", 1.0), ("Score: 7.", 0.7),
-                                               ("0", 0.0), ("no idea", None), ("42", None)])
-def test_the_judges_verdict_is_its_first_score_from_0_to_10(reply: str,
-                                                            score: float | None) -> None:
-    assert parse_score(reply) == score
+@pytest.mark.parametrize(("reply", "scale", "score"), [
+    ("9", 10, 0.9), ("10", 10, 1.0), ("Score: 7.", 10, 0.7), ("7.5/10", 10, 0.75),
+    ("0", 10, 0.0), ("no idea", 10, None), ("42", 10, None), ("0.25", 1, 0.25),
+    ("1", 1, 1.0), ("2", 1, None)])
+def test_the_judges_verdict_is_its_first_number_over_its_scale(reply: str, scale: float,
+                                                               score: float | None) -> None:
+    assert parse_score(reply, scale) == score
 
 
 def test_a_model_with_too_few_labels_is_explored_but_not_routed_to() -> None:

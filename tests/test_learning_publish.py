@@ -268,7 +268,7 @@ def service_pair(db: Path) -> tuple[LearningService, LearningService]:
 async def label(service: LearningService, n: int, seed: int = 0) -> None:
     """``n`` prompts of labels that a linear router learns better than the mean: ``small``
     is right on prompts about cats only, and long answers (dogs) cost more."""
-    e = service.endpoints["auto"]
+    e = service.routed("auto")
     rng = np.random.default_rng(seed)
     for i in range(n):
         topic = "cats" if i % 2 else "dogs"
@@ -276,7 +276,7 @@ async def label(service: LearningService, n: int, seed: int = 0) -> None:
         for model, quality in (("small", float(topic == "cats")), ("large", 1.0)):
             cost = (0.001 if model == "small" else 0.01) * (3.0 if topic == "dogs" else 1.0)
             e.learner.record(prompt, model, quality, cost)
-            await service._add_label(e, LabelRow("auto", prompt, model, quality, cost,
+            await service.add_label(e, LabelRow("auto", prompt, model, quality, cost,
                                                  "judge"))
 
 
@@ -288,9 +288,9 @@ def test_a_replica_loads_the_shrunk_prompt_costed_router_another_published(
         await a.start()
         await b.start()
         try:
-            ea, eb = a.endpoints["auto"], b.endpoints["auto"]
+            ea, eb = a.routed("auto"), b.routed("auto")
             await label(a, 120)
-            await a._refit(ea)
+            await a.refit(ea)
             assert ea.counters.get("published") == 1, ea.counters
             assert "publish_failed" not in ea.counters
             await b._sync_router(eb)
@@ -321,18 +321,18 @@ def test_a_failing_publish_is_counted_logged_once_and_the_refit_still_serves(
     async def run() -> None:
         await a.start()
         try:
-            e = a.endpoints["auto"]
+            e = a.routed("auto")
             for seed in range(3):
                 await label(a, 40, seed)
                 before = e.learner.current.version
-                await a._refit(e)
+                await a.refit(e)
                 assert e.learner.current.version == before + 1
                 assert e.backend.router is e.learner.current.router  # swapped in regardless
             assert e.counters["publish_failed"] == 3 and e.counters["refits"] == 3
             assert "published" not in e.counters and e.artifact_version == 0
             monkeypatch.undo()  # publishing works again
             await label(a, 40, 9)
-            await a._refit(e)
+            await a.refit(e)
             assert e.counters["published"] == 1 and not e.publish_failing
         finally:
             await a.aclose()
@@ -352,9 +352,9 @@ def test_an_unreadable_version_is_skipped_and_the_replica_keeps_serving(
         await a.start()
         await b.start()
         try:
-            ea, eb = a.endpoints["auto"], b.endpoints["auto"]
+            ea, eb = a.routed("auto"), b.routed("auto")
             await label(a, 120)
-            await a._refit(ea)
+            await a.refit(ea)
             await b._sync_router(eb)
             served = eb.backend.router
             store = ArtifactStore(tmp_path / "shared.db")

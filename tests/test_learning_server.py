@@ -49,7 +49,7 @@ class Grader:
         if self.mode == "slow":
             await asyncio.sleep(3.0)
         answer = body["messages"][-1]["content"]
-        graded = re.search(r"\nAnswer:\n(.*)\n\nScore", answer, re.S)
+        graded = re.search(r"<answer>\n(.*)\n</answer>", answer, re.S)
         self.answers.append(graded.group(1) if graded else answer)
         score = "9" if "large says:" in answer else "2"
         return JSONResponse({"id": "g", "object": "chat.completion", "model": "grader",
@@ -422,7 +422,7 @@ def test_a_stream_the_client_or_the_upstream_cuts_short_is_not_learned_from(
 
 def test_the_answer_of_a_stream_is_assembled_from_every_event_of_choice_0() -> None:
     from routecast.backends.base import Chunk, Completion, Usage
-    from routecast.server.learning import _answer_text
+    from routecast.server.learning import answer_text
     from routecast.server.stream_answer import answered
 
     def event(index: int, content: str) -> dict[str, Any]:
@@ -444,14 +444,14 @@ def test_the_answer_of_a_stream_is_assembled_from_every_event_of_choice_0() -> N
     chunks.append(Chunk({"choices": [], "usage": {}}, "m", route, final,
                         raw=sse(event(0, " d"), event(1, "Y"))))
     whole = answered(final, chunks, "chat")
-    assert _answer_text(whole.body) == "a b c d"
+    assert answer_text(whole.body) == "a b c d"
     assert (whole.model, whole.usage, whole.cost_usd, whole.route) == ("m", Usage(3, 4), 0.5,
                                                                          route)
     assert final.body == {}  # the stream's own summary is left as it was
     text = [Chunk({"choices": [{"index": 0, "text": t}]}, "m", route) for t in ("x", "y")]
-    assert _answer_text(answered(final, text, "completions").body) == "xy"
+    assert answer_text(answered(final, text, "completions").body) == "xy"
     tools = [Chunk({"choices": [{"index": 0, "delta": {"tool_calls": []}}]}, "m", route)]
-    assert _answer_text(answered(final, tools, "chat").body) is None
+    assert answer_text(answered(final, tools, "chat").body) is None
 
 
 def test_a_streamed_answer_is_assembled_by_the_intake_only_when_it_is_learned_from(

@@ -530,15 +530,15 @@ def test_a_refit_on_one_replica_reaches_another_within_the_poll_interval(pg_url:
         await a.start()
         await b.start()
         try:
-            ea, eb = a.endpoints["auto"], b.endpoints["auto"]
+            ea, eb = a.routed("auto"), b.routed("auto")
             assert eb.backend.router is not None and eb.learner.current.kind == "cold"
             for i in range(40):  # labels that replica A collected (and stored)
                 prompt = f"question {i} on topic {i % 4}"
                 for model, quality in (("small", 0.2), ("large", 0.9)):
                     ea.learner.record(prompt, model, quality, 0.001)
-                    await a._add_label(ea, LabelRow("auto", prompt, model, quality, 0.001,
+                    await a.add_label(ea, LabelRow("auto", prompt, model, quality, 0.001,
                                                     "judge"))
-            await a._refit(ea)
+            await a.refit(ea)
             published = time.monotonic()
             assert ea.artifact_version == 1 and ea.counters["published"] == 1
             while eb.artifact_version < 1 and time.monotonic() - published < 10 * poll_s:
@@ -628,7 +628,7 @@ def test_labels_committed_out_of_id_order_are_read_once(url: str) -> None:
     async def run() -> list[tuple[int, int, set[int]]]:
         service = LearningService(config, build_endpoints(config, env={}), db, None)
         await service.start()
-        e = service.endpoints["auto"]
+        e = service.routed("auto")
         seen = []
 
         async def sync() -> None:

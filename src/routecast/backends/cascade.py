@@ -101,8 +101,9 @@ class CascadeBackend(CompositeBackend):
             return None
         probe = Request(self.judge.probe(request), request.api, request.session,
                         request.allowed)
+        cascade = self.cascade  # read once: a learning endpoint swaps in new thresholds
         for k, backend in early:
-            model, threshold = self.cascade.models[k], self.cascade.thresholds[k]
+            model, threshold = cascade.models[k], cascade.thresholds[k]
             done = await attempt(backend, probe)
             if isinstance(done, UpstreamError):
                 route.append(done.model)
@@ -114,9 +115,9 @@ class CascadeBackend(CompositeBackend):
             with another_model_waiting():  # a judge call that times out is not retried
                 verdict = await self.judge.judge(backend, model, request, done)
             spent[0] += verdict.cost_usd
-            accepted = self.cascade.accepts(k, verdict.score)
+            accepted = cascade.accepts(k, verdict.score)
             trace.steps.append(Step(model, done.cost_usd + verdict.cost_usd, done.latency_s,
-                                    verdict.score, threshold, accepted))
+                                    verdict.score, threshold, accepted, body=done.body))
             if accepted:
                 if not _wants_logprobs(request):
                     _drop_logprobs(done.body)

@@ -35,10 +35,13 @@ class Step:
     threshold: float | None = None
     accepted: bool | None = None
     note: str = ""
+    #: The step's answer (an early step's; the last step's is the completion itself), for a
+    #: cascade that learns to grade it; never logged (not in :meth:`as_dict`).
+    body: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "cost_usd": self.cost_usd, "latency_s": self.latency_s,
-                "score": _finite(self.score), "threshold": self.threshold,
+                "score": _finite(self.score), "threshold": _finite(self.threshold),
                 "accepted": self.accepted, "note": self.note}
 
 
@@ -71,5 +74,6 @@ class Trace:
 
 
 def _finite(x: float | None) -> float | None:
-    """NaN (an answer that could not be judged) is not JSON: store it as null."""
-    return None if x is None or math.isnan(x) else x
+    """NaN (an answer that could not be judged) and infinity (a learning cascade's "never
+    accept" threshold) are not JSON: store them as null."""
+    return None if x is None or not math.isfinite(x) else x

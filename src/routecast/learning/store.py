@@ -7,7 +7,8 @@ server writes):
 * ``labels``: one row per label: endpoint, the prompt text the router reads (masked by the
   privacy rule when it matched), model, quality in [0, 1], the answer's cost when known,
   ``source`` (``judge`` for a judged served answer, ``shadow`` for a judged shadow answer,
-  ``feedback`` for a client's score), the response id and the client key's name;
+  ``feedback`` for a client's score), the response id and the client key's name; for a
+  cascade endpoint also the step's signal score and the row's sampling weight;
 * ``learning_spend``: every shadow answer and judge call the loop paid for;
 * ``learning_refits``: every refit, swapped in or not, with its validation scores.
 
@@ -36,7 +37,8 @@ from routecast.storage.database import Database, missing_table, open_database
 from routecast.storage.schema import labels, learning_refits, learning_spend
 
 _LABEL_COLUMNS = (labels.c.endpoint, labels.c.prompt, labels.c.model, labels.c.quality,
-                  labels.c.cost_usd, labels.c.source, labels.c.response_id, labels.c.client)
+                  labels.c.cost_usd, labels.c.source, labels.c.response_id, labels.c.client,
+                  labels.c.score, labels.c.weight)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,10 @@ class LabelRow:
     source: str
     response_id: str | None = None
     client: str | None = None
+    #: A cascade step's signal score (-inf: the signal failed; ``None``: not a cascade's
+    #: label) and its row's sampling weight (:mod:`routecast.learning.cascade`).
+    score: float | None = None
+    weight: float | None = None
 
 
 class OutcomeStore:
@@ -72,7 +78,8 @@ class OutcomeStore:
             result = conn.execute(insert(labels).values(
                 ts=time.time(), endpoint=row.endpoint, prompt=row.prompt, model=row.model,
                 quality=row.quality, cost_usd=row.cost_usd, source=row.source,
-                response_id=row.response_id, client=row.client))
+                response_id=row.response_id, client=row.client, score=row.score,
+                weight=row.weight))
             key = result.inserted_primary_key
             assert key is not None
             return int(key[0])

@@ -76,7 +76,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from routecast.errors import ConfigError
-from routecast.server.learning_config import LearningConfig
+from routecast.server.learning_config import CascadeLearningConfig, LearningConfig
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -225,6 +225,9 @@ class CascadeEndpoint(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     votes: int | None = Field(default=None, ge=1, le=16)
     scorer: Path | None = None
+    #: Learn the thresholds from the traffic (``thresholds`` may then be omitted: the cascade
+    #: starts by never keeping an early answer).
+    learning: CascadeLearningConfig | None = None
 
     @field_validator("signal")
     @classmethod
@@ -485,6 +488,9 @@ class Config(BaseModel):
             if isinstance(endpoint, CascadeEndpoint):
                 problems += [f"endpoints.{name}.models[{i}]: unknown model {m!r}"
                              for i, m in enumerate(endpoint.models or []) if m not in known]
+                if endpoint.learning and endpoint.learning.judge.model not in known:
+                    problems.append(f"endpoints.{name}.learning.judge.model: unknown model "
+                                    f"{endpoint.learning.judge.model!r}")
         if problems:
             raise ValueError("; ".join(problems) + f". Fix: use one of the models defined "
                              f"under `models` ({', '.join(sorted(known))}) or define it there")

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from routecast.backends.judges import Judge
     from routecast.cascades.cascade import Cascade
+    from routecast.learning.cascade import CascadeLearner
     from routecast.learning.learner import Learner
     from routecast.policy import Policy
     from routecast.routers.base import Router
@@ -53,6 +54,8 @@ class EndpointTable:
     members: list[Backend] = field(default_factory=list)
     #: Routed endpoint -> its learner, for endpoints with ``learning:``.
     learners: dict[str, Learner] = field(default_factory=dict)
+    #: Cascade endpoint -> the learner of its thresholds, for endpoints with ``learning:``.
+    cascade_learners: dict[str, CascadeLearner] = field(default_factory=dict)
 
     async def start(self) -> None:
         await start_all(self.members)
@@ -131,6 +134,7 @@ def build_endpoints(config: Config, *, env: Mapping[str, str] | None = None,
 
     backends: dict[str, Backend] = {}
     learners: dict[str, Learner] = {}
+    cascade_learners: dict[str, CascadeLearner] = {}
     for name, spec in config.endpoints.items():
         if isinstance(spec, PlainEndpoint):
             backends[name] = with_fallbacks(spec.model, spec.fallbacks, name)
@@ -163,6 +167,9 @@ def build_endpoints(config: Config, *, env: Mapping[str, str] | None = None,
                 raise ConfigError(f"endpoints.{name}.file: the cascade asks models {unknown} "
                                   "that are not configured. Fix: define them under `models`")
             judge = _judge(name, spec, cascade, folder, (scorers or {}).get(name))
+            if spec.learning is not None:
+                cascade_learners[name] = cascade_learner = _cascade_learner(spec, cascade)
+                cascade = cascade_learner.current.cascade
             backends[name] = CascadeBackend(cascade, leaves, name=name, summary=spec.logprobs,
                                             judge=judge)
     for model, leaf in leaves.items():
@@ -171,7 +178,7 @@ def build_endpoints(config: Config, *, env: Mapping[str, str] | None = None,
     strongest = {name: max(b.models, key=lambda m: prices[m].rank)
                  for name, b in backends.items()}
     members = list({id(b): b for b in [*leaves.values(), *backends.values()]}.values())
-    return EndpointTable(backends, prices, strongest, members, learners)
+    return EndpointTable(backends, prices, strongest, members, learners, cascade_learners)
 
 
 def _load_router(name: str, spec: RoutedEndpoint) -> tuple[Router, Policy]:
@@ -222,6 +229,11 @@ def _cascade(name: str, spec: CascadeEndpoint) -> tuple[Cascade, Path | None]:
             return Cascade.from_dict(data), folder
         assert spec.models is not None  # checked by the config model
         n = len(spec.models)
+        if spec.learning is not None and not spec.thresholds:  # learnt: a cold start
+            from routecast.learning.cascade import NEVER
+
+            return Cascade(tuple(spec.models), (NEVER,) * (n - 1),
+                           spec.signal or "confidence"), None
         if len(spec.thresholds) != n - 1:
             raise ConfigError(f"a cascade of {n} models needs {n - 1} thresholds (one per step "
                               f"but the last, which always answers); got "
@@ -231,6 +243,21 @@ def _cascade(name: str, spec: CascadeEndpoint) -> tuple[Cascade, Path | None]:
                        spec.signal or "confidence"), None
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _cascade_learner(spec: CascadeEndpoint, cascade: Cascade) -> CascadeLearner:
+    """The learner of a cascade endpoint's thresholds: cold (never accept early) when the
+    config gives no thresholds, else starting from the configured ones."""
+    from routecast.learning.cascade import CascadeLearner, CascadeLearnerSettings
+
+    lc = spec.learning
+    assert lc is not None
+    settings = CascadeLearnerSettings(
+        refit_every=lc.refit_every, first_refit=lc.first_refit,
+        holdout_fraction=lc.holdout_fraction, min_holdout_rows=lc.min_holdout_rows,
+        quality_fraction=lc.quality_fraction, budget_usd_per_query=lc.budget_usd_per_query,
+        n_levels=lc.n_levels, judge_noise=lc.judge.noise)
+    return CascadeLearner(cascade, settings, cold=spec.file is None and not spec.thresholds)
 
 
 def _judge(name: str, spec: CascadeEndpoint, cascade: Cascade, folder: Path | None,

@@ -42,26 +42,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routecast.backends.base import Backend, Chunk, Completion, Request, Usage
+from routecast.backends.cascade import CascadeBackend
 from routecast.backends.routed import RoutedBackend, routing_text
+from routecast.backends.trace import Step
 from routecast.data.pricing import estimate_tokens
 from routecast.errors import ConfigError, DataFormatError, RequestError
+from routecast.learning.cascade import CascadeRefit, RowSampler
 from routecast.learning.explore import ActiveExplorer, Candidate, Explorer, UniformExplorer
 from routecast.learning.judge import JUDGE_MAX_TOKENS, RUBRIC, judge_messages, parse_score
-from routecast.learning.learner import Learner, LearnerSettings
+from routecast.learning.learner import Learner, LearnerSettings, RefitReport
 from routecast.learning.meter import SpendMeter
 from routecast.learning.publish import KIND, snapshot_from_payload, snapshot_payload
 from routecast.learning.store import LabelRow, OutcomeStore
+from routecast.server.cascade_learning import KIND as CASCADE_KIND
+from routecast.server.cascade_learning import (
+    CascadeLearning,
+    learn_cascade,
+    thresholds_from_payload,
+    thresholds_payload,
+)
+from routecast.server.learning_config import LearningConfig
+from routecast.server.learning_state import LearningState
 from routecast.server.stream_answer import answered
 from routecast.storage.artifacts import ArtifactStore
 from routecast.storage.database import Database
@@ -137,54 +150,22 @@ class _Served:
     allowed: frozenset[str] | None
     response_id: str
     client: str | None
+    #: A cascade's steps, from its trace (what each asked step answered and scored).
+    steps: list[Step] | None = None
 
 
-@dataclass
-class EndpointLearning:
-    name: str
+@dataclass(kw_only=True)
+class EndpointLearning(LearningState):
+    """A routed endpoint that learns: its learner, the backend it swaps routers into, and
+    the explorer that picks the labels to buy."""
+
     learner: Learner
     backend: RoutedBackend
     explorer: Explorer
-    meter: SpendMeter
-    judge: str | None
-    rubric: str
-    timeout_s: float
-    max_per_s: float = 10.0
-    refitting: bool = False
-    counters: dict[str, int] = field(default_factory=dict)
-    #: The published version served (0: none).
-    artifact_version: int = 0
-    #: Every label id up to this one has been read from the store (or given up on: a gap).
-    label_cursor: int = 0
-    #: Label ids above the cursor read already, and since when the lowest gap below them
-    #: has been open (see LearningService._sync_labels).
-    labels_seen: set[int] = field(default_factory=set)
-    gap_since: float | None = None
-    #: Ids of labels this replica stored and has in its learner already.
-    own_labels: set[int] = field(default_factory=set)
-    #: Label inserts begun (a counter) and not yet finished: the sync of other replicas'
-    #: labels discards a read that overlapped one (see LearningService._sync_labels).
-    inserts_begun: int = 0
-    inserts_pending: int = 0
-    #: The last publish failed (logged when a run of failures begins and when it ends).
-    publish_failing: bool = False
-    _tokens: float = 1.0
-    _last: float = 0.0
 
-    def admit(self) -> bool:
-        """A token bucket (one second's worth): may this request be learned from?"""
-        if self.max_per_s <= 0:
-            return True
-        now = time.monotonic()
-        self._tokens = min(self.max_per_s, self._tokens + (now - self._last) * self.max_per_s)
-        self._last = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
-    def count(self, what: str) -> None:
-        self.counters[what] = self.counters.get(what, 0) + 1
+#: A learning endpoint of either kind.
+Learning = EndpointLearning | CascadeLearning
 
 
 class LearningService:
@@ -192,7 +173,7 @@ class LearningService:
 
     def __init__(self, config: Config, table: EndpointTable, db: Database | Path | None,
                  privacy: PrivacyRule | None) -> None:
-        from routecast.server.config import RoutedEndpoint
+        from routecast.server.config import CascadeEndpoint, RoutedEndpoint
 
         self.table = table
         self.privacy = privacy
@@ -202,10 +183,10 @@ class LearningService:
         self.poll_s = config.storage.artifact_poll_s
         #: Who publishes from here (the artifacts' ``publisher``): host, process, a nonce.
         self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.endpoints: dict[str, EndpointLearning] = {}
+        self.endpoints: dict[str, EndpointLearning | CascadeLearning] = {}
         self._responses: OrderedDict[str, tuple[str, str, str, str | None]] = OrderedDict()
         self._queue: asyncio.Queue[_Served] | None = None
-        self._inbox: deque[tuple[EndpointLearning, Request, Completion, str | None, str,
+        self._inbox: deque[tuple[Learning, Request, Completion, str | None, str,
                                  list[Chunk] | None]] = deque()
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -213,21 +194,31 @@ class LearningService:
         size = 1
         workers = 1
         for name, spec in config.endpoints.items():
-            if not isinstance(spec, RoutedEndpoint) or spec.learning is None:
+            if not isinstance(spec, RoutedEndpoint | CascadeEndpoint) or spec.learning is None:
                 continue
             lc = spec.learning
             backend = table.backends[name]
-            learner = table.learners[name]
-            assert isinstance(backend, RoutedBackend)
-            explorer: Explorer = (
-                ActiveExplorer(max_labels=lc.max_labels_per_request) if lc.strategy == "active"
-                else UniformExplorer(fraction=lc.shadow_fraction, k=lc.shadows_per_request))
-            self.endpoints[name] = EndpointLearning(
-                name, learner, backend, explorer,
-                SpendMeter(lc.budget_usd, lc.spend_fraction),
-                lc.judge.model if lc.judge else None,
-                (lc.judge.rubric if lc.judge and lc.judge.rubric else RUBRIC), lc.timeout_s,
-                lc.max_learned_per_s)
+            common: dict[str, Any] = {
+                "name": name, "meter": SpendMeter(lc.budget_usd, lc.spend_fraction),
+                "judge": lc.judge.model if lc.judge else None,
+                "rubric": lc.judge.rubric if lc.judge and lc.judge.rubric else RUBRIC,
+                "judge_scale": lc.judge.scale if lc.judge else 10.0,
+                "timeout_s": lc.timeout_s, "max_per_s": lc.max_learned_per_s}
+            if isinstance(spec, CascadeEndpoint):
+                assert isinstance(backend, CascadeBackend)
+                self.endpoints[name] = CascadeLearning(
+                    learner=table.cascade_learners[name], backend=backend,
+                    sampler=RowSampler(), **common)
+            else:
+                assert isinstance(backend, RoutedBackend) and isinstance(
+                    spec.learning, LearningConfig)
+                explorer: Explorer = (
+                    ActiveExplorer(max_labels=spec.learning.max_labels_per_request)
+                    if spec.learning.strategy == "active"
+                    else UniformExplorer(fraction=spec.learning.shadow_fraction,
+                                         k=spec.learning.shadows_per_request))
+                self.endpoints[name] = EndpointLearning(
+                    learner=table.learners[name], backend=backend, explorer=explorer, **common)
             size = max(size, lc.queue_size)
             workers = max(workers, lc.concurrency)
         self.queue_size = size
@@ -235,6 +226,18 @@ class LearningService:
 
     def __bool__(self) -> bool:
         return bool(self.endpoints)
+
+    def routed(self, name: str) -> EndpointLearning:
+        """The learning state of routed endpoint ``name``."""
+        e = self.endpoints[name]
+        assert isinstance(e, EndpointLearning), f"{name} is not a routed learning endpoint"
+        return e
+
+    def cascade(self, name: str) -> CascadeLearning:
+        """The learning state of cascade endpoint ``name``."""
+        e = self.endpoints[name]
+        assert isinstance(e, CascadeLearning), f"{name} is not a cascade learning endpoint"
+        return e
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -250,7 +253,7 @@ class LearningService:
                 # What the replicas serve already, if one published a router.
                 await self._sync_router(e)
                 if e.learner.due():
-                    self._spawn(self._refit(e))
+                    self._spawn(self.refit(e))
             if self.endpoints:
                 self._spawn(self._poll())
         self._queue = asyncio.Queue(self.queue_size)
@@ -291,7 +294,7 @@ class LearningService:
                         log.warning("learning %s: the shared store answers again", e.name)
                     failing = False
 
-    async def _add_label(self, e: EndpointLearning, row: LabelRow) -> None:
+    async def add_label(self, e: LearningState, row: LabelRow) -> None:
         """Store a label this replica has in its learner already (and remember its id)."""
         assert self.store is not None
         e.inserts_begun += 1
@@ -301,7 +304,7 @@ class LearningService:
         finally:
             e.inserts_pending -= 1
 
-    async def _sync_labels(self, e: EndpointLearning, *, initial: bool = False) -> None:
+    async def _sync_labels(self, e: Learning, *, initial: bool = False) -> None:
         """Record the labels stored since the last look, but for this replica's own.
 
         A read that overlapped one of this replica's inserts is discarded (and made again at
@@ -325,6 +328,10 @@ class LearningService:
             e.labels_seen.add(label_id)
             if label_id in e.own_labels:
                 e.own_labels.discard(label_id)
+            elif isinstance(e, CascadeLearning):
+                e.learner.record(row.prompt, row.model, row.quality, row.cost_usd,
+                                 score=row.score, scored=row.score is not None,
+                                 weight=row.weight)
             else:
                 e.learner.record(row.prompt, row.model, row.quality, row.cost_usd)
         if initial and e.labels_seen:
@@ -346,23 +353,30 @@ class LearningService:
                 e.labels_seen.discard(e.label_cursor)
             e.gap_since = now if e.labels_seen else None
 
-    async def _sync_router(self, e: EndpointLearning) -> None:
+    async def _sync_router(self, e: Learning) -> None:
         """Swap in the newest published router if another replica published a newer one."""
         assert self.artifacts is not None
         if e.refitting:  # a local refit is running: it will publish, or the next look will do
             return
-        newest = await asyncio.to_thread(self.artifacts.latest_version, e.name, KIND)
+        kind = _kind(e)
+        newest = await asyncio.to_thread(self.artifacts.latest_version, e.name, kind)
         if newest is None or newest <= e.artifact_version:
             return
         e.refitting = True
         try:
-            artifact = await asyncio.to_thread(self.artifacts.latest, e.name, KIND)
+            artifact = await asyncio.to_thread(self.artifacts.latest, e.name, kind)
             if artifact is None or artifact.version <= e.artifact_version:
                 return
             if artifact.publisher != self.replica_id:
                 try:
-                    snap, labels = await asyncio.to_thread(snapshot_from_payload,
-                                                           artifact.payload, artifact.version)
+                    if isinstance(e, CascadeLearning):
+                        thresholds, rows = thresholds_from_payload(
+                            artifact.payload, len(e.learner.models))
+                        e.learner.adopt(thresholds, rows)
+                    else:
+                        snap, labels = await asyncio.to_thread(
+                            snapshot_from_payload, artifact.payload, artifact.version)
+                        await asyncio.to_thread(e.learner.adopt, snap, labels)
                 except DataFormatError as exc:
                     # Unreadable here (a newer format, a bug): keep serving the current
                     # router and skip this version, rather than read it again every poll.
@@ -372,7 +386,6 @@ class LearningService:
                               artifact.version, artifact.publisher, exc)
                     e.artifact_version = artifact.version
                     return
-                await asyncio.to_thread(e.learner.adopt, snap, labels)
                 self._swap_in(e)
                 e.count("loaded")
                 log.info("learning %s: serving router version %d published by %s", e.name,
@@ -382,20 +395,27 @@ class LearningService:
             e.refitting = False
 
     @staticmethod
-    def _swap_in(e: EndpointLearning) -> None:
-        """Serve the learner's current router and policy."""
+    def _swap_in(e: EndpointLearning | CascadeLearning) -> None:
+        """Serve the learner's current router and policy (a cascade: its thresholds)."""
+        if isinstance(e, CascadeLearning):
+            e.backend.cascade = e.learner.current.cascade  # the swap: one assignment
+            return
         snap = e.learner.current
         # The swap: two assignments on the event loop, no await between them.
         e.backend.router, e.backend.policy = snap.router, snap.policy
         e.backend.batcher.router, e.backend.batcher.policy = snap.router, snap.policy
 
-    async def _publish(self, e: EndpointLearning, labels: int) -> None:
+    async def _publish(self, e: Learning, labels: int) -> None:
         """Publish the router just refitted here, for the other replicas."""
         assert self.artifacts is not None
-        payload = await asyncio.to_thread(snapshot_payload, e.learner.current, labels)
+        if isinstance(e, CascadeLearning):
+            payload: bytes | None = thresholds_payload(e.learner.current.cascade.thresholds,
+                                                       labels)
+        else:
+            payload = await asyncio.to_thread(snapshot_payload, e.learner.current, labels)
         if payload is None:
             return
-        version = await asyncio.to_thread(self.artifacts.publish, e.name, KIND, payload,
+        version = await asyncio.to_thread(self.artifacts.publish, e.name, _kind(e), payload,
                                           publisher=self.replica_id)
         e.artifact_version = max(e.artifact_version, version)
         e.count("published")
@@ -443,9 +463,10 @@ class LearningService:
                 self._admit(*self._inbox.popleft())
                 await asyncio.sleep(0)
 
-    def _admit(self, e: EndpointLearning, request: Request, completion: Completion,
+    def _admit(self, e: Learning, request: Request, completion: Completion,
                client: str | None, response_id: str, chunks: list[Chunk] | None) -> None:
-        prompt = routing_text(request, e.backend.route_on)
+        prompt = routing_text(request, e.backend.route_on if isinstance(e, EndpointLearning)
+                              else "last_user")
         if request.allowed is not None and self.privacy is not None:
             prompt = self.privacy.redact(prompt)
         self._responses[response_id] = (e.name, prompt, completion.model, client)
@@ -460,8 +481,8 @@ class LearningService:
         baseline = (self.table.prices[strongest].cost_usd(completion.usage)
                     if strongest in self.table.prices else completion.cost_usd)
         item = _Served(e.name, prompt, request.body, request.api, completion.model,
-                       _answer_text(completion.body), baseline, request.allowed, response_id,
-                       client)
+                       answer_text(completion.body), baseline, request.allowed, response_id,
+                       client, completion.trace.steps if completion.trace is not None else None)
         assert self._queue is not None
         try:
             self._queue.put_nowait(item)
@@ -474,8 +495,12 @@ class LearningService:
         assert self._queue is not None
         while True:
             item = await self._queue.get()
+            e = self.endpoints[item.endpoint]
             try:
-                await self._learn(self.endpoints[item.endpoint], item)
+                if isinstance(e, CascadeLearning):
+                    await learn_cascade(self, e, item)
+                else:
+                    await self._learn(e, item)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug in learning must not stop the workers
@@ -487,18 +512,14 @@ class LearningService:
         judge_ok = e.judge is not None and (item.allowed is None or e.judge in item.allowed)
         if not judge_ok or item.prompt == "":
             return
-        assert e.judge is not None
-        judge_price = self.table.prices[e.judge]
-        judge_usd = judge_price.cost_usd(Usage(
-            estimate_tokens(e.rubric) + estimate_tokens(item.prompt)
-            + estimate_tokens(item.answer or "") + 12, JUDGE_MAX_TOKENS))
+        judge_usd = self.judge_usd(e, item)
         served = item.model if item.answer else None
         # Predicting for the explorer costs a millisecond or more of CPU: in a worker thread,
         # so that it never holds the event loop that clients' requests run on.
         plan = await asyncio.to_thread(self._plan, e, item, served, judge_usd)
         await asyncio.gather(*(self._label(e, item, c.model, c.served) for c in plan))
         if e.learner.due() and not e.refitting:
-            await self._refit(e)
+            await self.refit(e)
 
     @staticmethod
     def _plan(e: EndpointLearning, item: _Served, served: str | None, judge_usd: float
@@ -507,33 +528,48 @@ class LearningService:
                                      allowed=item.allowed)
         return e.explorer.plan(cands, e.meter)
 
+    def judge_usd(self, e: LearningState, item: _Served) -> float:
+        """What grading the answer of ``item`` costs (estimated from the text's length)."""
+        assert e.judge is not None
+        return self.table.prices[e.judge].cost_usd(Usage(
+            estimate_tokens(e.rubric) + estimate_tokens(item.prompt)
+            + estimate_tokens(item.answer or "") + 12, JUDGE_MAX_TOKENS))
+
+    async def grade(self, e: LearningState, item: _Served, answer: str) -> float | None:
+        """The judge's score in [0, 1] of ``answer`` to ``item``'s prompt; ``None`` when the
+        call failed or its verdict could not be read (counted)."""
+        assert e.judge is not None
+        body = {"model": e.judge, "messages": judge_messages(item.prompt, answer, e.rubric),
+                "max_tokens": JUDGE_MAX_TOKENS, "temperature": 0}
+        verdict = await self.call(e, self.table.backends[e.judge], body, item, "judge", e.judge)
+        score = (parse_score(answer_text(verdict.body) or "", e.judge_scale) if verdict
+                 else None)
+        if score is None:
+            e.count("no_verdict")
+        return score
+
     async def _label(self, e: EndpointLearning, item: _Served, model: str, served: bool
                      ) -> None:
         answer, cost = item.answer, None
         if not served:
-            shadow = await self._call(e, e.backend.backends[model], dict(item.body, stream=False),
+            shadow = await self.call(e, e.backend.backends[model], dict(item.body, stream=False),
                                       item, "shadow", model)
             if shadow is None:
                 return
-            answer, cost = _answer_text(shadow.body), shadow.cost_usd
+            answer, cost = answer_text(shadow.body), shadow.cost_usd
         if not answer:
             return
-        assert e.judge is not None
-        body = {"model": e.judge, "messages": judge_messages(item.prompt, answer, e.rubric),
-                "max_tokens": JUDGE_MAX_TOKENS, "temperature": 0}
-        verdict = await self._call(e, self.table.backends[e.judge], body, item, "judge", e.judge)
-        score = parse_score(_answer_text(verdict.body) or "") if verdict else None
+        score = await self.grade(e, item, answer)
         if score is None:
-            e.count("no_verdict")
             return
         e.learner.record(item.prompt, model, score, cost)
         e.count("labels")
         if self.store is not None:
-            await self._add_label(e, LabelRow(
+            await self.add_label(e, LabelRow(
                 e.name, item.prompt, model, score, cost, "judge" if served else "shadow",
                 item.response_id, item.client))
 
-    async def _call(self, e: EndpointLearning, backend: Backend, body: dict[str, Any],
+    async def call(self, e: LearningState, backend: Backend, body: dict[str, Any],
                     item: _Served, kind: str, model: str) -> Completion | None:
         body.pop("stream_options", None)
         try:
@@ -551,11 +587,11 @@ class LearningService:
             await asyncio.to_thread(self.store.add_spend, e.name, kind, model, result.cost_usd)
         return result
 
-    async def _refit(self, e: EndpointLearning) -> None:
+    async def refit(self, e: Learning) -> None:
         e.refitting = True
         try:
             try:
-                report = await asyncio.to_thread(e.learner.refit)
+                report: RefitReport | CascadeRefit = await asyncio.to_thread(e.learner.refit)
             except Exception as exc:
                 log.error("refit of %s failed, still serving the current router: %s", e.name,
                           exc)
@@ -564,7 +600,8 @@ class LearningService:
             e.count("refits")
             if self.artifacts is not None:
                 try:
-                    await self._publish(e, report.labels)
+                    await self._publish(e, report.rows if isinstance(report, CascadeRefit)
+                                        else report.labels)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # serving the refit here goes on regardless
@@ -580,9 +617,17 @@ class LearningService:
                     e.publish_failing = False
         finally:
             e.refitting = False
-        if self.store is not None:
-            await asyncio.to_thread(self.store.add_refit, e.name, report.version, report.swapped,
-                                    report.kind, report.labels, report.scores,
+        if self.store is None:
+            return
+        if isinstance(report, CascadeRefit):  # the thresholds tuned, in the router column
+            kind = "thresholds " + ",".join("never" if t == math.inf else f"{t:.4g}"
+                                            for t in report.thresholds)
+            await asyncio.to_thread(self.store.add_refit, e.name, report.version,
+                                    report.swapped, kind, report.labels, report.scores, 0.0,
+                                    report.seconds)
+        else:
+            await asyncio.to_thread(self.store.add_refit, e.name, report.version,
+                                    report.swapped, report.kind, report.labels, report.scores,
                                     report.cost_weight, report.seconds)
 
     # -- feedback --------------------------------------------------------------------------
@@ -609,15 +654,15 @@ class LearningService:
         e.learner.record(prompt, model, float(score))
         e.count("feedback")
         if self.store is not None:
-            await self._add_label(e, LabelRow(
+            await self.add_label(e, LabelRow(
                 endpoint, prompt, model, float(score), None, "feedback", rid, client))
         if e.learner.due() and not e.refitting:
-            self._spawn(self._refit(e))
+            self._spawn(self.refit(e))
         return {"object": "feedback", "response_id": rid, "endpoint": endpoint,
                 "model": model, "score": float(score)}
 
 
-def _answer_text(body: Mapping[str, Any]) -> str | None:
+def answer_text(body: Mapping[str, Any]) -> str | None:
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
         return None
@@ -628,3 +673,8 @@ def _answer_text(body: Mapping[str, Any]) -> str | None:
         return content if isinstance(content, str) else None
     text = first.get("text")
     return text if isinstance(text, str) else None
+
+
+def _kind(e: Learning) -> str:
+    """The artifact kind ``e`` publishes: a router, or a cascade's thresholds."""
+    return CASCADE_KIND if isinstance(e, CascadeLearning) else KIND

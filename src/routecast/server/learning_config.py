@@ -1,4 +1,5 @@
-"""The ``learning:`` block of a routed endpoint (see ``routecast.learning``)::
+"""The ``learning:`` block of a routed endpoint (see ``routecast.learning``), and of a cascade
+endpoint (:class:`CascadeLearningConfig`)::
 
     endpoints:
       auto:
@@ -7,8 +8,9 @@
         # model_map: {gpt-4-1106-preview: big}  # models mapped to ours); omit to start cold
         learning:
           models: [small, medium, big]   # cold start: the models to learn to route among
-          judge: {model: grader}         # any configured model; optional rubric, and noise:
-                                         # the share of its verdicts that are wrong, if known
+          judge: {model: grader}         # any configured model; optional rubric, scale (its
+                                         # replies' range, 10), and noise: the share of its
+                                         # verdicts that are wrong, if known
           strategy: active               # or uniform (shadow_fraction x shadows_per_request)
           spend_fraction: 0.2            # pace: <= 20 % of what the strongest model would cost
           budget_usd: 50                 # hard cap on shadow answers + judge calls, in all
@@ -35,32 +37,23 @@ class JudgeConfig(BaseModel):
     #: against feedback or a stronger judge): labels and predictions are de-biased by it, so
     #: that the quality target means true quality. 0: taken at its word.
     noise: float = Field(default=0.0, ge=0, lt=0.5)
+    #: The judge replies with a number from 0 to ``scale`` (10: the default rubric's; 1: a
+    #: judge that replies with a probability, such as the replay fleet's).
+    scale: float = Field(default=10.0, gt=0)
 
 
-class LearningConfig(BaseModel):
-    """How a routed endpoint learns from its traffic; every default is documented above."""
+class _LearningBase(BaseModel):
+    """What routed and cascade endpoints' ``learning:`` blocks share."""
 
     model_config = _STRICT
-    models: list[str] = Field(default_factory=list)
     judge: JudgeConfig | None = None
-    router: str = "linear"
-    strategy: Literal["active", "uniform"] = "active"
-    shadow_fraction: float = Field(default=0.3, ge=0, le=1)
-    shadows_per_request: int = Field(default=2, ge=0, le=16)
-    max_labels_per_request: int = Field(default=6, ge=1, le=32)
     budget_usd: float | None = Field(default=None, ge=0)
     spend_fraction: float | None = Field(default=0.2, ge=0)
     refit_every: int = Field(default=300, ge=1)
     first_refit: int = Field(default=25, ge=1)
     holdout_fraction: float = Field(default=0.15, gt=0, lt=1)
-    #: The most recent held-out prompts the policy is recalibrated on (shorter: follows a
-    #: shift in the traffic sooner, noisier).
-    calibration_window: int = Field(default=300, ge=10)
     quality_fraction: float | None = Field(default=0.95, gt=0, le=1.5)
     budget_usd_per_query: float | None = Field(default=None, ge=0)
-    #: Predict each model's cost per prompt from the labels' recorded costs (false: the
-    #: router's mean cost per model).
-    prompt_cost: bool = True
     #: Background work waiting at most (requests beyond it are not learned from).
     queue_size: int = Field(default=1000, ge=1)
     #: Background tasks working the queue.
@@ -73,7 +66,50 @@ class LearningConfig(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
-    def _one_target(self) -> LearningConfig:
+    def _one_target(self) -> _LearningBase:
         if self.budget_usd_per_query is not None:
             self.quality_fraction = None
         return self
+
+
+class LearningConfig(_LearningBase):
+    """How a routed endpoint learns from its traffic; every default is documented above."""
+
+    models: list[str] = Field(default_factory=list)
+    router: str = "linear"
+    strategy: Literal["active", "uniform"] = "active"
+    shadow_fraction: float = Field(default=0.3, ge=0, le=1)
+    shadows_per_request: int = Field(default=2, ge=0, le=16)
+    max_labels_per_request: int = Field(default=6, ge=1, le=32)
+    #: The most recent held-out prompts the policy is recalibrated on (shorter: follows a
+    #: shift in the traffic sooner, noisier).
+    calibration_window: int = Field(default=300, ge=10)
+    #: Predict each model's cost per prompt from the labels' recorded costs (false: the
+    #: router's mean cost per model).
+    prompt_cost: bool = True
+
+
+class CascadeLearningConfig(_LearningBase):
+    """How a cascade endpoint learns its thresholds (:mod:`routecast.learning.cascade`)::
+
+        endpoints:
+          smart:
+            type: cascade
+            models: [small, large]       # thresholds optional: without them it starts by
+            learning:                    # never keeping an early answer
+              judge: {model: grader}     # required: every step's answer is graded
+              spend_fraction: 0.1        # pace of judge calls and shadow answers
+              refit_every: 100           # complete rows (every step labelled) between refits
+              quality_fraction: 0.95     # or budget_usd_per_query
+
+    ``refit_every`` and ``first_refit`` count complete rows (one prompt with every step's
+    answer graded), not labels."""
+
+    judge: JudgeConfig
+    refit_every: int = Field(default=100, ge=1)
+    first_refit: int = Field(default=30, ge=2)
+    holdout_fraction: float = Field(default=0.3, gt=0, lt=1)
+    #: Held-out complete rows needed before tuned thresholds may be swapped in.
+    min_holdout_rows: int = Field(default=10, ge=1)
+    #: Threshold levels tried per step at a refit (quantiles of the step's scores).
+    n_levels: int = Field(default=16, ge=2, le=64)

@@ -92,6 +92,10 @@ labels = Table(
     Column("source", Text, nullable=False),
     Column("response_id", Text),
     Column("client", Text),
+    #: A cascade step's signal score (-inf: the signal failed) and the row's sampling weight
+    #: (:mod:`routecast.learning.cascade`); NULL for a routed endpoint's labels.
+    Column("score", Float),
+    Column("weight", Float),
     Index(None, "endpoint", "id"),
 )
 
