@@ -20,7 +20,7 @@ mean cost as a share of that step's. References on the same test prompts: the co
 (never accept early), and the same chain's thresholds tuned offline on every train row.
 
     python benchmarks/cascade_learning.py [--models a,b,c] [--noise 0,0.1] [--seeds 0,1,2]
-                                          [--spend-fraction 0.1] [--json out.json]
+                                          [--spend-fraction 0.2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ def run(data: Any, models: list[str], noise: float, seed: int, args: Any) -> dic
                                                     first_refit=args.first_refit,
                                                     quality_fraction=args.quality_fraction,
                                                     n_levels=args.levels, z=args.z,
+                                                    miss_z=args.miss_z,
                                                     judge_noise=noise, seed=seed),
                              cold=True)
     sampler = RowSampler(power=args.power, seed=seed)
@@ -156,14 +157,17 @@ def main(argv: list[str] | None = None) -> int:
                         "llama3.1-8b,llama3.1-70b,llama3.1-405b and gpt-4o-mini,gpt-4o)")
     p.add_argument("--noise", default="0,0.1", help="judge noise levels, comma-separated")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--spend-fraction", type=float, default=0.1)
+    p.add_argument("--spend-fraction", type=float, default=0.2)
     p.add_argument("--quality-fraction", type=float, default=0.95)
-    p.add_argument("--refit-every", type=int, default=100)
+    p.add_argument("--refit-every", type=int, default=50)
     p.add_argument("--first-refit", type=int, default=30)
     p.add_argument("--levels", type=int, default=16)
     p.add_argument("--power", type=float, default=0.5)
     p.add_argument("--z", type=float, default=1.0,
                    help="standard errors between a tuned cascade and its target (0: none)")
+    p.add_argument("--miss-z", type=float, default=0.0,
+                   help="validation: short of the target by more than this many standard "
+                        "errors of the held-out rows is a miss")
     p.add_argument("--judge-price", default="0.2,0.2",
                    help="judge USD per 1M input,output tokens")
     p.add_argument("--json", type=Path)

@@ -276,9 +276,13 @@ def test_a_cold_cascade_learns_thresholds_from_judged_rows(
     assert confidence is not None
     chain = ["llama3.1-8b", "llama3.1-405b"]
     cols = [data.models.index(m) for m in chain]
-    rows = [int(i) for i in np.flatnonzero(data.split == "train")[:40]]
+    rows = [int(i) for i in np.flatnonzero(data.split == "train")[:60]]
     db = tmp_path / "log.db"
-    with serve(fleet_config(cascades_fleet, db, chain)) as url:
+    # A target the cheap step can share on a few dozen rows (95 % of the best needs hundreds
+    # of rows before tuned thresholds validate: see benchmarks/cascade_learning.py).
+    config = fleet_config(cascades_fleet, db, chain, quality_fraction=0.8, first_refit=20,
+                          refit_every=20, min_holdout_rows=6)
+    with serve(config) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         # Cold (fewer rows than the first refit needs): every answer is the last step's,
         # streamed or not, and every step's answer is at hand to be judged.
@@ -287,11 +291,11 @@ def test_a_cold_cascade_learns_thresholds_from_judged_rows(
             assert model == chain[-1] and text
         first = wait_for(lambda: at_least(20, labels(db)), timeout_s=30)
         assert {r["source"] for r in first} == {"judge"}
-        for n, i in enumerate(rows[10:30]):  # a refit may swap thresholds in meanwhile
+        for n, i in enumerate(rows[10:]):  # a refit may swap thresholds in meanwhile
             assert ask(client, data.prompts[i], stream=n % 3 == 0)[1]
-        got = wait_for(lambda: at_least(60, labels(db)), timeout_s=30)
+        got = wait_for(lambda: at_least(2 * len(rows), labels(db)), timeout_s=30)
         by = {(r["prompt"], r["model"]): r for r in got}
-        for i in rows[:30]:
+        for i in rows:
             for j, m in zip(cols, chain, strict=True):
                 label = by[(data.prompts[i], m)]
                 # The fleet's judge gives the recorded quality; the cheap step's score is
@@ -302,10 +306,8 @@ def test_a_cold_cascade_learns_thresholds_from_judged_rows(
                     assert label["score"] == pytest.approx(confidence[i, j], abs=2e-3)
                 else:
                     assert label["score"] is None
-        refit = wait_for(lambda: _refits(db))
-        assert refit[0]["router"].startswith("thresholds ")
-        swapped = [r for r in _refits(db) if r["swapped"]]
-        assert swapped, _refits(db)
+        swapped = wait_for(lambda: [r for r in _refits(db) if r["swapped"]], timeout_s=30)
+        assert all(r["router"].startswith("thresholds ") for r in _refits(db))
         threshold = float(swapped[-1]["router"].split()[1])
         # Tuned: a prompt whose cheap answer scores above the threshold is answered by it.
         fresh = [int(i) for i in np.flatnonzero(data.split == "validation")]
@@ -314,7 +316,7 @@ def test_a_cold_cascade_learns_thresholds_from_judged_rows(
         assert ask(client, data.prompts[above])[0] == chain[0]
         assert ask(client, data.prompts[below])[0] == chain[-1]
     # A restart resumes from the stored rows: nothing is asked again to know them.
-    with serve(fleet_config(cascades_fleet, db, chain)) as url:
+    with serve(config) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         n_before = len(labels(db))
         ask(client, data.prompts[rows[0]])  # a prompt with a row already: nothing bought

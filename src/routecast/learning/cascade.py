@@ -68,7 +68,7 @@ MISSED = 1000.0
 class CascadeLearnerSettings:
     """How a cascade endpoint learns; the server builds it from the ``learning:`` block."""
 
-    refit_every: int = 100
+    refit_every: int = 50
     first_refit: int = 30
     holdout_fraction: float = 0.3
     #: Held-out complete rows needed before a refit may be swapped in.
@@ -80,6 +80,11 @@ class CascadeLearnerSettings:
     #: Standard errors of the rows' sample between a tuned cascade and its goal
     #: (:func:`tune_thresholds`); 0: the sample's point estimate.
     z: float = 1.0
+    #: Validation: a cascade misses its goal on the held-out rows when it falls short by more
+    #: than this many standard errors (:func:`validation_loss`); 0: when it falls short at
+    #: all. A lenient test (1) let refit after refit swap in a slightly cheaper cascade that
+    #: was short within the noise, and the endpoint drifted below its target.
+    miss_z: float = 0.0
     judge_noise: float = 0.0
     #: The largest weight one row may carry (a row sampled with probability p weighs 1/p).
     max_weight: float = 50.0
@@ -280,19 +285,20 @@ def tune_thresholds(scores: FloatArray, quality: FloatArray, cost: FloatArray,
 
 
 def validation_loss(thresholds: Sequence[float], scores: FloatArray, quality: FloatArray,
-                    cost: FloatArray, weights: FloatArray, goal: Goal | None = None) -> float:
+                    cost: FloatArray, weights: FloatArray, goal: Goal | None = None,
+                    miss_z: float = 0.0) -> float:
     """How well ``thresholds`` meet ``goal`` on held-out rows (lower is better), as one
-    number that orders lexicographically: a cascade that surely misses the goal (by more
-    than ``z`` standard errors the other way: ``slack`` with ``-z``) scores ``MISSED`` plus
-    by how much (quality points, or the budget's share), so it loses to any that may meet
-    it; among those, the cost as a share of the best step's (quality target), or minus the
+    number that orders lexicographically: a cascade that misses the goal (by more than
+    ``miss_z`` standard errors: ``slack`` with ``-miss_z``) scores ``MISSED`` plus by how
+    much (quality points, or the budget's share), so it loses to any that meets it; among
+    those, the cost as a share of the best step's (quality target), or minus the
     quality as a share of the best step's (budget)."""
     goal = goal or Goal()
     got_q, paid = replay_rows(thresholds, scores, quality, cost)
     w = weights / weights.sum()
     mean_q, mean_c = w @ quality, w @ cost
     best = int(np.argmax(mean_q))
-    lenient = Goal(goal.quality_fraction, goal.budget_usd, -goal.z)
+    lenient = Goal(goal.quality_fraction, goal.budget_usd, -miss_z)
     short = -lenient.slack(got_q, paid, quality, weights)
     if short > 0:
         return MISSED + (short / goal.budget_usd if goal.budget_usd else short)
@@ -395,8 +401,9 @@ class CascadeLearner:
         tuned = current.cascade.thresholds
         if len(train[1]) >= 2 and len(hold[1]) >= s.min_holdout_rows:
             tuned = tune_thresholds(*train, goal, n_levels=s.n_levels)
-            scores = {"current": validation_loss(current.cascade.thresholds, *hold, goal),
-                      "tuned": validation_loss(tuned, *hold, goal)}
+            scores = {"current": validation_loss(current.cascade.thresholds, *hold, goal,
+                                                 s.miss_z),
+                      "tuned": validation_loss(tuned, *hold, goal, s.miss_z)}
             swapped = scores["tuned"] <= scores["current"] and tuned != current.cascade.thresholds
         if swapped:
             self.current = CascadeSnapshot(  # the swap: one assignment

@@ -99,14 +99,14 @@ class CascadeLearningConfig(_LearningBase):
             learning:                    # never keeping an early answer
               judge: {model: grader}     # required: every step's answer is graded
               spend_fraction: 0.1        # pace of judge calls and shadow answers
-              refit_every: 100           # complete rows (every step labelled) between refits
+              refit_every: 50            # complete rows (every step labelled) between refits
               quality_fraction: 0.95     # or budget_usd_per_query
 
     ``refit_every`` and ``first_refit`` count complete rows (one prompt with every step's
     answer graded), not labels."""
 
     judge: JudgeConfig
-    refit_every: int = Field(default=100, ge=1)
+    refit_every: int = Field(default=50, ge=1)
     first_refit: int = Field(default=30, ge=2)
     holdout_fraction: float = Field(default=0.3, gt=0, lt=1)
     #: Held-out complete rows needed before tuned thresholds may be swapped in.
