@@ -19,8 +19,13 @@ quality against the target (``--quality-fraction`` of the strongest step's test 
 mean cost as a share of that step's. References on the same test prompts: the cold start
 (never accept early), and the same chain's thresholds tuned offline on every train row.
 
+With ``--live`` the stream goes through the real thing instead: ``routecast fleet`` replaying
+the data set, ``routecast serve`` with a cold cascade endpoint that learns, and the official
+``openai`` client sending every prompt; the thresholds the server swapped in last are
+replayed on the test split (:func:`run_live`).
+
     python benchmarks/cascade_learning.py [--models a,b,c] [--noise 0,0.1] [--seeds 0,1,2]
-                                          [--spend-fraction 0.2] [--json out.json]
+                                          [--spend-fraction 0.2] [--live] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +155,72 @@ def run(data: Any, models: list[str], noise: float, seed: int, args: Any) -> dic
             "curve": rows}
 
 
+def run_live(path: Path, data: Any, models: list[str], noise: float, seed: int,
+             args: Any) -> dict[str, Any]:
+    """The same stream through the real server: ``routecast fleet`` replaying the data (its
+    judge gives the recorded quality, flipped with probability ``noise``), ``routecast serve``
+    with a cascade endpoint that learns (cold), every prompt sent by the official ``openai``
+    client, one at a time. The thresholds the server swapped in last are replayed on the test
+    split; spend is what the server's learning_spend table holds."""
+    import sqlite3
+    import tempfile
+
+    import openai
+
+    from routecast.fleet import spawn_fleet
+    from routecast.fleet.demo import routecast_serve
+
+    chain = data.select_models(models)
+    stream = chain.take(np.flatnonzero(chain.split != "test"))
+    test = chain.subset("test")
+    order = np.random.default_rng(seed).permutation(stream.n_prompts)[:args.live_requests]
+    best_cost = float(test.mean_cost_usd()[-1])
+    target = args.quality_fraction * float(test.mean_quality()[-1])
+    with tempfile.TemporaryDirectory() as tmp, \
+            spawn_fleet(path, judge_noise=noise, seed=seed) as fleet:
+        judge_price = {"input_usd_per_mtok": args.judge_price[0],
+                       "output_usd_per_mtok": args.judge_price[1]}
+        config = {"models": {**fleet.models_config(judge=False),
+                             fleet.judge_model: {"base_url": fleet.base_url, **judge_price}},
+                  "endpoints": {"smart": {"type": "cascade", "models": models, "learning": {
+                      "judge": {"model": fleet.judge_model, "scale": 1, "noise": noise},
+                      "spend_fraction": args.spend_fraction, "refit_every": args.refit_every,
+                      "first_refit": args.first_refit, "quality_fraction": args.quality_fraction,
+                      "max_learned_per_s": 0}}},
+                  "storage": {"db": str(Path(tmp) / "live.db")}}
+        with routecast_serve(config, Path(tmp)) as url:
+            client = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+            baseline = 0.0
+            for n, i in enumerate(order, start=1):
+                client.chat.completions.create(
+                    model="smart", messages=[{"role": "user", "content": stream.prompts[i]}])
+                baseline += float(stream.cost_usd[i, -1])
+                if n % 200 == 0:
+                    print(f"  live: {n} requests sent", flush=True)
+            time.sleep(2.0)  # the background learning's last labels and refit
+            con = sqlite3.connect(Path(tmp) / "live.db")
+            refits = con.execute("SELECT router, swapped FROM learning_refits ORDER BY id"
+                                 ).fetchall()
+            spent = con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM learning_spend"
+                                ).fetchone()[0]
+            rows = con.execute("SELECT COUNT(DISTINCT prompt) FROM labels").fetchone()[0]
+            con.close()
+    swapped = [r for r, ok in refits if ok]
+    thresholds = (tuple(float("inf") if t == "never" else float(t)
+                        for t in swapped[-1].split()[1].split(","))
+                  if swapped else (float("inf"),) * (len(models) - 1))
+    q, c = on_test(thresholds, test)
+    print(f"live {'+'.join(models)} seed={seed} noise={noise:.2f}: {len(order)} requests, "
+          f"{rows} prompts labelled, spend {spent / baseline:.1%}, refits {len(refits)} "
+          f"(swapped {len(swapped)}), thresholds {tuple(round(t, 3) for t in thresholds)}: "
+          f"test q={q:.3f} (target {target:.3f}, {q - target:+.3f}) "
+          f"cost={c / best_cost:.1%}", flush=True)
+    return {"models": models, "seed": seed, "noise": noise, "live": True,
+            "requests": len(order), "prompts_labelled": rows, "spend_fraction": spent / baseline,
+            "refits": len(refits), "swaps": len(swapped), "thresholds": list(thresholds),
+            "quality": q, "target": target, "cost_fraction": c / best_cost}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -170,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
                         "errors of the held-out rows is a miss")
     p.add_argument("--judge-price", default="0.2,0.2",
                    help="judge USD per 1M input,output tokens")
+    p.add_argument("--live", action="store_true",
+                   help="send the stream through a real routecast server over the replay "
+                        "fleet instead (one seed per --seeds entry)")
+    p.add_argument("--live-requests", type=int, default=1188)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     args.judge_price = tuple(float(x) for x in args.judge_price.split(","))
@@ -178,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(args.data)
     chains = [m.split(",") for m in (args.models or ["llama3.1-8b,llama3.1-70b,llama3.1-405b",
                                                       "gpt-4o-mini,gpt-4o"])]
+    if args.live:
+        live = [run_live(args.data, data, chain, float(noise), int(seed), args)
+                for chain in chains for noise in args.noise.split(",")
+                for seed in args.seeds.split(",")]
+        if args.json:
+            args.json.write_text(json.dumps(live, indent=1))
+        return 0
     out = [run(data, chain, float(noise), int(seed), args)
            for chain in chains for noise in args.noise.split(",")
            for seed in args.seeds.split(",")]
