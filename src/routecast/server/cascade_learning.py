@@ -89,10 +89,11 @@ async def learn_cascade(service: LearningService, e: CascadeLearning, item: _Ser
                 and any(m not in item.allowed for m in (*models, e.judge)))):
         return
     have = visited_answers(e, item)
-    # What each step still needs: an answer (a shadow), and a score if it is an early step.
+    # What each step still needs: an answer (a shadow), and a score if it is an early step
+    # (one that answered unconditionally, the later steps being unusable, has none).
     missing = [j for j, m in enumerate(models)
                if m not in have or have[m].text is None
-               or (j < last and have[m].score is None and m != item.model)]
+               or (j < last and have[m].score is None)]
     judge_usd = service.judge_usd(e, item)
     known = e.learner.mean_costs()
     cost = judge_usd * len(models) + sum(
