@@ -172,6 +172,21 @@ def test_a_cold_learner_escalates_everything_then_swaps_in_validated_thresholds(
     assert not learner.due()  # the next refit waits for more rows
 
 
+def test_a_budget_endpoint_swaps_in_thresholds_within_its_budget() -> None:
+    """``budget_usd_per_query`` 4 (never keeping an early answer costs 11): the tuned
+    thresholds keep enough cheap answers to fit it, with a standard error to spare."""
+    learner = CascadeLearner(Cascade(("a", "b"), (0.5,)), CascadeLearnerSettings(
+        first_refit=100, holdout_fraction=0.3, quality_fraction=None,
+        budget_usd_per_query=4.0), cold=True)
+    scores, quality, cost = world(400)
+    feed(learner, scores, quality, cost)
+    report = learner.refit()
+    assert report.swapped and report.scores["current"] >= MISSED  # 11 > 4: cold misses
+    q, c = replay_thresholds(learner.current.cascade.thresholds, scores, quality, cost,
+                             np.ones(400))
+    assert c < 4.0 and q > 0.8  # the budget holds on all rows, and buys dear answers
+
+
 def test_a_refit_that_validates_worse_is_not_swapped_in() -> None:
     learner = CascadeLearner(Cascade(("a", "b"), (0.5,)), CascadeLearnerSettings(
         first_refit=100, holdout_fraction=0.3), cold=True)
