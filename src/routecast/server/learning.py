@@ -17,6 +17,11 @@ store. Each shadow and judge call has its own timeout (``learning.timeout_s``); 
 one costs a label, never a client's answer or latency. Refits run in a worker thread and the
 new router and policy are swapped into the endpoint in one step on the event loop.
 
+Cascade endpoints with a ``learning:`` block go through the same inbox, rate limit, queue,
+meter, timeouts and store; what is done for each of their requests (completing it into a row
+of every step's graded answer, and tuning thresholds instead of a router) is in
+:mod:`routecast.server.cascade_learning`.
+
 Replicas: servers sharing one database (``storage.url``) share the outcome store, and each
 refit swapped in is published as a new version of the endpoint's router
 (:class:`~routecast.storage.artifacts.ArtifactStore`, :mod:`routecast.learning.publish`).
