@@ -29,10 +29,11 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from routecast.backends.base import Completion, Request, Usage
 from routecast.backends.cascade import CascadeBackend
+from routecast.backends.judges import answer_text
 from routecast.errors import DataFormatError
 from routecast.learning.cascade import CascadeLearner, RowSampler
 from routecast.learning.store import LabelRow
@@ -71,7 +72,8 @@ def visited_answers(e: CascadeLearning, item: _Served) -> dict[str, _StepAnswer]
     out: dict[str, _StepAnswer] = {}
     for step in item.steps or ():
         if step.body is not None:
-            out[step.model] = _StepAnswer(_text(step.body), step.cost_usd, step.score)
+            out[step.model] = _StepAnswer(answer_text(step.body, item.api), step.cost_usd,
+                                          step.score)
         elif step.model == item.model and step.accepted:  # the answering (last usable) step
             out[step.model] = _StepAnswer(item.answer, step.cost_usd, step.score)
     return out
@@ -162,19 +164,13 @@ async def _shadow(service: LearningService, e: CascadeLearning, item: _Served, j
         score, extra = verdict.score, verdict.cost_usd
         if extra:
             e.meter.charge(extra, "shadow")
-    return _StepAnswer(_text(done.body), done.cost_usd + extra, score)
+    return _StepAnswer(answer_text(done.body, item.api), done.cost_usd + extra, score)
 
 
 def _stored_score(score: float | None) -> float | None:
     """A failed signal (NaN) is stored as -inf, which no threshold accepts (NaN is no number
     to SQL databases)."""
     return -math.inf if score is None or math.isnan(score) else score
-
-
-def _text(body: Any) -> str | None:
-    from routecast.server.learning import answer_text
-
-    return answer_text(body)
 
 
 def thresholds_payload(thresholds: Sequence[float], rows: int) -> bytes:
