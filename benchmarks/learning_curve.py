@@ -28,7 +28,10 @@ within 2 points of its quality target on the MBPP test prompts.
 
 With judge noise the learner is told the noise level (``learning.judge.noise``) unless
 ``--no-correct-noise``; ``--no-prompt-cost`` and ``--shrink-folds 0`` turn off the learner's
-per-prompt cost estimate and its out-of-fold shrinkage, to compare.
+per-prompt cost estimate and its out-of-fold shrinkage, to compare; ``--recent 0``,
+``--swap-tolerance 0`` and ``--anchor-labels 0`` turn off the calibration's weighting to the
+latest prompts' mix, the refit's tolerance, and the cold start model's anchor labels
+(``learning.calibration_recent``, ``swap_tolerance_se``, ``anchor_labels``).
 
     python benchmarks/learning_curve.py [--strategies active,uniform-30x2] [--noise 0,0.1]
                                         [--shift] [--seed N] [--json out.json]

@@ -99,7 +99,9 @@ class ActiveExplorer:
     ``max_labels`` caps the labels bought for one request; ``window`` is the number of recent
     requests the pacing threshold is drawn from. Until a model has ``warmup`` labels it is
     explored regardless of value (within the allowance): a handful of labels per model is
-    what every later estimate, and every router's fit, starts from.
+    what every later estimate, and every router's fit, starts from. A candidate's ``floor``
+    raises that count for its model (the learner's ``anchor_labels`` for the cold start's
+    model).
     """
 
     def __init__(self, *, max_labels: int = 6, window: int = 200, warmup: int = 10,

@@ -37,7 +37,7 @@ pair or the new one, never a mix):
   it costs a whole answer), so a few unlucky verdicts could starve it: under 10 % judge noise
   (seed 4) GPT-4 had 69 labels after 1,000 requests, their mean 0.67 against a true 0.84 on
   those prompts, the router ranked it below cheaper models and reached -117 % of the offline
-  gain; with the anchor (100 labels) 62 %;
+  gain; with the anchor (100 labels) and the swap tolerance 62 % (without them: -145 %);
 * **costs**: a model whose cost no training label recorded gets its price (``nominal_cost_usd``,
   scaled to the recorded costs) rather than the router's dearest-known default, and, with
   ``prompt_cost``, each model's cost is predicted per prompt from the labels' recorded costs
