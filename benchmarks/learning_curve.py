@@ -28,7 +28,10 @@ within 2 points of its quality target on the MBPP test prompts.
 
 With judge noise the learner is told the noise level (``learning.judge.noise``) unless
 ``--no-correct-noise``; ``--no-prompt-cost`` and ``--shrink-folds 0`` turn off the learner's
-per-prompt cost estimate and its out-of-fold shrinkage, to compare.
+per-prompt cost estimate and its out-of-fold shrinkage, to compare; ``--recent 0``,
+``--swap-tolerance 0`` and ``--anchor-labels 0`` turn off the calibration's weighting to the
+latest prompts' mix, the refit's tolerance, and the cold start model's anchor labels
+(``learning.calibration_recent``, ``swap_tolerance_se``, ``anchor_labels``).
 
     python benchmarks/learning_curve.py [--strategies active,uniform-30x2] [--noise 0,0.1]
                                         [--shift] [--seed N] [--json out.json]
@@ -149,6 +152,9 @@ def run_stream(world: World, order: np.ndarray, strategy: str, noise: float, arg
                                                                       else 0.0),
                                                          prompt_cost=args.prompt_cost,
                                                          shrink_folds=args.shrink_folds,
+                                                         swap_tolerance_se=args.swap_tolerance,
+                                                         anchor_labels=args.anchor_labels,
+                                                         calibration_recent=args.recent,
                                                          seed=args.seed))
     paced = strategy.startswith("active")
     meter = SpendMeter(budget_usd=None, spend_fraction=args.spend_fraction if paced else None)
@@ -259,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="the learner's per-prompt cost estimate (learning.prompt_cost)")
     p.add_argument("--shrink-folds", type=int, default=3,
                    help="folds of the out-of-fold shrinkage of the learned router (0: off)")
+    p.add_argument("--swap-tolerance", type=float, default=1.0,
+                   help="standard errors by which a refit may validate worse than the current "
+                        "router and still be swapped in (0: any worse score keeps it out)")
+    p.add_argument("--anchor-labels", type=int, default=100,
+                   help="labels the cold start's model is explored to first (0: off)")
+    p.add_argument("--recent", type=int, default=100,
+                   help="latest labelled prompts the calibration window is weighted to "
+                        "(learning.calibration_recent; 0: equal weights)")
     p.add_argument("--spend-fraction", type=float, default=0.2)
     p.add_argument("--refit-every", type=int, default=300)
     p.add_argument("--kernel-power", type=float, default=3.0)

@@ -321,3 +321,97 @@ def test_shrinkage_keeps_the_predictions_that_hold_out_of_fold_and_flattens_nois
     pred = shrunk.predict(list(toy.subset("test").prompts))
     assert pred[:, 1].std() < 0.5 * fitted.predict(list(toy.subset("test").prompts))[:, 1].std()
     assert pred[:, 1].mean() == pytest.approx(noisy[:, 1].mean(), abs=0.05)
+
+
+def test_weighted_calibration_is_calibration_on_the_weighted_prompts() -> None:
+    toy = toy_dataset(n=600)
+    router = make_router("linear").fit(toy.subset("train"))
+    val = toy.subset("validation")
+    hard = np.asarray(val.task) == "hard"
+    on_hard = calibrate(router, val.take(np.flatnonzero(hard)), quality_fraction=0.9)
+    weighted = calibrate(router, val, quality_fraction=0.9, weights=hard.astype(float))
+    assert weighted.cost_weight == pytest.approx(on_hard.cost_weight, rel=1e-9)
+    # The hard prompts alone need the dear model: a lower cost weight than the mix.
+    assert on_hard.cost_weight < calibrate(router, val, quality_fraction=0.9).cost_weight
+    with pytest.raises(ValueError, match="weights"):
+        calibrate(router, val, weights=np.zeros(val.n_prompts))
+
+
+def test_mix_weights_follow_the_recent_prompts() -> None:
+    from routecast.encoders import make_encoder
+    from routecast.learning.calibrate import mix_weights
+
+    toy = toy_dataset(n=400)
+    hard = np.asarray(toy.task) == "hard"
+    enc = make_encoder("tfidf").fit(toy.prompts)
+    later_hard = [p for p, h in zip(toy.prompts[200:], hard[200:], strict=True) if h]
+    pool, recent_hard, recent_mix = (enc.transform(list(toy.prompts[:200])),
+                                     enc.transform(later_hard),
+                                     enc.transform(list(toy.prompts[200:])))
+    w = mix_weights(recent_hard, pool)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[hard[:200]].sum() > 0.9  # equal weights: 0.5
+    w = mix_weights(recent_mix, pool)
+    assert 0.35 < w[hard[:200]].sum() < 0.65
+
+
+def test_the_calibration_follows_a_shift_in_the_mix() -> None:
+    """Easy prompts for a long time, then hard ones only: the policy recalibrated soon after
+    the shift meets the target on the hard prompts, because the window's few hard held-out
+    prompts stand for the recent traffic; with every window prompt weighing the same
+    (``calibration_recent=0``), the easy prompts that fill the window keep the cost weight
+    of the old mix, and the hard prompts go to models that fail them."""
+    toy = toy_dataset(n=1600, seed=2)
+    hard = np.asarray(toy.task) == "hard"
+    order = np.r_[np.flatnonzero(~hard)[:700], np.flatnonzero(hard)[:100]]
+    test_hard = [p for p, h in zip(toy.prompts, hard, strict=True) if h][500:800]
+    truth = {p: toy.quality[i] for i, p in enumerate(toy.prompts)}
+    quality = {}
+    for recent in (0, 100):
+        learner = Learner(toy.models, [0.001, 0.004, 0.02],
+                          LearnerSettings(first_refit=300, refit_every=600,
+                                          calibration_window=200, calibration_recent=recent,
+                                          min_model_labels=1, shrink_folds=0,
+                                          prompt_cost=False))
+        for i in order:
+            for j, model in enumerate(toy.models):
+                learner.record(toy.prompts[i], model, toy.quality[i, j], toy.cost_usd[i, j])
+            if learner.due():
+                learner.refit()
+        learner.refit()
+        picks = learner.route(test_hard)
+        quality[recent] = float(np.mean([truth[p][toy.models.index(m)]
+                                         for p, m in zip(test_hard, picks, strict=True)]))
+    target = 0.95 * float(toy.quality[hard].mean(axis=0).max())
+    assert quality[100] >= target - 0.03
+    assert quality[0] < target - 0.1
+
+
+def test_a_refit_worse_only_within_noise_is_swapped_in() -> None:
+    from routecast.learning.learner import worse
+
+    rng = np.random.default_rng(0)
+    current = rng.random(400) * 0.3
+    noise = rng.normal(0.0, 0.05, 400)
+    slightly = current + noise - noise.mean() + 0.001  # worse by 0.001, spread 0.05
+    assert worse(slightly, current, 0.0)
+    assert not worse(slightly, current, 1.0)
+    assert worse(current + 0.02 + noise * 0.1, current, 1.0)
+    assert not worse(current - 0.01, current, 0.0)
+
+
+def test_the_cold_starts_model_is_explored_first_until_its_anchor_labels() -> None:
+    toy = toy_dataset(n=200)
+    learner = Learner(toy.models, [0.001, 0.004, 0.02], LearnerSettings(anchor_labels=40))
+    for i in range(30):
+        for j, model in enumerate(toy.models):
+            learner.record(toy.prompts[i], model, toy.quality[i, j], toy.cost_usd[i, j])
+    cands = learner.candidates(toy.prompts[100], "small", judge_usd=0.0001)
+    assert {c.model: c.floor for c in cands} == {"small": 0, "medium": 0, "large": 40}
+    meter = SpendMeter(budget_usd=1.0, spend_fraction=None)
+    # large's label is worth little and dear; above the warmup (10) only its floor buys it.
+    low = [replace(c, nearby=1e6) if c.model == "large" else c for c in cands]
+    assert "large" in [c.model for c in ActiveExplorer(warmup=10, max_labels=1).plan(low, meter)]
+    unanchored = [replace(c, floor=0) for c in low]
+    assert "large" not in [c.model for c in
+                           ActiveExplorer(warmup=10, max_labels=1).plan(unanchored, meter)]

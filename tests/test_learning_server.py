@@ -494,3 +494,17 @@ def test_a_streamed_answer_is_assembled_by_the_intake_only_when_it_is_learned_fr
     assert (item.answer, item.model, item.response_id) == ("it is 4", "small", "r1")
     assert service.endpoints["auto"].counters == {"over_rate": 1}
     assert final.body == {} and set(service._responses) == {"r1", "r2"}
+
+
+def test_the_learning_block_sets_the_calibration_mix_swap_tolerance_and_anchor(
+        upstreams: tuple[StubUpstream, Grader, str], tmp_path: Path) -> None:
+    from routecast.server.learning import make_learner
+
+    stub, _grader, grader_url = upstreams
+    cfg = config(stub, grader_url, tmp_path / "log.db", calibration_recent=0,
+                 swap_tolerance_se=2.5, anchor_labels=7)
+    s = make_learner("auto", cfg.endpoints["auto"], cfg).settings
+    assert (s.calibration_recent, s.swap_tolerance_se, s.anchor_labels) == (0, 2.5, 7)
+    cfg = config(stub, grader_url, tmp_path / "log2.db")
+    s = make_learner("auto", cfg.endpoints["auto"], cfg).settings
+    assert (s.calibration_recent, s.swap_tolerance_se, s.anchor_labels) == (100, 1.0, 100)

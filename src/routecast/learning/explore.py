@@ -65,6 +65,9 @@ class Candidate:
     label_cost_usd: float
     #: Labels of this model so far, anywhere.
     labels: int = 0
+    #: Labels this model is explored to first, whatever their value (within the allowance),
+    #: if more than the explorer's ``warmup``.
+    floor: int = 0
 
 
 class Explorer(Protocol):
@@ -96,7 +99,9 @@ class ActiveExplorer:
     ``max_labels`` caps the labels bought for one request; ``window`` is the number of recent
     requests the pacing threshold is drawn from. Until a model has ``warmup`` labels it is
     explored regardless of value (within the allowance): a handful of labels per model is
-    what every later estimate, and every router's fit, starts from.
+    what every later estimate, and every router's fit, starts from. A candidate's ``floor``
+    raises that count for its model (the learner's ``anchor_labels`` for the cold start's
+    model).
     """
 
     def __init__(self, *, max_labels: int = 6, window: int = 200, warmup: int = 10,
@@ -138,7 +143,7 @@ class ActiveExplorer:
         self._recent.append([(float(r), float(c)) for r, c in zip(ratio, costs, strict=True)])
         allowance = meter.allowance()
         chosen: list[Candidate] = []
-        warm = np.asarray([c.labels < self.warmup for c in candidates])
+        warm = np.asarray([c.labels < max(self.warmup, c.floor) for c in candidates])
         if self.randomized and limit > 0:
             # Probabilistic thresholding: a candidate below the threshold still has a chance
             # in proportion to its value, one above it is bought; labels then cover every

@@ -129,6 +129,8 @@ def make_learner(name: str, spec: RoutedEndpoint, config: Config) -> Learner:
     settings = LearnerSettings(
         router=lc.router, refit_every=lc.refit_every, first_refit=lc.first_refit,
         holdout_fraction=lc.holdout_fraction, calibration_window=lc.calibration_window,
+        calibration_recent=lc.calibration_recent, swap_tolerance_se=lc.swap_tolerance_se,
+        anchor_labels=lc.anchor_labels,
         quality_fraction=lc.quality_fraction,
         budget_usd_per_query=lc.budget_usd_per_query, prompt_cost=lc.prompt_cost,
         judge_noise=lc.judge.noise if lc.judge else 0.0)

@@ -17,6 +17,10 @@ endpoint (:class:`CascadeLearningConfig`)::
           refit_every: 300               # labels between refits (early refits at 25, 50, ...)
           quality_fraction: 0.95         # target the policy is recalibrated to (or
                                          # budget_usd_per_query)
+          calibration_window: 300        # held-out prompts the policy is calibrated on,
+          calibration_recent: 100        # weighted to the latest 100 prompts' mix (0: equal)
+          swap_tolerance_se: 1.0         # a refit worse within 1 standard error still swaps
+          anchor_labels: 100             # the dearest model's labels bought first
 """
 
 from __future__ import annotations
@@ -84,6 +88,17 @@ class LearningConfig(_LearningBase):
     #: The most recent held-out prompts the policy is recalibrated on (shorter: follows a
     #: shift in the traffic sooner, noisier).
     calibration_window: int = Field(default=300, ge=10)
+    #: The latest labelled prompts that stand for the current traffic mix: the window's
+    #: prompts are weighted by how like them they are (a density ratio), so the policy follows
+    #: a shift in the mix within about this many requests. 0: equal weights.
+    calibration_recent: int = Field(default=100, ge=0)
+    #: A refit that validates worse than the router in use is swapped in anyway unless it is
+    #: worse by more than this many standard errors (held-out Brier, paired). 0: any worse
+    #: score keeps it out.
+    swap_tolerance_se: float = Field(default=1.0, ge=0)
+    #: Labels of the cold start's model (the dearest) bought first, before any other
+    #: exploration, while it has fewer. 0: only the explorer's first 10, as for every model.
+    anchor_labels: int = Field(default=100, ge=0)
     #: Predict each model's cost per prompt from the labels' recorded costs (false: the
     #: router's mean cost per model).
     prompt_cost: bool = True
