@@ -115,3 +115,23 @@ def test_inconsistent_saved_state_is_a_clear_error(tmp_path: Path) -> None:
     np.savez(tmp_path / ARRAYS_FILE, **arrays)
     with pytest.raises(DataFormatError, match="idf"):
         load_router(tmp_path)
+
+
+def test_the_last_row_is_remembered_and_forgotten_with_the_vocabulary() -> None:
+    """A prompt transformed twice in a row (a learning router's quality and cost models) is
+    transformed once; the remembered row is the same as a fresh one, and a refit encoder (a
+    new vocabulary) or another text does not get it."""
+    texts = ["the cat sat on the mat", "a dog barked at the cat", "stocks fell sharply"]
+    enc = TfidfEncoder().fit(texts)
+    first = enc.transform_row(texts[0])
+    again = enc.transform_row(texts[0])
+    assert again[0] is first[0] and again[1] is first[1]  # remembered, not recomputed
+    other = enc.transform_row(texts[1])
+    assert other[0] is not first[0]
+    fresh = TfidfEncoder().fit(texts).transform_row(texts[0])
+    np.testing.assert_array_equal(fresh[0], first[0])
+    np.testing.assert_allclose(fresh[1], first[1])
+    enc.transform_row(texts[0])
+    enc.fit(["completely different words here", "and more of them"])
+    refit = enc.transform_row(texts[0])
+    assert refit[0] is not first[0] and len(refit[0]) < len(first[0])
