@@ -22,11 +22,12 @@ from routecast.policy import Policy, choose, weight_grid
 from routecast.routers.base import Router
 
 
-def brier(router: Router, data: Dataset) -> float:
-    """Mean squared error of predicted quality over the labelled pairs of ``data``."""
+def squared_errors(router: Router, data: Dataset) -> FloatArray:
+    """Squared error of predicted quality on each labelled pair of ``data`` (row-major order,
+    so two routers' errors on the same data pair up); their mean is the Brier score."""
     pred = router.predict(list(data.prompts))
     have = data.labelled
-    return float(np.mean((pred[have] - data.quality[have]) ** 2))
+    return np.asarray((pred[have] - data.quality[have]) ** 2, dtype=np.float64)
 
 
 def imputed(router: Router, data: Dataset, labels: FloatArray | None = None

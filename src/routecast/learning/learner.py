@@ -72,7 +72,7 @@ import numpy as np
 
 from routecast.data.dataset import Dataset, FloatArray
 from routecast.encoders import make_encoder
-from routecast.learning.calibrate import calibrate, mix_weights
+from routecast.learning.calibrate import calibrate, mix_weights, squared_errors
 from routecast.learning.cost import PromptCostModel, PromptCostRouter
 from routecast.learning.explore import Candidate
 from routecast.learning.labels import LabelTable
@@ -307,14 +307,6 @@ def shrink(name: str, params: Mapping[str, Any], train: Dataset, fitted: Router,
         if k >= 5 and var > 0:
             slope[j] = float(np.clip(((pj - center[j]) * (yj - yj.mean())).sum() / var, 0, 1))
     return ShrunkRouter(fitted, slope, center, mean).ready()
-
-
-def squared_errors(router: Router, data: Dataset) -> FloatArray:
-    """Squared error of predicted quality on each labelled pair of ``data`` (row-major order,
-    so two routers' errors on the same data pair up); their mean is the Brier score."""
-    pred = router.predict(list(data.prompts))
-    have = data.labelled
-    return np.asarray((pred[have] - data.quality[have]) ** 2, dtype=np.float64)
 
 
 def worse(new: FloatArray, current: FloatArray, tolerance_se: float) -> bool:

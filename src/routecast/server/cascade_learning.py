@@ -31,13 +31,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from routecast.backends.base import Completion, Request, Usage
+from routecast.backends.base import Completion, Request
 from routecast.backends.cascade import CascadeBackend
 from routecast.backends.judges import answer_text
 from routecast.errors import DataFormatError
 from routecast.learning.cascade import CascadeLearner, RowSampler
 from routecast.learning.store import LabelRow
-from routecast.server.learning_state import LearningState
+from routecast.server.learning_state import NOMINAL_USAGE, LearningState
 
 if TYPE_CHECKING:
     from routecast.server.learning import LearningService, _Served
@@ -100,11 +100,13 @@ async def learn_cascade(service: LearningService, e: CascadeLearning, item: _Ser
     known = e.learner.mean_costs()
     cost = judge_usd * len(models) + sum(
         known[j] if math.isfinite(known[j])
-        else service.table.prices[models[j]].cost_usd(NOMINAL) for j in missing)
+        else service.table.prices[models[j]].cost_usd(NOMINAL_USAGE) for j in missing)
     p = e.sampler.probability(cost, e.meter.pace_per_request())
     if cost > e.meter.allowance() or not e.sampler.draw(p):
         return
     e.count("rows_sampled")
+    # Steps whose own answer is graded (``judge`` labels); the others' are shadows.
+    asked = {m for j, m in enumerate(models) if j not in missing}
     shadows = await asyncio.gather(*(_shadow(service, e, item, j) for j in missing))
     for j, answer in zip(missing, shadows, strict=True):
         if answer is not None:
@@ -123,20 +125,11 @@ async def learn_cascade(service: LearningService, e: CascadeLearning, item: _Ser
         if service.store is not None:
             await service.add_label(e, LabelRow(
                 e.name, item.prompt, m, quality, answer.cost_usd,
-                "judge" if m in item_models(item) else "shadow", item.response_id,
+                "judge" if m in asked else "shadow", item.response_id,
                 item.client, score=(None if j == last else _stored_score(score)),
                 weight=weight))
     if e.learner.due() and not e.refitting:
         await service.refit(e)
-
-
-#: A typical request, for a step's cost before any of its answers has been seen.
-NOMINAL = Usage(prompt_tokens=500, completion_tokens=200)
-
-
-def item_models(item: _Served) -> set[str]:
-    """The steps the request itself asked (their labels are ``judge`` labels)."""
-    return {s.model for s in item.steps or () if s.body is not None or s.accepted}
 
 
 async def _shadow(service: LearningService, e: CascadeLearning, item: _Served, j: int

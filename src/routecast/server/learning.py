@@ -79,7 +79,7 @@ from routecast.server.cascade_learning import (
     thresholds_payload,
 )
 from routecast.server.learning_config import LearningConfig
-from routecast.server.learning_state import LearningState
+from routecast.server.learning_state import NOMINAL_USAGE, LearningState
 from routecast.server.stream_answer import answered
 from routecast.storage.artifacts import ArtifactStore
 from routecast.storage.database import Database
@@ -96,8 +96,6 @@ MAX_RESPONSES = 100_000
 #: Seconds a gap in the label ids read from the shared store is waited on (an insert by another
 #: replica not committed yet) before it is taken for a rolled-back insert.
 GAP_S = 10.0
-#: A typical request, for a model's nominal cost before its answers have been seen.
-NOMINAL_USAGE = Usage(prompt_tokens=500, completion_tokens=200)
 
 
 def make_learner(name: str, spec: RoutedEndpoint, config: Config) -> Learner:
@@ -629,13 +627,12 @@ class LearningService:
         if isinstance(report, CascadeRefit):  # the thresholds tuned, in the router column
             kind = "thresholds " + ",".join("never" if t == math.inf else f"{t:.4g}"
                                             for t in report.thresholds)
-            await asyncio.to_thread(self.store.add_refit, e.name, report.version,
-                                    report.swapped, kind, report.labels, report.scores, 0.0,
-                                    report.seconds)
+            cost_weight = 0.0
         else:
-            await asyncio.to_thread(self.store.add_refit, e.name, report.version,
-                                    report.swapped, report.kind, report.labels, report.scores,
-                                    report.cost_weight, report.seconds)
+            kind, cost_weight = report.kind, report.cost_weight
+        await asyncio.to_thread(self.store.add_refit, e.name, report.version, report.swapped,
+                                kind, report.labels, report.scores, cost_weight,
+                                report.seconds)
 
     # -- feedback --------------------------------------------------------------------------
 

@@ -7,7 +7,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from routecast.backends.base import Usage
 from routecast.learning.meter import SpendMeter
+
+#: A typical request, for a model's nominal cost before its answers have been seen.
+NOMINAL_USAGE = Usage(prompt_tokens=500, completion_tokens=200)
 
 
 @dataclass(kw_only=True)
