@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -198,7 +199,7 @@ def _sqlite_engine(url: URL, *, readonly: bool) -> Engine:
             # process starting beside this one may hold for a moment.
             cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
             if not readonly:
-                cursor.execute("PRAGMA journal_mode=WAL")
+                _wal(cursor)
                 cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
@@ -209,6 +210,24 @@ def _sqlite_engine(url: URL, *, readonly: bool) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _wal(cursor: Any) -> None:
+    """Switch the file to WAL, waiting out other connections as the busy timeout would.
+
+    SQLite answers "database is locked" at once, without calling its busy handler, when the
+    switch cannot take its lock because another connection (a server starting beside this
+    one, migrating the new file) holds one: four servers opening one new file together failed
+    this way about once in 20 starts (tests/test_storage.py)."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def open_database(target: str | Path | Database, *, migrate: bool = True,
